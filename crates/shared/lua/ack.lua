@@ -1,0 +1,52 @@
+-- ack.lua: record the end of executions and free (or keep) their slots.
+--
+-- KEYS[1]  leases sorted set
+-- KEYS[2]  delayed sorted set
+-- KEYS[3]  stats hash
+-- then, per execution i: KEYS[3i+1] job hash, KEYS[3i+2] slots:K, KEYS[3i+3] wait:K
+-- ARGV, per execution i, 4 values from ARGV[4i-3]:
+--   entry, attempt, outcome ("ok", "err" or "cancelled"), payload (the result
+--   for "ok", the reason otherwise)
+-- Returns: the entries refused because their attempt is no longer current
+--   (the lease was lost and the job recovered): such a late result is dropped.
+--
+-- A failed attempt is retried through the delayed set after backoff_ms * 2^(attempt-1)
+-- while attempts remain; a cancel request turns any outcome into "cancelled".
+
+local now = now_ms()
+local leases, delayed, stats = KEYS[1], KEYS[2], KEYS[3]
+local refused, ended = {}, {}
+
+for i = 1, #ARGV / 4 do
+  local entry, attempt = ARGV[4 * i - 3], tonumber(ARGV[4 * i - 2])
+  local outcome, payload = ARGV[4 * i - 1], ARGV[4 * i]
+  local job, slots, wait = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms', 'cancel', 'backoff_ms')
+  if f[1] ~= 'running' or tonumber(f[2]) ~= attempt then
+    refused[#refused + 1] = entry
+  else
+    ended[#ended + 1] = entry
+    local id = string.sub(entry, 1, 36)
+    local ckey = string.sub(entry, 38)
+    if ckey ~= '' then
+      end_slot(slots, wait, delayed, ckey, id .. '#' .. attempt, tonumber(f[4]) or 0, now)
+    end
+    if f[5] == '1' then outcome = 'cancelled' end
+    if outcome == 'ok' then
+      redis.call('HSET', job, 'status', 'succeeded', 'result', payload, 'ended_at', now)
+      count_final(stats, 'succeeded')
+    elseif outcome == 'cancelled' then
+      redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now)
+      count_final(stats, 'cancelled')
+    elseif attempt < (tonumber(f[3]) or 1) then
+      local at = now + (tonumber(f[6]) or 1000) * 2 ^ (attempt - 1)
+      redis.call('HSET', job, 'status', 'scheduled', 'error', payload, 'ready_at', at)
+      redis.call('ZADD', delayed, at, entry)
+    else
+      redis.call('HSET', job, 'status', 'failed', 'error', payload, 'ended_at', now)
+      count_final(stats, 'failed')
+    end
+  end
+end
+if #ended > 0 then redis.call('ZREM', leases, unpack(ended)) end
+return refused

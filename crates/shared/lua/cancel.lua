@@ -1,0 +1,46 @@
+-- cancel.lua: cancel a job that has not finished.
+--
+-- KEYS[1]  ready list
+-- KEYS[2]  delayed sorted set
+-- KEYS[3]  leases sorted set
+-- KEYS[4]  stats hash
+-- KEYS[5]  the job hash
+-- KEYS[6]  slots:K of the job's concurrency key (any name when it has none)
+-- KEYS[7]  wait:K
+-- ARGV[1]  job id
+-- ARGV[2]  the job's concurrency key as the caller read it ("" for none)
+-- Returns: "cancelled", "requested" (running: its worker stops it), "finished"
+--   or "missing"; an error if the key changed under the caller.
+
+local now = now_ms()
+local ready, delayed, leases, stats, job, slots, wait = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local id, ckey = ARGV[1], ARGV[2]
+local f = redis.call('HMGET', job, 'status', 'ckey', 'max')
+local status = f[1]
+if not status then return 'missing' end
+if (f[2] or '') ~= ckey then return redis.error_reply('concurrency key of job ' .. id .. ' changed while cancelling') end
+if status == 'succeeded' or status == 'failed' or status == 'cancelled' then return 'finished' end
+if status == 'running' then
+  redis.call('HSET', job, 'cancel', '1')
+  return 'requested'
+end
+
+local entry = make_entry(id, ckey)
+redis.call('LREM', ready, 1, entry)
+redis.call('ZREM', leases, entry)
+local at = tonumber(redis.call('ZSCORE', delayed, entry))
+redis.call('ZREM', delayed, entry)
+if ckey ~= '' then
+  redis.call('LREM', wait, 1, id .. ' ' .. (f[3] or ''))
+  -- A reserved slot goes back to what it was: the tail of an ended slot.
+  if redis.call('ZREM', slots, id .. '#r') == 1 and at ~= nil and at > now then
+    redis.call('ZADD', slots, at, id .. '#c')
+  end
+end
+redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now, 'cancel', '1')
+count_final(stats, 'cancelled')
+if ckey ~= '' then
+  expire_slots(slots, now)
+  settle(slots, wait, delayed, ckey, now)
+end
+return 'cancelled'

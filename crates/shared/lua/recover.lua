@@ -1,0 +1,57 @@
+-- recover.lua: take back entries whose lease ran out (their worker died, froze
+-- or lost Redis) and run them again.
+--
+-- KEYS[1]  leases sorted set
+-- KEYS[2]  delayed sorted set
+-- KEYS[3]  ready list
+-- KEYS[4]  stats hash
+-- KEYS[5]  marker list
+-- then, per entry i: KEYS[3i+3] job hash, KEYS[3i+4] slots:K, KEYS[3i+5] wait:K
+-- ARGV[i]  the i-th expired lease entry, as claim.lua returned it
+-- Returns: the ids of executions found dead (status was running).
+--
+-- Each entry is checked again here, atomically: one renewed meanwhile, or
+-- already recovered by another worker, is left alone. A dead execution's slot
+-- counts as ended now, at the moment it was found dead.
+
+local now = now_ms()
+local leases, delayed, ready, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local dead, requeued = {}, 0
+
+for i = 1, #ARGV do
+  local entry = ARGV[i]
+  local job, slots, wait = KEYS[3 * i + 3], KEYS[3 * i + 4], KEYS[3 * i + 5]
+  local score = tonumber(redis.call('ZSCORE', leases, entry))
+  if score ~= nil and score <= now then
+    redis.call('ZREM', leases, entry)
+    if string.sub(entry, 1, 5) == 'wake ' then
+      redis.call('ZADD', delayed, 'LT', now, entry)
+    else
+      local id = string.sub(entry, 1, 36)
+      local ckey = string.sub(entry, 38)
+      local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms')
+      local attempt = tonumber(f[2]) or 0
+      if f[1] == 'running' then
+        dead[#dead + 1] = id
+        if ckey ~= '' then
+          end_slot(slots, wait, delayed, ckey, id .. '#' .. attempt, tonumber(f[4]) or 0, now)
+        end
+        local reason = 'worker lost: lease expired during attempt ' .. attempt
+        if attempt >= (tonumber(f[3]) or 1) then
+          redis.call('HSET', job, 'status', 'failed', 'error', reason, 'ended_at', now)
+          count_final(stats, 'failed')
+        else
+          redis.call('HSET', job, 'status', 'queued', 'error', reason, 'ready_at', now)
+          redis.call('RPUSH', ready, entry)
+          requeued = requeued + 1
+        end
+      elseif f[1] == 'queued' or f[1] == 'scheduled' or f[1] == 'waiting' then
+        -- Claimed but never admitted: it keeps its place at the front.
+        redis.call('LPUSH', ready, entry)
+        requeued = requeued + 1
+      end
+    end
+  end
+end
+if requeued > 0 and redis.call('LLEN', marker) == 0 then redis.call('LPUSH', marker, '1') end
+return dead

@@ -1,0 +1,86 @@
+-- slots.lua: helpers prepended to every script that holds or frees concurrency
+-- slots. It is not run on its own, so it has no KEYS or ARGV of its own.
+--
+-- Per concurrency key K (see keys.rs):
+--   slots:K  sorted set of held slots. Member "<id>#<attempt>" for a running
+--            execution, "<id>#r" for a slot reserved for a waiting job that will
+--            be admitted when its delayed entry falls due. Score: +inf while the
+--            slot is held open-ended (running or reserved), else the Unix ms at
+--            which it frees (end of execution + that job's window).
+--   wait:K   list, FIFO, of "<id> <max>" for jobs whose key is full of
+--            open-ended slots, so the moment they may run is not known yet.
+-- Invariant kept by settle(): while wait:K is not empty, every slot of K that
+-- frees at a known time has already been handed to a waiter, so each waiting
+-- job is moved exactly once from wait:K to the delayed set, at the exact
+-- moment its slot frees.
+
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+
+-- A queue entry is the job id (36 characters), then " " and its concurrency
+-- key when it has one.
+local function make_entry(id, ckey)
+  if ckey == nil or ckey == '' then return id end
+  return id .. ' ' .. ckey
+end
+
+local function expire_slots(slots, now)
+  redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+end
+
+-- The earliest slot that frees at a known time, as {member, score}, or nil.
+local function first_timed_slot(slots)
+  local first = redis.call('ZRANGEBYSCORE', slots, '-inf', '(+inf', 'WITHSCORES', 'LIMIT', 0, 1)
+  if first[1] == nil then return nil end
+  return first
+end
+
+-- Hand free or soon-free capacity of one key to its waiters, in FIFO order.
+-- Each waiter gets a reserved slot and a delayed entry at the moment it may run.
+local function settle(slots, wait, delayed, ckey, now)
+  while true do
+    local head = redis.call('LINDEX', wait, 0)
+    if not head then return end
+    local hid = string.sub(head, 1, 36)
+    local hmax = tonumber(string.sub(head, 38))
+    local held = redis.call('ZCARD', slots)
+    local at = nil
+    if held < hmax then
+      at = now
+    else
+      local first = first_timed_slot(slots)
+      -- Only open-ended slots: the next end of an execution settles again.
+      if first == nil then return end
+      if held > hmax then
+        -- The head was stamped with a lower max than the slots held: look
+        -- again when the earliest slot frees.
+        redis.call('ZADD', delayed, 'LT', first[2], 'wake ' .. ckey)
+        return
+      end
+      redis.call('ZREM', slots, first[1])
+      at = tonumber(first[2])
+    end
+    redis.call('LPOP', wait)
+    redis.call('ZADD', slots, '+inf', hid .. '#r')
+    redis.call('ZADD', delayed, at, make_entry(hid, ckey))
+  end
+end
+
+-- An execution ended (any outcome): its slot stays held for its window, then
+-- the key's waiters are settled.
+local function end_slot(slots, wait, delayed, ckey, token, window_ms, now)
+  redis.call('ZREM', slots, token)
+  if window_ms > 0 then
+    redis.call('ZADD', slots, now + window_ms, token)
+  end
+  expire_slots(slots, now)
+  settle(slots, wait, delayed, ckey, now)
+end
+
+-- Final states move the namespace counters that `sluice wait` reads.
+local function count_final(stats, status)
+  redis.call('HINCRBY', stats, status, 1)
+  redis.call('HINCRBY', stats, 'active', -1)
+end

@@ -1,0 +1,397 @@
+//! The config: a TOML file (`--config PATH` or `SLUICE_CONFIG`) overridden by
+//! `SLUICE_…` environment variables: `SLUICE_REDIS_URL` for `redis_url`, and
+//! `SLUICE_SECTION__KEY` for nested settings (`SLUICE_WORKER__CONCURRENCY`).
+//! Validated once at load; every error names the setting.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+use crate::template::KeyTemplate;
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct Config {
+    #[serde(default = "default_redis_url")]
+    pub redis_url: String,
+    #[serde(default = "default_prefix")]
+    pub prefix: String,
+    /// `text` (default) or `json` log lines.
+    #[serde(default = "default_log_format")]
+    pub log_format: String,
+    #[serde(default)]
+    pub worker: WorkerConfig,
+    #[serde(default)]
+    pub scripts: BTreeMap<String, ScriptConfig>,
+    #[serde(default)]
+    pub flows: BTreeMap<String, FlowConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct WorkerConfig {
+    /// Jobs one worker process runs at once.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: i64,
+    /// Prometheus `/metrics` and `/healthz`; off when unset.
+    pub metrics_addr: Option<String>,
+    /// How long a worker's claim on a job lasts without renewal.
+    #[serde(default = "default_lease_s")]
+    pub lease_s: f64,
+    /// On SIGTERM/SIGINT, how long running jobs get to finish.
+    #[serde(default = "default_grace_s")]
+    pub grace_s: f64,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        WorkerConfig {
+            concurrency: default_concurrency(),
+            metrics_addr: None,
+            lease_s: default_lease_s(),
+            grace_s: default_grace_s(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct ScriptConfig {
+    /// argv; without it a Rust handler registered in the worker serves the path.
+    pub command: Option<Vec<String>>,
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+    pub concurrency: Option<LimitConfig>,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+    /// First retry delay; each further retry doubles it.
+    #[serde(default = "default_backoff_s")]
+    pub backoff_s: f64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct LimitConfig {
+    pub max: i64,
+    #[serde(default)]
+    pub window_s: f64,
+    pub key: Option<String>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct FlowConfig {
+    pub concurrency: Option<LimitConfig>,
+    #[serde(default)]
+    pub steps: Vec<StepConfig>,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+pub struct StepConfig {
+    pub id: String,
+    pub script: Option<String>,
+    pub command: Option<Vec<String>>,
+    pub concurrency: Option<LimitConfig>,
+}
+
+fn default_redis_url() -> String {
+    "redis://127.0.0.1:6379".into()
+}
+fn default_prefix() -> String {
+    "sluice".into()
+}
+fn default_log_format() -> String {
+    "text".into()
+}
+fn default_concurrency() -> i64 {
+    16
+}
+fn default_lease_s() -> f64 {
+    30.0
+}
+fn default_grace_s() -> f64 {
+    30.0
+}
+fn default_timeout_s() -> f64 {
+    300.0
+}
+fn default_max_attempts() -> i64 {
+    3
+}
+fn default_backoff_s() -> f64 {
+    1.0
+}
+
+/// A limit as it is stamped on a job: `max` slots, each held `window_ms` past
+/// the end of its execution, on the resolved key.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Limit {
+    pub max: u32,
+    pub window_ms: u64,
+    pub key: Option<KeyTemplate>,
+}
+
+impl Config {
+    /// Loads the file at `path` (or `SLUICE_CONFIG`, or none) with the
+    /// process environment's overrides.
+    pub fn load(path: Option<&Path>) -> Result<Config> {
+        let env: HashMap<String, String> = std::env::vars().collect();
+        let from_env = env.get("SLUICE_CONFIG").map(Path::new);
+        Config::load_with_env(path.or(from_env), env.clone())
+    }
+
+    /// Loads with an explicit environment: what `load` does, testable.
+    pub fn load_with_env(path: Option<&Path>, env: HashMap<String, String>) -> Result<Config> {
+        let mut builder = config::Config::builder();
+        if let Some(path) = path {
+            if !path.exists() {
+                return Err(Error::Config(format!("file {} does not exist", path.display())));
+            }
+            builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
+        }
+        // SLUICE_CONFIG names the file, and SLUICE_TEST_* belong to the test
+        // harness; neither is a setting.
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k != "SLUICE_CONFIG" && !k.starts_with("SLUICE_TEST_"))
+            .collect();
+        builder = builder.add_source(
+            config::Environment::with_prefix("SLUICE")
+                .prefix_separator("_")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env)),
+        );
+        let where_ = path.map(|p| format!(" ({})", p.display())).unwrap_or_default();
+        let cfg: Config = builder
+            .build()
+            .and_then(|c| c.try_deserialize())
+            .map_err(|e| Error::Config(format!("{e}{where_}")))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        let bad = |setting: &str, reason: String| Error::Config(format!("{setting}: {reason}"));
+        redis::Client::open(self.redis_url.as_str())
+            .map_err(|e| bad("redis_url", format!("{:?} is not a Redis URL: {e}", self.redis_url)))?;
+        if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ']) {
+            return Err(bad("prefix", format!("{:?} must be non-empty, without braces or spaces", self.prefix)));
+        }
+        if self.log_format != "text" && self.log_format != "json" {
+            return Err(bad("log_format", format!("{:?} must be \"text\" or \"json\"", self.log_format)));
+        }
+        if self.worker.concurrency < 1 {
+            return Err(bad("worker.concurrency", format!("must be at least 1, got {}", self.worker.concurrency)));
+        }
+        positive(self.worker.lease_s, "worker.lease_s")?;
+        non_negative(self.worker.grace_s, "worker.grace_s")?;
+        for (path, s) in &self.scripts {
+            let at = format!("scripts.{path:?}");
+            if let Some(cmd) = &s.command {
+                if cmd.is_empty() || cmd[0].is_empty() {
+                    return Err(bad(&format!("{at}.command"), "must name a program".into()));
+                }
+            }
+            positive(s.timeout_s, &format!("{at}.timeout_s"))?;
+            if s.max_attempts < 1 {
+                return Err(bad(&format!("{at}.max_attempts"), format!("must be at least 1, got {}", s.max_attempts)));
+            }
+            non_negative(s.backoff_s, &format!("{at}.backoff_s"))?;
+            if let Some(l) = &s.concurrency {
+                l.to_limit(&format!("{at}.concurrency"))?;
+            }
+        }
+        for (path, f) in &self.flows {
+            let at = format!("flows.{path:?}");
+            if let Some(l) = &f.concurrency {
+                l.to_limit(&format!("{at}.concurrency"))?;
+            }
+            for (i, step) in f.steps.iter().enumerate() {
+                let at = format!("{at}.steps[{i}]");
+                match (&step.script, &step.command) {
+                    (Some(script), None) if !self.scripts.contains_key(script) => {
+                        return Err(bad(&format!("{at}.script"), format!("{script:?} is not among the scripts")));
+                    }
+                    (Some(_), None) | (None, Some(_)) => {}
+                    _ => return Err(bad(&at, "needs exactly one of `script` and `command`".into())),
+                }
+                if let Some(l) = &step.concurrency {
+                    l.to_limit(&format!("{at}.concurrency"))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn lease_ms(&self) -> u64 {
+        (self.worker.lease_s * 1000.0).round() as u64
+    }
+}
+
+impl LimitConfig {
+    /// Checks and converts; `at` names the setting in errors.
+    pub fn to_limit(&self, at: &str) -> Result<Limit> {
+        if self.max < 1 || self.max > u32::MAX as i64 {
+            return Err(Error::Config(format!("{at}.max: must be at least 1, got {}", self.max)));
+        }
+        non_negative(self.window_s, &format!("{at}.window_s"))?;
+        let key = match &self.key {
+            Some(k) => Some(KeyTemplate::parse(k).map_err(|e| Error::Config(format!("{at}.key: {e}")))?),
+            None => None,
+        };
+        Ok(Limit {
+            max: self.max as u32,
+            window_ms: (self.window_s * 1000.0).round() as u64,
+            key,
+        })
+    }
+}
+
+fn positive(v: f64, setting: &str) -> Result<()> {
+    if !(v.is_finite() && v > 0.0) {
+        return Err(Error::Config(format!("{setting}: must be a positive number of seconds, got {v}")));
+    }
+    Ok(())
+}
+
+fn non_negative(v: f64, setting: &str) -> Result<()> {
+    if !(v.is_finite() && v >= 0.0) {
+        return Err(Error::Config(format!("{setting}: must be 0 or more seconds, got {v}")));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    fn file(toml: &str) -> tempfile_lite::TempToml {
+        tempfile_lite::TempToml::new(toml)
+    }
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config> {
+        let f = file(toml);
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load_with_env(Some(f.path()), env)
+    }
+
+    mod tempfile_lite {
+        use super::*;
+        pub struct TempToml(std::path::PathBuf);
+        impl TempToml {
+            pub fn new(body: &str) -> Self {
+                let path = std::env::temp_dir().join(format!("sluice-cfg-{}.toml", uuid::Uuid::now_v7()));
+                std::fs::File::create(&path).unwrap().write_all(body.as_bytes()).unwrap();
+                TempToml(path)
+            }
+            pub fn path(&self) -> &Path {
+                &self.0
+            }
+        }
+        impl Drop for TempToml {
+            fn drop(&mut self) {
+                let _ = std::fs::remove_file(&self.0);
+            }
+        }
+    }
+
+    const SPEC_EXAMPLE: &str = r#"
+redis_url = "redis://127.0.0.1:6379"
+prefix = "sluice"
+
+[worker]
+concurrency = 16
+metrics_addr = "127.0.0.1:9464"
+
+[scripts."f/crm/sync_contact"]
+command = ["./sync_contact.sh"]
+timeout_s = 300
+concurrency = { max = 10, window_s = 60, key = "$workspace/crm/$args[account]" }
+
+[scripts."f/crm/fetch_accounts"]
+command = ["./fetch.sh"]
+
+[flows."f/crm/nightly"]
+concurrency = { max = 1, window_s = 0 }
+
+[[flows."f/crm/nightly".steps]]
+id = "fetch"
+script = "f/crm/fetch_accounts"
+
+[[flows."f/crm/nightly".steps]]
+id = "sync"
+command = ["./sync.sh"]
+concurrency = { max = 5, window_s = 1 }
+"#;
+
+    #[test]
+    fn spec_example_loads() {
+        let c = load(SPEC_EXAMPLE, &[]).unwrap();
+        assert_eq!(c.worker.concurrency, 16);
+        let l = c.scripts["f/crm/sync_contact"].concurrency.as_ref().unwrap();
+        let l = l.to_limit("x").unwrap();
+        assert_eq!((l.max, l.window_ms), (10, 60_000));
+        assert_eq!(c.flows["f/crm/nightly"].steps.len(), 2);
+    }
+
+    #[test]
+    fn every_env_override_reaches_its_setting() {
+        let c = load(
+            SPEC_EXAMPLE,
+            &[
+                ("SLUICE_REDIS_URL", "redis://10.1.2.3:7000/2"),
+                ("SLUICE_PREFIX", "other"),
+                ("SLUICE_LOG_FORMAT", "json"),
+                ("SLUICE_WORKER__CONCURRENCY", "3"),
+                ("SLUICE_WORKER__METRICS_ADDR", "0.0.0.0:1"),
+                ("SLUICE_WORKER__LEASE_S", "2.5"),
+                ("SLUICE_WORKER__GRACE_S", "4"),
+                ("SLUICE_CONFIG", "/ignored"),
+                ("SLUICE_TEST_REDIS_URL", "redis://ignored"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.redis_url, "redis://10.1.2.3:7000/2");
+        assert_eq!(c.prefix, "other");
+        assert_eq!(c.log_format, "json");
+        assert_eq!(c.worker.concurrency, 3);
+        assert_eq!(c.worker.metrics_addr.as_deref(), Some("0.0.0.0:1"));
+        assert_eq!(c.worker.lease_s, 2.5);
+        assert_eq!(c.worker.grace_s, 4.0);
+    }
+
+    #[test]
+    fn env_alone_without_file() {
+        let env = [("SLUICE_WORKER__CONCURRENCY".to_string(), "7".to_string())].into();
+        let c = Config::load_with_env(None, env).unwrap();
+        assert_eq!(c.worker.concurrency, 7);
+        assert_eq!(c.prefix, "sluice");
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        let cases = [
+            ("[scripts.\"a\"]\nconcurrency = { max = 0 }", "scripts.\"a\".concurrency.max"),
+            ("[scripts.\"a\"]\nconcurrency = { max = 1, window_s = -1 }", "scripts.\"a\".concurrency.window_s"),
+            ("[scripts.\"a\"]\nconcurrency = { max = 1, key = \"$args[x\" }", "scripts.\"a\".concurrency.key"),
+            ("[scripts.\"a\"]\ncommand = []", "scripts.\"a\".command"),
+            ("[scripts.\"a\"]\nmax_attempts = 0", "scripts.\"a\".max_attempts"),
+            ("[scripts.\"a\"]\ntimeout_s = 0", "scripts.\"a\".timeout_s"),
+            ("[worker]\nconcurrency = 0", "worker.concurrency"),
+            ("prefix = \"a{b}\"", "prefix"),
+            ("redis_url = \"nope://x\"", "redis_url"),
+            ("[flows.\"f\"]\n[[flows.\"f\".steps]]\nid = \"s\"\nscript = \"missing\"", "flows.\"f\".steps[0].script"),
+        ];
+        for (toml, setting) in cases {
+            let e = load(toml, &[]).unwrap_err().to_string();
+            assert!(e.contains(setting), "{toml:?}: error {e:?} should name {setting}");
+        }
+        let e = load("", &[("SLUICE_WORKER__CONCURRENCY", "-2")]).unwrap_err().to_string();
+        assert!(e.contains("worker.concurrency"), "{e}");
+    }
+
+    #[test]
+    fn missing_file_is_named() {
+        let e = Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), HashMap::new()).unwrap_err();
+        assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
+    }
+}

@@ -1,0 +1,307 @@
+//! The job model: what a job hash holds, and how a new job is built and
+//! stamped with its limit at enqueue.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::config::{Config, Limit};
+use crate::entry::Entry;
+use crate::error::{Error, Result};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Scheduled,
+    Queued,
+    Waiting,
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
+impl Status {
+    pub const ALL: [Status; 7] = [
+        Status::Scheduled,
+        Status::Queued,
+        Status::Waiting,
+        Status::Running,
+        Status::Succeeded,
+        Status::Failed,
+        Status::Cancelled,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Scheduled => "scheduled",
+            Status::Queued => "queued",
+            Status::Waiting => "waiting",
+            Status::Running => "running",
+            Status::Succeeded => "succeeded",
+            Status::Failed => "failed",
+            Status::Cancelled => "cancelled",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Status> {
+        Status::ALL.into_iter().find(|st| st.as_str() == s)
+    }
+
+    pub fn is_final(self) -> bool {
+        matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobKind {
+    Script,
+    Flow,
+    Step,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Script => "script",
+            JobKind::Flow => "flow",
+            JobKind::Step => "step",
+        }
+    }
+}
+
+/// A job as read back from Redis. Times are Redis server time, Unix ms.
+#[derive(Clone, Debug, Serialize)]
+pub struct Job {
+    pub id: String,
+    pub path: String,
+    pub workspace: String,
+    pub kind: String,
+    pub args: Value,
+    pub concurrency_key: Option<String>,
+    pub max: Option<u32>,
+    pub window_ms: Option<u64>,
+    pub status: String,
+    pub attempt: u32,
+    pub max_attempts: u32,
+    pub created_at: Option<i64>,
+    pub ready_at: Option<i64>,
+    pub started_at: Option<i64>,
+    pub ended_at: Option<i64>,
+    pub result: Option<Value>,
+    pub error: Option<String>,
+}
+
+impl Job {
+    /// Builds a job from its hash; `None` for an empty hash (no such job).
+    pub fn from_hash(id: &str, mut h: HashMap<String, String>) -> Option<Job> {
+        if h.is_empty() {
+            return None;
+        }
+        let mut take = |k: &str| h.remove(k).filter(|v| !v.is_empty());
+        let num = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
+        let args = take("args");
+        let ckey = take("ckey");
+        Some(Job {
+            id: id.to_string(),
+            path: take("path").unwrap_or_default(),
+            workspace: take("workspace").unwrap_or_default(),
+            kind: take("kind").unwrap_or_else(|| "script".into()),
+            args: args
+                .map(|a| serde_json::from_str(&a).unwrap_or(Value::String(a)))
+                .unwrap_or(Value::Null),
+            max: num(take("max")).map(|v| v as u32).filter(|_| ckey.is_some()),
+            window_ms: num(take("window_ms")).map(|v| v as u64).filter(|_| ckey.is_some()),
+            concurrency_key: ckey,
+            status: take("status").unwrap_or_default(),
+            attempt: num(take("attempt")).unwrap_or(0) as u32,
+            max_attempts: num(take("max_attempts")).unwrap_or(1) as u32,
+            created_at: num(take("created_at")),
+            ready_at: num(take("ready_at")),
+            started_at: num(take("started_at")),
+            ended_at: num(take("ended_at")),
+            result: take("result").map(|r| serde_json::from_str(&r).unwrap_or(Value::String(r))),
+            error: take("error"),
+        })
+    }
+
+    pub fn status(&self) -> Option<Status> {
+        Status::parse(&self.status)
+    }
+}
+
+/// A job ready to be written by enqueue.lua: validated, its key resolved and
+/// its limit stamped.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: String,
+    pub ckey: String,
+    pub delay_ms: u64,
+    pub fields: Vec<(&'static str, String)>,
+}
+
+/// What a producer asks for.
+#[derive(Clone, Debug)]
+pub struct JobRequest {
+    pub path: String,
+    pub workspace: String,
+    pub args: Value,
+    pub delay_ms: u64,
+}
+
+impl JobRequest {
+    pub fn new(path: impl Into<String>, args: Value) -> Self {
+        JobRequest {
+            path: path.into(),
+            workspace: "default".into(),
+            args,
+            delay_ms: 0,
+        }
+    }
+}
+
+/// The stamped fields every job hash carries, in the order enqueue.lua gets them.
+pub const STAMPED_FIELDS: usize = 10;
+
+impl NewJob {
+    pub fn build(config: &Config, req: &JobRequest) -> Result<NewJob> {
+        if !req.args.is_object() {
+            return Err(Error::invalid(
+                "args",
+                format!("must be a JSON object, got {}", json_kind(&req.args)),
+            ));
+        }
+        if req.workspace.is_empty() {
+            return Err(Error::invalid("workspace", "must not be empty"));
+        }
+        let script = match config.scripts.get(&req.path) {
+            Some(s) => s,
+            None if config.flows.contains_key(&req.path) => {
+                return Err(Error::invalid(
+                    format!("path {:?}", req.path),
+                    "flows cannot be enqueued by this version yet",
+                ))
+            }
+            None => return Err(Error::UnknownPath(req.path.clone())),
+        };
+        let at = format!("scripts.{:?}.concurrency", req.path);
+        let limit = script.concurrency.as_ref().map(|l| l.to_limit(&at)).transpose()?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let ckey = match &limit {
+            Some(l) => resolve_key(l, &req.workspace, &req.path, &req.args)?,
+            None => String::new(),
+        };
+        let fields = vec![
+            ("id", id.clone()),
+            ("path", req.path.clone()),
+            ("workspace", req.workspace.clone()),
+            ("kind", JobKind::Script.as_str().to_string()),
+            ("args", req.args.to_string()),
+            ("ckey", ckey.clone()),
+            ("max", limit.as_ref().map(|l| l.max.to_string()).unwrap_or_default()),
+            ("window_ms", limit.as_ref().map(|l| l.window_ms.to_string()).unwrap_or_default()),
+            ("max_attempts", script.max_attempts.to_string()),
+            ("backoff_ms", ((script.backoff_s * 1000.0).round() as u64).to_string()),
+        ];
+        debug_assert_eq!(fields.len(), STAMPED_FIELDS);
+        Ok(NewJob {
+            id,
+            ckey,
+            delay_ms: req.delay_ms,
+            fields,
+        })
+    }
+
+    pub fn entry(&self) -> String {
+        Entry::job(&self.id, &self.ckey)
+    }
+}
+
+fn resolve_key(limit: &Limit, workspace: &str, path: &str, args: &Value) -> Result<String> {
+    match &limit.key {
+        Some(t) => t.render(workspace, args),
+        None => Ok(format!("{workspace}/script/{path}")),
+    }
+}
+
+fn json_kind(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::collections::BTreeMap;
+
+    fn config() -> Config {
+        let mut scripts = BTreeMap::new();
+        let toml = r#"
+[scripts."f/a"]
+command = ["true"]
+concurrency = { max = 2, window_s = 1.5, key = "$workspace/acct/$args[account]" }
+[scripts."f/b"]
+command = ["true"]
+concurrency = { max = 1 }
+[scripts."f/free"]
+command = ["true"]
+"#;
+        let c: Config = toml_from(toml);
+        scripts.extend(c.scripts.clone());
+        c
+    }
+
+    fn toml_from(s: &str) -> Config {
+        config::Config::builder()
+            .add_source(config::File::from_str(s, config::FileFormat::Toml))
+            .build()
+            .unwrap()
+            .try_deserialize()
+            .unwrap()
+    }
+
+    fn build(path: &str, args: Value) -> Result<NewJob> {
+        let mut req = JobRequest::new(path, args);
+        req.workspace = "acme".into();
+        NewJob::build(&config(), &req)
+    }
+
+    #[test]
+    fn stamps_limit_and_key() {
+        let j = build("f/a", json!({"account": 42})).unwrap();
+        assert_eq!(j.ckey, "acme/acct/42");
+        let f: HashMap<_, _> = j.fields.iter().cloned().collect();
+        assert_eq!(f["max"], "2");
+        assert_eq!(f["window_ms"], "1500");
+        assert_eq!(j.id.len(), 36);
+        assert_eq!(uuid::Uuid::parse_str(&j.id).unwrap().get_version_num(), 7);
+        assert_eq!(build("f/b", json!({})).unwrap().ckey, "acme/script/f/b");
+        assert_eq!(build("f/free", json!({})).unwrap().ckey, "");
+    }
+
+    #[test]
+    fn bad_input_is_refused_with_reason() {
+        let e = build("f/a", json!([1])).unwrap_err().to_string();
+        assert!(e.contains("args") && e.contains("an array"), "{e}");
+        let e = build("f/nope", json!({})).unwrap_err().to_string();
+        assert!(e.contains("f/nope"), "{e}");
+        let e = build("f/a", json!({"other": 1})).unwrap_err().to_string();
+        assert!(e.contains("`account`"), "{e}");
+    }
+}

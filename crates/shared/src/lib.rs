@@ -1,0 +1,17 @@
+//! Shared parts of Sluice: the job model, the config, the Redis key layout and
+//! the Lua scripts that the producer and the worker both rely on.
+
+pub mod config;
+pub mod entry;
+pub mod error;
+pub mod job;
+pub mod keys;
+pub mod logging;
+pub mod redis_conn;
+pub mod scripts;
+pub mod template;
+
+pub use config::{Config, LimitConfig};
+pub use error::{Error, Result};
+pub use job::{Job, JobKind, Status};
+pub use keys::Keys;

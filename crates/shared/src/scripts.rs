@@ -1,0 +1,150 @@
+//! The one place that owns the Lua scripts. Each lives in its own file under
+//! `lua/`, with a header listing its KEYS, ARGV and return value; those that
+//! hold or free slots get `lua/slots.lua` prepended. Calls go out as EVALSHA,
+//! singly or pipelined, and a NOSCRIPT reply (a restarted Redis) loads every
+//! script again and retries once.
+
+use std::sync::LazyLock;
+
+use redis::{aio::ConnectionLike, FromRedisValue, ToRedisArgs};
+
+use crate::error::Result;
+
+const SLOTS_LIB: &str = include_str!("../lua/slots.lua");
+
+pub struct Script {
+    pub name: &'static str,
+    source: String,
+    hash: String,
+}
+
+impl Script {
+    fn new(name: &'static str, body: &str) -> Self {
+        let source = format!("{SLOTS_LIB}\n{body}");
+        let hash = redis::Script::new(&source).get_hash().to_string();
+        Script { name, source, hash }
+    }
+
+    /// Starts a call of this script.
+    pub fn call(&'static self) -> Invocation {
+        Invocation {
+            script: self,
+            keys: Vec::new(),
+            args: Vec::new(),
+        }
+    }
+}
+
+pub struct Scripts {
+    pub enqueue: Script,
+    pub claim: Script,
+    pub admit: Script,
+    pub ack: Script,
+    pub recover: Script,
+    pub renew: Script,
+    pub cancel: Script,
+}
+
+static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
+    enqueue: Script::new("enqueue", include_str!("../lua/enqueue.lua")),
+    claim: Script::new("claim", include_str!("../lua/claim.lua")),
+    admit: Script::new("admit", include_str!("../lua/admit.lua")),
+    ack: Script::new("ack", include_str!("../lua/ack.lua")),
+    recover: Script::new("recover", include_str!("../lua/recover.lua")),
+    renew: Script::new("renew", include_str!("../lua/renew.lua")),
+    cancel: Script::new("cancel", include_str!("../lua/cancel.lua")),
+});
+
+pub fn scripts() -> &'static Scripts {
+    &SCRIPTS
+}
+
+impl Scripts {
+    fn all(&self) -> [&Script; 7] {
+        [
+            &self.enqueue,
+            &self.claim,
+            &self.admit,
+            &self.ack,
+            &self.recover,
+            &self.renew,
+            &self.cancel,
+        ]
+    }
+
+    pub async fn load_all<C: ConnectionLike>(&self, con: &mut C) -> Result<()> {
+        let mut pipe = redis::pipe();
+        for s in self.all() {
+            pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source).ignore();
+        }
+        pipe.query_async::<()>(con).await?;
+        Ok(())
+    }
+}
+
+/// One call of a script, with its keys and arguments.
+pub struct Invocation {
+    script: &'static Script,
+    keys: Vec<String>,
+    args: Vec<Vec<u8>>,
+}
+
+impl Invocation {
+    pub fn key(&mut self, key: String) -> &mut Self {
+        self.keys.push(key);
+        self
+    }
+
+    pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    pub fn key_count(&self) -> usize {
+        self.keys.len()
+    }
+
+    fn cmd(&self) -> redis::Cmd {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(&self.script.hash)
+            .arg(self.keys.len())
+            .arg(&self.keys)
+            .arg(&self.args);
+        cmd
+    }
+
+    pub async fn query<T: FromRedisValue, C: ConnectionLike>(&self, con: &mut C) -> Result<T> {
+        match self.cmd().query_async(con).await {
+            Err(e) if is_noscript(&e) => {
+                scripts().load_all(con).await?;
+                Ok(self.cmd().query_async(con).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+/// Sends several calls in one round trip; the reply is one value per call.
+pub async fn query_pipelined<T: FromRedisValue, C: ConnectionLike>(
+    con: &mut C,
+    calls: &[&Invocation],
+) -> Result<T> {
+    let build = || {
+        let mut pipe = redis::pipe();
+        for c in calls {
+            pipe.add_command(c.cmd());
+        }
+        pipe
+    };
+    match build().query_async(con).await {
+        Err(e) if is_noscript(&e) => {
+            scripts().load_all(con).await?;
+            Ok(build().query_async(con).await?)
+        }
+        other => Ok(other?),
+    }
+}
+
+fn is_noscript(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript)
+}
