@@ -142,7 +142,10 @@ impl Config {
         let mut builder = config::Config::builder();
         if let Some(path) = path {
             if !path.exists() {
-                return Err(Error::Config(format!("file {} does not exist", path.display())));
+                return Err(Error::Config(format!(
+                    "file {} does not exist",
+                    path.display()
+                )));
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
@@ -159,7 +162,9 @@ impl Config {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let where_ = path.map(|p| format!(" ({})", p.display())).unwrap_or_default();
+        let where_ = path
+            .map(|p| format!(" ({})", p.display()))
+            .unwrap_or_default();
         let cfg: Config = builder
             .build()
             .and_then(|c| c.try_deserialize())
@@ -170,16 +175,32 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |setting: &str, reason: String| Error::Config(format!("{setting}: {reason}"));
-        redis::Client::open(self.redis_url.as_str())
-            .map_err(|e| bad("redis_url", format!("{:?} is not a Redis URL: {e}", self.redis_url)))?;
+        redis::Client::open(self.redis_url.as_str()).map_err(|e| {
+            bad(
+                "redis_url",
+                format!("{:?} is not a Redis URL: {e}", self.redis_url),
+            )
+        })?;
         if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ']) {
-            return Err(bad("prefix", format!("{:?} must be non-empty, without braces or spaces", self.prefix)));
+            return Err(bad(
+                "prefix",
+                format!(
+                    "{:?} must be non-empty, without braces or spaces",
+                    self.prefix
+                ),
+            ));
         }
         if self.log_format != "text" && self.log_format != "json" {
-            return Err(bad("log_format", format!("{:?} must be \"text\" or \"json\"", self.log_format)));
+            return Err(bad(
+                "log_format",
+                format!("{:?} must be \"text\" or \"json\"", self.log_format),
+            ));
         }
         if self.worker.concurrency < 1 {
-            return Err(bad("worker.concurrency", format!("must be at least 1, got {}", self.worker.concurrency)));
+            return Err(bad(
+                "worker.concurrency",
+                format!("must be at least 1, got {}", self.worker.concurrency),
+            ));
         }
         positive(self.worker.lease_s, "worker.lease_s")?;
         non_negative(self.worker.grace_s, "worker.grace_s")?;
@@ -192,7 +213,10 @@ impl Config {
             }
             positive(s.timeout_s, &format!("{at}.timeout_s"))?;
             if s.max_attempts < 1 {
-                return Err(bad(&format!("{at}.max_attempts"), format!("must be at least 1, got {}", s.max_attempts)));
+                return Err(bad(
+                    &format!("{at}.max_attempts"),
+                    format!("must be at least 1, got {}", s.max_attempts),
+                ));
             }
             non_negative(s.backoff_s, &format!("{at}.backoff_s"))?;
             if let Some(l) = &s.concurrency {
@@ -208,10 +232,18 @@ impl Config {
                 let at = format!("{at}.steps[{i}]");
                 match (&step.script, &step.command) {
                     (Some(script), None) if !self.scripts.contains_key(script) => {
-                        return Err(bad(&format!("{at}.script"), format!("{script:?} is not among the scripts")));
+                        return Err(bad(
+                            &format!("{at}.script"),
+                            format!("{script:?} is not among the scripts"),
+                        ));
                     }
                     (Some(_), None) | (None, Some(_)) => {}
-                    _ => return Err(bad(&at, "needs exactly one of `script` and `command`".into())),
+                    _ => {
+                        return Err(bad(
+                            &at,
+                            "needs exactly one of `script` and `command`".into(),
+                        ))
+                    }
                 }
                 if let Some(l) = &step.concurrency {
                     l.to_limit(&format!("{at}.concurrency"))?;
@@ -230,11 +262,16 @@ impl LimitConfig {
     /// Checks and converts; `at` names the setting in errors.
     pub fn to_limit(&self, at: &str) -> Result<Limit> {
         if self.max < 1 || self.max > u32::MAX as i64 {
-            return Err(Error::Config(format!("{at}.max: must be at least 1, got {}", self.max)));
+            return Err(Error::Config(format!(
+                "{at}.max: must be at least 1, got {}",
+                self.max
+            )));
         }
         non_negative(self.window_s, &format!("{at}.window_s"))?;
         let key = match &self.key {
-            Some(k) => Some(KeyTemplate::parse(k).map_err(|e| Error::Config(format!("{at}.key: {e}")))?),
+            Some(k) => {
+                Some(KeyTemplate::parse(k).map_err(|e| Error::Config(format!("{at}.key: {e}")))?)
+            }
             None => None,
         };
         Ok(Limit {
@@ -247,14 +284,18 @@ impl LimitConfig {
 
 fn positive(v: f64, setting: &str) -> Result<()> {
     if !(v.is_finite() && v > 0.0) {
-        return Err(Error::Config(format!("{setting}: must be a positive number of seconds, got {v}")));
+        return Err(Error::Config(format!(
+            "{setting}: must be a positive number of seconds, got {v}"
+        )));
     }
     Ok(())
 }
 
 fn non_negative(v: f64, setting: &str) -> Result<()> {
     if !(v.is_finite() && v >= 0.0) {
-        return Err(Error::Config(format!("{setting}: must be 0 or more seconds, got {v}")));
+        return Err(Error::Config(format!(
+            "{setting}: must be 0 or more seconds, got {v}"
+        )));
     }
     Ok(())
 }
@@ -270,7 +311,10 @@ mod tests {
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config> {
         let f = file(toml);
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Config::load_with_env(Some(f.path()), env)
     }
 
@@ -279,8 +323,12 @@ mod tests {
         pub struct TempToml(std::path::PathBuf);
         impl TempToml {
             pub fn new(body: &str) -> Self {
-                let path = std::env::temp_dir().join(format!("sluice-cfg-{}.toml", uuid::Uuid::now_v7()));
-                std::fs::File::create(&path).unwrap().write_all(body.as_bytes()).unwrap();
+                let path =
+                    std::env::temp_dir().join(format!("sluice-cfg-{}.toml", uuid::Uuid::now_v7()));
+                std::fs::File::create(&path)
+                    .unwrap()
+                    .write_all(body.as_bytes())
+                    .unwrap();
                 TempToml(path)
             }
             pub fn path(&self) -> &Path {
@@ -327,7 +375,10 @@ concurrency = { max = 5, window_s = 1 }
     fn spec_example_loads() {
         let c = load(SPEC_EXAMPLE, &[]).unwrap();
         assert_eq!(c.worker.concurrency, 16);
-        let l = c.scripts["f/crm/sync_contact"].concurrency.as_ref().unwrap();
+        let l = c.scripts["f/crm/sync_contact"]
+            .concurrency
+            .as_ref()
+            .unwrap();
         let l = l.to_limit("x").unwrap();
         assert_eq!((l.max, l.window_ms), (10, 60_000));
         assert_eq!(c.flows["f/crm/nightly"].steps.len(), 2);
@@ -370,28 +421,49 @@ concurrency = { max = 5, window_s = 1 }
     #[test]
     fn bad_settings_are_named() {
         let cases = [
-            ("[scripts.\"a\"]\nconcurrency = { max = 0 }", "scripts.\"a\".concurrency.max"),
-            ("[scripts.\"a\"]\nconcurrency = { max = 1, window_s = -1 }", "scripts.\"a\".concurrency.window_s"),
-            ("[scripts.\"a\"]\nconcurrency = { max = 1, key = \"$args[x\" }", "scripts.\"a\".concurrency.key"),
+            (
+                "[scripts.\"a\"]\nconcurrency = { max = 0 }",
+                "scripts.\"a\".concurrency.max",
+            ),
+            (
+                "[scripts.\"a\"]\nconcurrency = { max = 1, window_s = -1 }",
+                "scripts.\"a\".concurrency.window_s",
+            ),
+            (
+                "[scripts.\"a\"]\nconcurrency = { max = 1, key = \"$args[x\" }",
+                "scripts.\"a\".concurrency.key",
+            ),
             ("[scripts.\"a\"]\ncommand = []", "scripts.\"a\".command"),
-            ("[scripts.\"a\"]\nmax_attempts = 0", "scripts.\"a\".max_attempts"),
+            (
+                "[scripts.\"a\"]\nmax_attempts = 0",
+                "scripts.\"a\".max_attempts",
+            ),
             ("[scripts.\"a\"]\ntimeout_s = 0", "scripts.\"a\".timeout_s"),
             ("[worker]\nconcurrency = 0", "worker.concurrency"),
             ("prefix = \"a{b}\"", "prefix"),
             ("redis_url = \"nope://x\"", "redis_url"),
-            ("[flows.\"f\"]\n[[flows.\"f\".steps]]\nid = \"s\"\nscript = \"missing\"", "flows.\"f\".steps[0].script"),
+            (
+                "[flows.\"f\"]\n[[flows.\"f\".steps]]\nid = \"s\"\nscript = \"missing\"",
+                "flows.\"f\".steps[0].script",
+            ),
         ];
         for (toml, setting) in cases {
             let e = load(toml, &[]).unwrap_err().to_string();
-            assert!(e.contains(setting), "{toml:?}: error {e:?} should name {setting}");
+            assert!(
+                e.contains(setting),
+                "{toml:?}: error {e:?} should name {setting}"
+            );
         }
-        let e = load("", &[("SLUICE_WORKER__CONCURRENCY", "-2")]).unwrap_err().to_string();
+        let e = load("", &[("SLUICE_WORKER__CONCURRENCY", "-2")])
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("worker.concurrency"), "{e}");
     }
 
     #[test]
     fn missing_file_is_named() {
-        let e = Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), HashMap::new()).unwrap_err();
+        let e = Config::load_with_env(Some(Path::new("/nonexistent/x.toml")), HashMap::new())
+            .unwrap_err();
         assert!(e.to_string().contains("/nonexistent/x.toml"), "{e}");
     }
 }

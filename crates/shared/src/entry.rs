@@ -23,7 +23,9 @@ impl Entry {
 
     pub fn parse(raw: &str) -> Option<Entry> {
         if let Some(ckey) = raw.strip_prefix("wake ") {
-            return Some(Entry::Wake { ckey: ckey.to_string() });
+            return Some(Entry::Wake {
+                ckey: ckey.to_string(),
+            });
         }
         let id = raw.get(..ID_LEN)?;
         let ckey = match raw.get(ID_LEN..) {
@@ -63,10 +65,22 @@ mod tests {
         let raw = Entry::job(ID, "default/script/f/a b");
         assert_eq!(
             Entry::parse(&raw),
-            Some(Entry::Job { id: ID.into(), ckey: "default/script/f/a b".into() })
+            Some(Entry::Job {
+                id: ID.into(),
+                ckey: "default/script/f/a b".into()
+            })
         );
-        assert_eq!(Entry::parse(ID), Some(Entry::Job { id: ID.into(), ckey: String::new() }));
-        assert_eq!(Entry::parse("wake k"), Some(Entry::Wake { ckey: "k".into() }));
+        assert_eq!(
+            Entry::parse(ID),
+            Some(Entry::Job {
+                id: ID.into(),
+                ckey: String::new()
+            })
+        );
+        assert_eq!(
+            Entry::parse("wake k"),
+            Some(Entry::Wake { ckey: "k".into() })
+        );
         assert_eq!(Entry::parse("short"), None);
         assert_eq!(Entry::parse(&format!("{ID}x")), None);
     }

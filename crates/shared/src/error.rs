@@ -45,3 +45,9 @@ impl From<deadpool_redis::PoolError> for Error {
         }
     }
 }
+
+impl From<redis::ParsingError> for Error {
+    fn from(e: redis::ParsingError) -> Self {
+        Error::Redis(e.into())
+    }
+}

@@ -119,8 +119,12 @@ impl Job {
             args: args
                 .map(|a| serde_json::from_str(&a).unwrap_or(Value::String(a)))
                 .unwrap_or(Value::Null),
-            max: num(take("max")).map(|v| v as u32).filter(|_| ckey.is_some()),
-            window_ms: num(take("window_ms")).map(|v| v as u64).filter(|_| ckey.is_some()),
+            max: num(take("max"))
+                .map(|v| v as u32)
+                .filter(|_| ckey.is_some()),
+            window_ms: num(take("window_ms"))
+                .map(|v| v as u64)
+                .filter(|_| ckey.is_some()),
             concurrency_key: ckey,
             status: take("status").unwrap_or_default(),
             attempt: num(take("attempt")).unwrap_or(0) as u32,
@@ -194,7 +198,11 @@ impl NewJob {
             None => return Err(Error::UnknownPath(req.path.clone())),
         };
         let at = format!("scripts.{:?}.concurrency", req.path);
-        let limit = script.concurrency.as_ref().map(|l| l.to_limit(&at)).transpose()?;
+        let limit = script
+            .concurrency
+            .as_ref()
+            .map(|l| l.to_limit(&at))
+            .transpose()?;
         let id = uuid::Uuid::now_v7().to_string();
         let ckey = match &limit {
             Some(l) => resolve_key(l, &req.workspace, &req.path, &req.args)?,
@@ -207,10 +215,25 @@ impl NewJob {
             ("kind", JobKind::Script.as_str().to_string()),
             ("args", req.args.to_string()),
             ("ckey", ckey.clone()),
-            ("max", limit.as_ref().map(|l| l.max.to_string()).unwrap_or_default()),
-            ("window_ms", limit.as_ref().map(|l| l.window_ms.to_string()).unwrap_or_default()),
+            (
+                "max",
+                limit
+                    .as_ref()
+                    .map(|l| l.max.to_string())
+                    .unwrap_or_default(),
+            ),
+            (
+                "window_ms",
+                limit
+                    .as_ref()
+                    .map(|l| l.window_ms.to_string())
+                    .unwrap_or_default(),
+            ),
             ("max_attempts", script.max_attempts.to_string()),
-            ("backoff_ms", ((script.backoff_s * 1000.0).round() as u64).to_string()),
+            (
+                "backoff_ms",
+                ((script.backoff_s * 1000.0).round() as u64).to_string(),
+            ),
         ];
         debug_assert_eq!(fields.len(), STAMPED_FIELDS);
         Ok(NewJob {

@@ -69,8 +69,18 @@ mod tests {
     fn keys_share_the_hash_tag() {
         let k = Keys::new("sluice");
         assert_eq!(k.job("abc"), "{sluice}:job:abc");
-        assert_eq!(k.slots("default/script/f/x"), "{sluice}:slots:default/script/f/x");
-        for key in [k.ready(), k.delayed(), k.leases(), k.marker(), k.stats(), k.wait("a")] {
+        assert_eq!(
+            k.slots("default/script/f/x"),
+            "{sluice}:slots:default/script/f/x"
+        );
+        for key in [
+            k.ready(),
+            k.delayed(),
+            k.leases(),
+            k.marker(),
+            k.stats(),
+            k.wait("a"),
+        ] {
             assert!(key.starts_with("{sluice}:"), "{key}");
         }
     }

@@ -75,7 +75,10 @@ pub fn redacted(url: &str) -> String {
 mod tests {
     #[test]
     fn password_is_hidden() {
-        assert_eq!(super::redacted("redis://u:secret@h:1/0"), "redis://u:***@h:1/0");
+        assert_eq!(
+            super::redacted("redis://u:secret@h:1/0"),
+            "redis://u:***@h:1/0"
+        );
         assert_eq!(super::redacted("redis://h:1"), "redis://h:1");
     }
 }

@@ -36,12 +36,18 @@ impl KeyTemplate {
                 parts.push(Part::Workspace);
                 rest = after;
             } else if let Some(after) = rest.strip_prefix("$args[") {
-                let end = after
-                    .find(']')
-                    .ok_or_else(|| err(format!("unclosed `$args[` at byte {}", source.len() - rest.len())))?;
+                let end = after.find(']').ok_or_else(|| {
+                    err(format!(
+                        "unclosed `$args[` at byte {}",
+                        source.len() - rest.len()
+                    ))
+                })?;
                 let path: Vec<String> = after[..end].split('.').map(str::to_string).collect();
                 if path.iter().any(|p| p.is_empty()) {
-                    return Err(err(format!("empty argument name in `$args[{}]`", &after[..end])));
+                    return Err(err(format!(
+                        "empty argument name in `$args[{}]`",
+                        &after[..end]
+                    )));
                 }
                 flush(&mut text, &mut parts);
                 parts.push(Part::Arg(path));
@@ -112,26 +118,42 @@ mod tests {
     #[test]
     fn substitutes_workspace_and_args() {
         let args = json!({"account": "a-1", "n": 7, "ok": true, "o": {"id": "x", "list": [1, 2]}});
-        assert_eq!(render("$workspace/crm/$args[account]", args.clone()).unwrap(), "acme/crm/a-1");
-        assert_eq!(render("n=$args[n],$args[ok]", args.clone()).unwrap(), "n=7,true");
+        assert_eq!(
+            render("$workspace/crm/$args[account]", args.clone()).unwrap(),
+            "acme/crm/a-1"
+        );
+        assert_eq!(
+            render("n=$args[n],$args[ok]", args.clone()).unwrap(),
+            "n=7,true"
+        );
         assert_eq!(render("$args[o.id]", args.clone()).unwrap(), "x");
         assert_eq!(render("$args[o.list]", args.clone()).unwrap(), "[1,2]");
-        assert_eq!(render("$args[o]", args).unwrap(), r#"{"id":"x","list":[1,2]}"#);
+        assert_eq!(
+            render("$args[o]", args).unwrap(),
+            r#"{"id":"x","list":[1,2]}"#
+        );
         assert_eq!(render("static", json!({})).unwrap(), "static");
     }
 
     #[test]
     fn missing_argument_is_named() {
-        let e = render("k/$args[account]", json!({"other": 1})).unwrap_err().to_string();
+        let e = render("k/$args[account]", json!({"other": 1}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`account`"), "{e}");
-        let e = render("k/$args[a.b]", json!({"a": {}})).unwrap_err().to_string();
+        let e = render("k/$args[a.b]", json!({"a": {}}))
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("`a.b`"), "{e}");
     }
 
     #[test]
     fn bad_syntax_is_refused() {
         for bad in ["$args[x", "$foo", "$args[]", "$args[a..b]", ""] {
-            assert!(KeyTemplate::parse(bad).is_err(), "{bad:?} should be refused");
+            assert!(
+                KeyTemplate::parse(bad).is_err(),
+                "{bad:?} should be refused"
+            );
         }
     }
 }

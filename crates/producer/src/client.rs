@@ -1,0 +1,142 @@
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use deadpool_redis::Pool;
+use sluice_shared::error::{Error, Result};
+use sluice_shared::job::{Job, JobRequest, NewJob, STAMPED_FIELDS};
+use sluice_shared::scripts::scripts;
+use sluice_shared::{redis_conn, Config, Keys};
+
+/// Jobs written per enqueue.lua call: large enough to amortise the round trip,
+/// small enough not to stall Redis for other clients.
+const BATCH_CHUNK: usize = 1000;
+
+/// A handle on one Sluice namespace. Cheap to clone.
+#[derive(Clone)]
+pub struct Client {
+    pub(crate) config: Arc<Config>,
+    pub(crate) keys: Keys,
+    pub(crate) pool: Pool,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CancelOutcome {
+    /// The job was waiting or queued and is now cancelled.
+    Cancelled,
+    /// The job is running: its worker stops it at its next lease renewal.
+    Requested,
+    /// The job had already finished; nothing changed.
+    AlreadyFinished,
+}
+
+impl Client {
+    /// Connects and checks that Redis answers.
+    pub async fn connect(config: Config) -> Result<Client> {
+        let pool = redis_conn::pool(&config.redis_url, 8)?;
+        redis_conn::ping(&pool, &config.redis_url).await?;
+        Ok(Client {
+            keys: Keys::new(&config.prefix),
+            config: Arc::new(config),
+            pool,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn keys(&self) -> &Keys {
+        &self.keys
+    }
+
+    /// Enqueues one job and returns its id.
+    pub async fn enqueue(&self, req: JobRequest) -> Result<String> {
+        Ok(self
+            .enqueue_batch(std::slice::from_ref(&req))
+            .await?
+            .remove(0))
+    }
+
+    /// Enqueues many jobs in few round trips, returning their ids in order.
+    /// Every request is validated before anything is written, so bad input
+    /// leaves nothing behind; the error names the index of the bad request.
+    pub async fn enqueue_batch(&self, reqs: &[JobRequest]) -> Result<Vec<String>> {
+        let jobs = reqs
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                NewJob::build(&self.config, r).map_err(|e| match reqs.len() {
+                    1 => e,
+                    _ => Error::invalid(format!("job #{}", i + 1), e.to_string()),
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let mut con = self.pool.get().await?;
+        for chunk in jobs.chunks(BATCH_CHUNK) {
+            let mut call = scripts().enqueue.call();
+            call.key(self.keys.ready())
+                .key(self.keys.delayed())
+                .key(self.keys.marker())
+                .key(self.keys.stats())
+                .arg(STAMPED_FIELDS);
+            for job in chunk {
+                call.key(self.keys.job(&job.id))
+                    .arg(job.delay_ms)
+                    .arg(job.entry());
+                for (field, value) in &job.fields {
+                    call.arg(*field).arg(value);
+                }
+            }
+            call.query::<i64, _>(&mut *con).await?;
+        }
+        Ok(jobs.into_iter().map(|j| j.id).collect())
+    }
+
+    /// Reads one job; `None` when there is no such job.
+    pub async fn job(&self, id: &str) -> Result<Option<Job>> {
+        Ok(self.jobs(&[id.to_string()]).await?.remove(0))
+    }
+
+    /// Reads several jobs in one round trip.
+    pub async fn jobs(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
+        let mut pipe = redis::pipe();
+        for id in ids {
+            pipe.hgetall(self.keys.job(id));
+        }
+        let mut con = self.pool.get().await?;
+        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut *con).await?;
+        Ok(ids
+            .iter()
+            .zip(hashes)
+            .map(|(id, h)| Job::from_hash(id, h))
+            .collect())
+    }
+
+    /// Cancels a job that has not finished.
+    pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
+        let mut con = self.pool.get().await?;
+        let ckey: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.job(id))
+            .arg("ckey")
+            .query_async(&mut *con)
+            .await?;
+        let ckey = ckey.unwrap_or_default();
+        let mut call = scripts().cancel.call();
+        call.key(self.keys.ready())
+            .key(self.keys.delayed())
+            .key(self.keys.leases())
+            .key(self.keys.stats())
+            .key(self.keys.job(id))
+            .key(self.keys.slots(&ckey))
+            .key(self.keys.wait(&ckey))
+            .arg(id)
+            .arg(&ckey);
+        let outcome: String = call.query(&mut *con).await?;
+        match outcome.as_str() {
+            "cancelled" => Ok(CancelOutcome::Cancelled),
+            "requested" => Ok(CancelOutcome::Requested),
+            "finished" => Ok(CancelOutcome::AlreadyFinished),
+            _ => Err(Error::JobNotFound(id.to_string())),
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! The Sluice producer: a client library that Rust services use to enqueue,
+//! wait for, inspect and cancel jobs, and the `sluice` command line on top of it.
+
+mod client;
+mod wait;
+
+pub use client::{CancelOutcome, Client};
+pub use sluice_shared::job::{Job, JobRequest, Status};
+pub use sluice_shared::{Config, Error, Result};
+pub use wait::WaitOutcome;

@@ -1,0 +1,115 @@
+use std::time::{Duration, Instant};
+
+use sluice_shared::error::Result;
+use sluice_shared::job::Status;
+
+use crate::Client;
+
+/// How a wait ended.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct WaitOutcome {
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    /// Jobs not finished when the wait gave up (0 unless `timed_out`).
+    pub unfinished: u64,
+    pub missing: Vec<String>,
+    pub timed_out: bool,
+}
+
+impl WaitOutcome {
+    /// The command line's exit code: 0 all succeeded, 1 any did not, 2 timeout.
+    pub fn exit_code(&self) -> i32 {
+        if self.timed_out {
+            2
+        } else if self.failed > 0 || self.cancelled > 0 || !self.missing.is_empty() {
+            1
+        } else {
+            0
+        }
+    }
+}
+
+/// Polling cadence of a wait: quick at first, then gentle on Redis.
+fn next_pause(p: Duration) -> Duration {
+    (p * 2).min(Duration::from_millis(250))
+}
+
+impl Client {
+    /// Waits until the given jobs have finished, or `timeout` passes.
+    pub async fn wait(&self, ids: &[String], timeout: Option<Duration>) -> Result<WaitOutcome> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut out = WaitOutcome::default();
+        let mut pending: Vec<String> = ids.to_vec();
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let mut still = Vec::new();
+            let mut con = self.pool.get().await?;
+            for chunk in pending.chunks(5000) {
+                let mut pipe = redis::pipe();
+                for id in chunk {
+                    pipe.hget(self.keys.job(id), "status");
+                }
+                let statuses: Vec<Option<String>> = pipe.query_async(&mut *con).await?;
+                for (id, st) in chunk.iter().zip(statuses) {
+                    match st.as_deref().and_then(Status::parse) {
+                        None => out.missing.push(id.clone()),
+                        Some(Status::Succeeded) => out.succeeded += 1,
+                        Some(Status::Failed) => out.failed += 1,
+                        Some(Status::Cancelled) => out.cancelled += 1,
+                        Some(_) => still.push(id.clone()),
+                    }
+                }
+            }
+            drop(con);
+            pending = still;
+            if pending.is_empty() {
+                return Ok(out);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                out.unfinished = pending.len() as u64;
+                out.timed_out = true;
+                return Ok(out);
+            }
+            tokio::time::sleep(pause).await;
+            pause = next_pause(pause);
+        }
+    }
+
+    /// Waits until no job of the namespace is unfinished.
+    pub async fn wait_all(&self, timeout: Option<Duration>) -> Result<WaitOutcome> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let mut pause = Duration::from_millis(10);
+        loop {
+            let mut con = self.pool.get().await?;
+            let (active, succeeded, failed, cancelled): (
+                Option<i64>,
+                Option<u64>,
+                Option<u64>,
+                Option<u64>,
+            ) = redis::cmd("HMGET")
+                .arg(self.keys.stats())
+                .arg(&["active", "succeeded", "failed", "cancelled"])
+                .query_async(&mut *con)
+                .await?;
+            drop(con);
+            let active = active.unwrap_or(0).max(0) as u64;
+            let mut out = WaitOutcome {
+                succeeded: succeeded.unwrap_or(0),
+                failed: failed.unwrap_or(0),
+                cancelled: cancelled.unwrap_or(0),
+                ..Default::default()
+            };
+            if active == 0 {
+                return Ok(out);
+            }
+            if deadline.is_some_and(|d| Instant::now() >= d) {
+                out.unfinished = active;
+                out.timed_out = true;
+                return Ok(out);
+            }
+            tokio::time::sleep(pause).await;
+            pause = next_pause(pause);
+        }
+    }
+}

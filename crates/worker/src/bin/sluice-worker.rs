@@ -1,0 +1,47 @@
+//! `sluice-worker`: runs the command scripts of the config under their global
+//! concurrency limits until SIGTERM or SIGINT, then drains.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Parser;
+use sluice_shared::logging;
+use sluice_worker::{Config, Worker};
+
+#[derive(Parser)]
+#[command(name = "sluice-worker", version, about = "Run Sluice jobs from Redis")]
+struct Cli {
+    /// Config file (TOML); SLUICE_CONFIG works too.
+    #[arg(long)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("sluice-worker: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    logging::init(&config.log_format);
+    match Worker::new(config).run_until(shutdown_signal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e}");
+            eprintln!("sluice-worker: {e}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}

@@ -1,0 +1,138 @@
+//! Command scripts: the argv runs as given (no shell, nothing from the args in
+//! it), in its own process group so a timeout or cancel kills all it started.
+//! Args arrive as JSON on stdin; stdout is the result; stderr's tail is the
+//! reason of a failure.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{killpg, Signal};
+use nix::unistd::Pid;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::sync::watch;
+
+use crate::execute::Outcome;
+use crate::handler::JobContext;
+use crate::running::Stop;
+
+/// Most of stdout kept as the result, and of stderr kept as the reason.
+const STDOUT_CAP: usize = 1 << 20;
+const STDERR_TAIL: usize = 4096;
+
+pub async fn run(
+    argv: &[String],
+    ctx: &JobContext,
+    timeout: Duration,
+    stop: &mut watch::Receiver<Option<Stop>>,
+) -> Outcome {
+    let mut cmd = tokio::process::Command::new(&argv[0]);
+    cmd.args(&argv[1..])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true)
+        .env("SLUICE_JOB_ID", &ctx.id)
+        .env("SLUICE_PATH", &ctx.path)
+        .env("SLUICE_WORKSPACE", &ctx.workspace)
+        .env(
+            "SLUICE_CONCURRENCY_KEY",
+            ctx.concurrency_key.as_deref().unwrap_or(""),
+        )
+        .env("SLUICE_ATTEMPT", ctx.attempt.to_string());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Outcome::Err(format!("cannot start {:?}: {e}", argv[0])),
+    };
+    let pgid = child.id().map(|p| Pid::from_raw(p as i32));
+    let kill_group = || {
+        if let Some(pg) = pgid {
+            let _ = killpg(pg, Signal::SIGKILL);
+        }
+    };
+
+    let input = ctx.args.to_string();
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    // A script that never reads stdin must not block us: write in the background.
+    tokio::spawn(async move {
+        let _ = stdin.write_all(input.as_bytes()).await;
+    });
+    let stdout = tokio::spawn(read_capped(
+        child.stdout.take().expect("piped"),
+        STDOUT_CAP,
+        false,
+    ));
+    let stderr = tokio::spawn(read_capped(
+        child.stderr.take().expect("piped"),
+        STDERR_TAIL,
+        true,
+    ));
+
+    let status = tokio::select! {
+        s = child.wait() => s,
+        _ = tokio::time::sleep(timeout) => {
+            kill_group();
+            let _ = child.wait().await;
+            return Outcome::Err(format!("timed out after {} s; the process group was killed", timeout.as_secs_f64()));
+        }
+        why = stopped(stop) => {
+            kill_group();
+            let _ = child.wait().await;
+            return Outcome::from_stop(why);
+        }
+    };
+    // Whatever the script left running in its group goes with it, so nothing
+    // holds its pipes open or outlives its slot.
+    kill_group();
+    let out = stdout.await.unwrap_or_default();
+    let err = stderr.await.unwrap_or_default();
+    match status {
+        Ok(s) if s.success() => {
+            let text = String::from_utf8_lossy(&out);
+            let text = text.trim();
+            let value = serde_json::from_str::<serde_json::Value>(text)
+                .unwrap_or_else(|_| serde_json::Value::String(text.to_string()));
+            Outcome::Ok(value)
+        }
+        Ok(s) => {
+            let tail = String::from_utf8_lossy(&err).trim().to_string();
+            Outcome::Err(format!("{s}: {tail}"))
+        }
+        Err(e) => Outcome::Err(format!("waiting for the process failed: {e}")),
+    }
+}
+
+/// Resolves when the execution is asked to stop, with the reason.
+pub async fn stopped(stop: &mut watch::Receiver<Option<Stop>>) -> Stop {
+    loop {
+        if let Some(why) = *stop.borrow_and_update() {
+            return why;
+        }
+        if stop.changed().await.is_err() {
+            // The registry dropped us: treat as lost, never report.
+            return Stop::Lost;
+        }
+    }
+}
+
+/// Reads a pipe to its end, keeping the first `cap` bytes, or the last ones
+/// when `tail`.
+async fn read_capped<R: AsyncRead + Unpin>(mut r: R, cap: usize, tail: bool) -> Vec<u8> {
+    let mut kept = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match r.read(&mut buf).await {
+            Ok(0) | Err(_) => return kept,
+            Ok(n) => {
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > cap {
+                    if tail {
+                        kept.drain(..kept.len() - cap);
+                    } else {
+                        kept.truncate(cap);
+                    }
+                }
+            }
+        }
+    }
+}

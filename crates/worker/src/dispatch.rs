@@ -1,0 +1,330 @@
+//! The worker's loop. Each turn is at most two round trips to Redis:
+//! 1. ack.lua for the executions that ended, pipelined with claim.lua for as
+//!    many entries as there is room for;
+//! 2. admit.lua for the claimed entries, pipelined with recover.lua for the
+//!    expired leases that claim.lua reported.
+//! Between turns the loop sleeps until an execution ends, a wake-up token
+//! arrives, the next delayed entry or lease deadline falls due, or shutdown.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use deadpool_redis::Pool;
+use redis::Value;
+use sluice_shared::entry::Entry;
+use sluice_shared::error::Result;
+use sluice_shared::scripts::{query_pipelined, scripts, Invocation};
+use sluice_shared::{redis_conn, Config, Keys};
+use tokio::sync::{mpsc, watch, Notify};
+use tokio::time::Instant;
+
+use crate::execute::{execute, Admitted, Outcome};
+use crate::handler::Handler;
+use crate::running::{Running, Stop};
+use crate::{lease, wake};
+
+/// An execution that ended, to be acknowledged.
+struct Done {
+    entry: String,
+    attempt: u32,
+    outcome: Outcome,
+}
+
+struct Dispatcher {
+    config: Arc<Config>,
+    handlers: Arc<HashMap<String, Arc<dyn Handler>>>,
+    keys: Keys,
+    pool: Pool,
+    running: Running,
+    done_tx: mpsc::UnboundedSender<Done>,
+    lease_ms: u64,
+}
+
+/// What one turn learned.
+struct Turn {
+    claimed: usize,
+    next_in: Option<Duration>,
+}
+
+pub async fn run<S: Future<Output = ()> + Send>(
+    config: Config,
+    handlers: HashMap<String, Arc<dyn Handler>>,
+    shutdown: S,
+) -> Result<()> {
+    let concurrency = config.worker.concurrency as usize;
+    let pool = redis_conn::pool(&config.redis_url, 4)?;
+    redis_conn::ping(&pool, &config.redis_url).await?;
+    scripts().load_all(&mut *pool.get().await?).await?;
+    let keys = Keys::new(&config.prefix);
+    let lease = Duration::from_millis(config.lease_ms());
+    let running = Running::default();
+    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (listening_tx, listening_rx) = watch::channel(false);
+    let wake = Arc::new(Notify::new());
+
+    let renewer = tokio::spawn(lease::renew_loop(
+        pool.clone(),
+        keys.clone(),
+        running.clone(),
+        lease,
+    ));
+    let listener = tokio::spawn(wake::listen(
+        config.redis_url.clone(),
+        keys.clone(),
+        listening_rx,
+        wake.clone(),
+    ));
+    tracing::info!(prefix = %config.prefix, concurrency, handlers = handlers.len(), "worker started");
+
+    let grace = Duration::from_secs_f64(config.worker.grace_s);
+    let d = Dispatcher {
+        lease_ms: config.lease_ms(),
+        config: Arc::new(config),
+        handlers: Arc::new(handlers),
+        keys,
+        pool,
+        running: running.clone(),
+        done_tx,
+    };
+
+    let mut shutdown = std::pin::pin!(shutdown);
+    let mut draining: Option<Instant> = None;
+    let mut acks: Vec<Done> = Vec::new();
+    let mut want_claim = true;
+    let mut timer: Option<Instant> = None;
+    let mut retry_pause = Duration::from_millis(50);
+    loop {
+        while let Ok(done) = done_rx.try_recv() {
+            d.finished(done, &mut acks);
+        }
+        let room = if draining.is_some() {
+            0
+        } else {
+            concurrency.saturating_sub(d.running.len())
+        };
+        if !acks.is_empty() || (room > 0 && want_claim) {
+            match d.turn(&acks, room).await {
+                Ok(turn) => {
+                    acks.clear();
+                    retry_pause = Duration::from_millis(50);
+                    // A full batch suggests more is waiting; otherwise sleep
+                    // until told, or until the next known due time.
+                    want_claim = room > 0 && turn.claimed == room;
+                    if room > 0 {
+                        timer = turn.next_in.map(|t| Instant::now() + t);
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "Redis call failed; retrying");
+                    tokio::time::sleep(retry_pause).await;
+                    retry_pause = (retry_pause * 2).min(Duration::from_secs(5));
+                }
+            }
+            continue;
+        }
+        if draining.is_some() && d.running.is_empty() {
+            break;
+        }
+        listening_tx.send_replace(room > 0);
+        tokio::select! {
+            Some(done) = done_rx.recv() => d.finished(done, &mut acks),
+            _ = wake.notified(), if draining.is_none() => want_claim = true,
+            _ = sleep_until(timer), if timer.is_some() && draining.is_none() => {
+                timer = None;
+                want_claim = true;
+            }
+            _ = &mut shutdown, if draining.is_none() => {
+                tracing::info!(running = d.running.len(), grace_s = grace.as_secs_f64(), "shutting down: taking no new jobs");
+                draining = Some(Instant::now() + grace);
+            }
+            _ = sleep_until(draining), if draining.is_some() => {
+                tracing::warn!(running = d.running.len(), "grace period over: stopping the jobs still running");
+                d.running.stop_all(Stop::Shutdown);
+                draining = Some(Instant::now() + Duration::from_secs(3600));
+            }
+        }
+    }
+    listening_tx.send_replace(false);
+    renewer.abort();
+    listener.abort();
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+impl Dispatcher {
+    fn finished(&self, done: Done, acks: &mut Vec<Done>) {
+        self.running.remove(&done.entry);
+        if !matches!(done.outcome, Outcome::Lost) {
+            acks.push(done);
+        }
+    }
+
+    async fn turn(&self, acks: &[Done], room: usize) -> Result<Turn> {
+        let mut con = self.pool.get().await?;
+        let mut calls: Vec<Invocation> = Vec::new();
+        if !acks.is_empty() {
+            calls.push(self.ack_call(acks));
+        }
+        if room > 0 {
+            let mut claim = scripts().claim.call();
+            claim
+                .key(self.keys.ready())
+                .key(self.keys.delayed())
+                .key(self.keys.leases())
+                .key(self.keys.marker())
+                .arg(room)
+                .arg(self.lease_ms);
+            calls.push(claim);
+        }
+        let mut replies: Vec<Value> =
+            query_pipelined(&mut *con, &calls.iter().collect::<Vec<_>>()).await?;
+        let (claimed, expired, next_in) = if room > 0 {
+            let (c, e, n): (Vec<String>, Vec<String>, i64) =
+                redis::from_redis_value(replies.pop().expect("claim reply"))?;
+            (c, e, n)
+        } else {
+            (Vec::new(), Vec::new(), -1)
+        };
+        if !acks.is_empty() {
+            let refused: Vec<String> = redis::from_redis_value(replies.pop().expect("ack reply"))?;
+            for e in refused {
+                tracing::warn!(entry = %e, "late result refused: the attempt had been taken over");
+            }
+        }
+
+        let mut calls = Vec::new();
+        if !claimed.is_empty() {
+            calls.push(self.per_entry_call(
+                scripts().admit.call(),
+                &[self.keys.leases(), self.keys.delayed(), self.keys.stats()],
+                Some(self.lease_ms),
+                &claimed,
+            ));
+        }
+        if !expired.is_empty() {
+            let base = [
+                self.keys.leases(),
+                self.keys.delayed(),
+                self.keys.ready(),
+                self.keys.stats(),
+                self.keys.marker(),
+            ];
+            calls.push(self.per_entry_call(scripts().recover.call(), &base, None, &expired));
+        }
+        if !calls.is_empty() {
+            let mut replies: Vec<Value> =
+                query_pipelined(&mut *con, &calls.iter().collect::<Vec<_>>()).await?;
+            if !expired.is_empty() {
+                let dead: Vec<String> =
+                    redis::from_redis_value(replies.pop().expect("recover reply"))?;
+                for id in dead {
+                    tracing::warn!(job = %id, "recovered a job whose worker was lost; it runs again");
+                }
+            }
+            if !claimed.is_empty() {
+                let (admitted, dropped): (Vec<Value>, Vec<String>) =
+                    redis::from_redis_value(replies.pop().expect("admit reply"))?;
+                for id in dropped {
+                    tracing::debug!(job = %id, "claimed entry not run (cancelled, finished or corrupt)");
+                }
+                self.start(admitted)?;
+            }
+        }
+        Ok(Turn {
+            claimed: claimed.len(),
+            next_in: (next_in >= 0).then(|| Duration::from_millis(next_in as u64)),
+        })
+    }
+
+    fn ack_call(&self, acks: &[Done]) -> Invocation {
+        let mut call = scripts().ack.call();
+        call.key(self.keys.leases())
+            .key(self.keys.delayed())
+            .key(self.keys.stats());
+        for a in acks {
+            self.entry_keys(&mut call, &a.entry);
+            let (outcome, payload) = match &a.outcome {
+                Outcome::Ok(v) => ("ok", v.to_string()),
+                Outcome::Err(e) => ("err", e.clone()),
+                Outcome::Cancelled => ("cancelled", "cancelled by request".to_string()),
+                Outcome::Lost => unreachable!("lost attempts are never acknowledged"),
+            };
+            call.arg(&a.entry).arg(a.attempt).arg(outcome).arg(payload);
+        }
+        call
+    }
+
+    /// A call whose KEYS are `base`, then (job, slots, wait) per entry.
+    fn per_entry_call(
+        &self,
+        mut call: Invocation,
+        base: &[String],
+        first_arg: Option<u64>,
+        entries: &[String],
+    ) -> Invocation {
+        for k in base {
+            call.key(k.clone());
+        }
+        if let Some(a) = first_arg {
+            call.arg(a);
+        }
+        for e in entries {
+            self.entry_keys(&mut call, e);
+            call.arg(e);
+        }
+        call
+    }
+
+    fn entry_keys(&self, call: &mut Invocation, entry: &str) {
+        let parsed = Entry::parse(entry);
+        let id = parsed.as_ref().and_then(|e| e.id()).unwrap_or("-");
+        let ckey = parsed.as_ref().map(|e| e.ckey()).unwrap_or("");
+        call.key(self.keys.job(id))
+            .key(self.keys.slots(ckey))
+            .key(self.keys.wait(ckey));
+    }
+
+    /// Starts the admitted executions (7 values each, see admit.lua).
+    fn start(&self, flat: Vec<Value>) -> Result<()> {
+        for chunk in flat.chunks(7) {
+            let s = |i: usize| -> Result<String> {
+                Ok(redis::from_redis_value_ref::<Option<String>>(&chunk[i])?.unwrap_or_default())
+            };
+            let entry = s(0)?;
+            let attempt: u32 = redis::from_redis_value_ref(&chunk[1])?;
+            let job = Admitted {
+                id: Entry::parse(&entry)
+                    .and_then(|e| e.id().map(str::to_string))
+                    .unwrap_or_default(),
+                entry,
+                attempt,
+                path: s(2)?,
+                workspace: s(3)?,
+                args: s(4)?,
+                ckey: s(5)?,
+            };
+            let stop = self.running.insert(job.entry.clone(), attempt);
+            let config = self.config.clone();
+            let handlers = self.handlers.clone();
+            let tx = self.done_tx.clone();
+            tokio::spawn(async move {
+                let outcome = execute(&config, &handlers, &job, stop).await;
+                let _ = tx.send(Done {
+                    entry: job.entry,
+                    attempt: job.attempt,
+                    outcome,
+                });
+            });
+        }
+        Ok(())
+    }
+}

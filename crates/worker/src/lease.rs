@@ -1,0 +1,66 @@
+//! Lease renewal: while a worker runs executions it extends their leases, and
+//! stops those it no longer owns. If Redis cannot be reached for a whole
+//! lease, every attempt is presumed taken over and stopped (fencing).
+
+use std::time::{Duration, Instant};
+
+use deadpool_redis::Pool;
+use sluice_shared::entry::Entry;
+use sluice_shared::scripts::scripts;
+use sluice_shared::Keys;
+
+use crate::running::{Running, Stop};
+
+pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duration) {
+    // Often enough to survive two missed renewals, and to see a cancel request
+    // within two seconds.
+    let every = (lease / 3).min(Duration::from_secs(2));
+    let mut last_ok = Instant::now();
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let held = running.snapshot();
+        if held.is_empty() {
+            last_ok = Instant::now();
+            continue;
+        }
+        match renew(&pool, &keys, &held, lease).await {
+            Ok((lost, cancel)) => {
+                last_ok = Instant::now();
+                for e in lost {
+                    tracing::warn!(entry = %e, "lease lost: stopping the attempt");
+                    running.stop(&e, Stop::Lost);
+                }
+                for e in cancel {
+                    running.stop(&e, Stop::Cancelled);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "lease renewal failed");
+                if last_ok.elapsed() >= lease {
+                    tracing::error!("no renewal for a whole lease: stopping every running attempt");
+                    running.stop_all(Stop::Lost);
+                }
+            }
+        }
+    }
+}
+
+async fn renew(
+    pool: &Pool,
+    keys: &Keys,
+    held: &[(String, u32)],
+    lease: Duration,
+) -> sluice_shared::Result<(Vec<String>, Vec<String>)> {
+    let mut call = scripts().renew.call();
+    call.key(keys.leases()).arg(lease.as_millis() as u64);
+    for (entry, attempt) in held {
+        let id = Entry::parse(entry)
+            .and_then(|e| e.id().map(str::to_string))
+            .unwrap_or_default();
+        call.key(keys.job(&id)).arg(entry).arg(*attempt);
+    }
+    let mut con = pool.get().await?;
+    call.query(&mut *con).await
+}

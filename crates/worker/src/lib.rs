@@ -1,0 +1,59 @@
+//! The Sluice worker: claims jobs from Redis, admits them under their global
+//! concurrency limits, and runs them as command scripts or as async Rust
+//! handlers registered for their paths.
+//!
+//! ```no_run
+//! # async fn demo(config: sluice_shared::Config) -> sluice_shared::Result<()> {
+//! use sluice_worker::{JobContext, Worker};
+//! Worker::new(config)
+//!     .handler("f/hello", |ctx: JobContext| async move {
+//!         Ok(serde_json::json!({ "hello": ctx.args["name"] }))
+//!     })
+//!     .run_until(async { tokio::signal::ctrl_c().await.ok(); })
+//!     .await
+//! # }
+//! ```
+
+mod command;
+mod dispatch;
+mod execute;
+mod handler;
+mod lease;
+mod running;
+mod wake;
+
+pub use handler::{Handler, HandlerResult, JobContext};
+pub use sluice_shared::{Config, Error, Result};
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+/// A worker process's job loop, with its registered handlers.
+pub struct Worker {
+    config: Config,
+    handlers: HashMap<String, Arc<dyn Handler>>,
+}
+
+impl Worker {
+    pub fn new(config: Config) -> Self {
+        Worker {
+            config,
+            handlers: HashMap::new(),
+        }
+    }
+
+    /// Registers an async Rust handler for a path. The path must also be in the
+    /// config's `[scripts]` (its limit, timeout and retries live there); a
+    /// handler takes precedence over a `command` for the same path.
+    pub fn handler<H: Handler + 'static>(mut self, path: impl Into<String>, handler: H) -> Self {
+        self.handlers.insert(path.into(), Arc::new(handler));
+        self
+    }
+
+    /// Runs until `shutdown` completes, then drains: takes no new jobs, gives
+    /// running ones `worker.grace_s` to finish, stops the rest, and returns.
+    pub async fn run_until<S: Future<Output = ()> + Send>(self, shutdown: S) -> Result<()> {
+        dispatch::run(self.config, self.handlers, shutdown).await
+    }
+}

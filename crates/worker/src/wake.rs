@@ -1,0 +1,65 @@
+//! Idle workers block on the marker list instead of polling: enqueue.lua and
+//! claim.lua push a token when there is work, and one blocked worker takes it.
+//! The BLPOP runs on a connection of its own with no response timeout.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sluice_shared::{redis_conn, Keys};
+use tokio::sync::{watch, Notify};
+
+/// A blocked BLPOP also returns after this long, as a safety net for a token
+/// lost with a crashed worker: one command per this period while idle.
+const SAFETY_WAKE: Duration = Duration::from_secs(10);
+
+pub async fn listen(
+    url: String,
+    keys: Keys,
+    mut listening: watch::Receiver<bool>,
+    wake: Arc<Notify>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let mut con = match redis_conn::blocking_connection(&url).await {
+            Ok(c) => {
+                backoff = Duration::from_millis(100);
+                c
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot connect for wake-ups; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        loop {
+            // Only a worker with room for work takes a token.
+            if listening.wait_for(|l| *l).await.is_err() {
+                return;
+            }
+            let got: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
+                .arg(keys.marker())
+                .arg(SAFETY_WAKE.as_secs())
+                .query_async(&mut con)
+                .await;
+            match got {
+                Ok(token) => {
+                    if token.is_some() && !*listening.borrow() {
+                        // Filled up meanwhile: hand the token on to another worker.
+                        let _: redis::RedisResult<()> = redis::cmd("LPUSH")
+                            .arg(keys.marker())
+                            .arg("1")
+                            .query_async(&mut con)
+                            .await;
+                    }
+                    wake.notify_one();
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "wake-up connection lost; reconnecting");
+                    wake.notify_one();
+                    break;
+                }
+            }
+        }
+    }
+}
