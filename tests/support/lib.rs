@@ -1,1 +1,327 @@
-//! Test harness (filled in below).
+//! Test harness: a real `redis-server` per test on a free port (or
+//! `SLUICE_TEST_REDIS_URL`), a key prefix per test, and real `sluice-worker`
+//! and `sluice` processes built from this workspace.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use sluice_producer::{Client, Job, JobRequest};
+use sluice_shared::Config;
+
+pub use serde_json::json;
+
+/// Upper bound on waiting for an event; tests wait for events, and this only
+/// stops a broken test from hanging CI.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+pub struct RedisServer {
+    child: Option<Child>,
+    pub url: String,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        if let Ok(url) = std::env::var("SLUICE_TEST_REDIS_URL") {
+            return RedisServer { child: None, url };
+        }
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (apt-get install redis-server) or SLUICE_TEST_REDIS_URL set");
+        let url = format!("redis://127.0.0.1:{port}");
+        let server = RedisServer {
+            child: Some(child),
+            url,
+        };
+        server.wait_ready();
+        server
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(mut c) =
+                redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
+            {
+                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                    return;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server did not start at {}",
+                self.url
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A built binary of this workspace (tests run from target/<profile>/deps).
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first",
+        path.display()
+    );
+    path
+}
+
+/// One test's world: its Redis, its prefix, its config file.
+pub struct TestEnv {
+    pub redis: RedisServer,
+    pub prefix: String,
+    pub dir: PathBuf,
+    pub config_path: PathBuf,
+}
+
+impl TestEnv {
+    /// `body` is the config without `redis_url` and `prefix`, which are added.
+    pub fn new(body: &str) -> TestEnv {
+        let redis = RedisServer::start();
+        let prefix = format!("t-{}", uuid::Uuid::now_v7().simple());
+        let dir = std::env::temp_dir().join(&prefix);
+        std::fs::create_dir_all(&dir).unwrap();
+        let config_path = dir.join("sluice.toml");
+        let mut f = std::fs::File::create(&config_path).unwrap();
+        writeln!(
+            f,
+            "redis_url = {:?}\nprefix = {:?}\n{body}",
+            redis.url, prefix
+        )
+        .unwrap();
+        TestEnv {
+            redis,
+            prefix,
+            dir,
+            config_path,
+        }
+    }
+
+    pub fn config(&self) -> Config {
+        Config::load_with_env(Some(&self.config_path), Default::default()).unwrap()
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(self.config()).await.unwrap()
+    }
+
+    pub fn redis(&self) -> redis::Connection {
+        redis::Client::open(self.redis.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap()
+    }
+
+    pub fn key(&self, name: &str) -> String {
+        format!("{{{}}}:{name}", self.prefix)
+    }
+
+    /// Starts a `sluice-worker` process; `wrapper` is a command it runs under
+    /// (for example faketime), `env` extra variables.
+    pub fn worker(&self, wrapper: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
+        let log = self
+            .dir
+            .join(format!("worker-{}.log", uuid::Uuid::now_v7().simple()));
+        let (prog, mut args): (PathBuf, Vec<String>) = match wrapper.split_first() {
+            None => (bin("sluice-worker"), vec![]),
+            Some((p, rest)) => {
+                let mut a: Vec<String> = rest.iter().map(|s| s.to_string()).collect();
+                a.push(bin("sluice-worker").display().to_string());
+                (PathBuf::from(p), a)
+            }
+        };
+        args.extend([
+            "--config".to_string(),
+            self.config_path.display().to_string(),
+        ]);
+        let child = Command::new(prog)
+            .args(&args)
+            .envs(env.iter().copied())
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .expect("start sluice-worker");
+        WorkerProcess { child, log }
+    }
+
+    /// Runs the `sluice` command line with this test's config.
+    pub fn sluice(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut child = Command::new(bin("sluice"))
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut input = child.stdin.take().unwrap();
+        input.write_all(stdin.unwrap_or("").as_bytes()).unwrap();
+        drop(input);
+        child.wait_with_output().unwrap()
+    }
+
+    pub async fn enqueue(&self, client: &Client, path: &str, args: Value, n: usize) -> Vec<String> {
+        let reqs: Vec<JobRequest> = (0..n)
+            .map(|_| JobRequest::new(path, args.clone()))
+            .collect();
+        client.enqueue_batch(&reqs).await.unwrap()
+    }
+
+    /// Waits for the jobs to finish and reads them back.
+    pub async fn finish(&self, client: &Client, ids: &[String]) -> Vec<Job> {
+        let out = client.wait(ids, Some(PATIENCE)).await.unwrap();
+        assert!(
+            !out.timed_out,
+            "jobs did not finish: {out:?}\n{}",
+            self.logs()
+        );
+        client
+            .jobs(ids)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|j| j.unwrap())
+            .collect()
+    }
+
+    /// Every worker log of this test, for failure messages.
+    pub fn logs(&self) -> String {
+        let mut s = String::new();
+        for e in std::fs::read_dir(&self.dir).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "log") {
+                s.push_str(&format!(
+                    "--- {}\n{}",
+                    e.path().display(),
+                    std::fs::read_to_string(e.path()).unwrap_or_default()
+                ));
+            }
+        }
+        s
+    }
+}
+
+impl Drop for TestEnv {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+}
+
+pub struct WorkerProcess {
+    pub child: Child,
+    pub log: PathBuf,
+}
+
+impl WorkerProcess {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    pub fn signal(&self, sig: &str) {
+        let ok = Command::new("kill")
+            .args([&format!("-{sig}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(ok.success());
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the worker's log contains `needle`.
+    pub fn wait_for_log(&self, needle: &str) {
+        wait_until(&format!("worker log line {needle:?}"), || {
+            self.log_text().contains(needle)
+        });
+    }
+}
+
+impl Drop for WorkerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls a condition until it holds (an event), failing after PATIENCE.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + PATIENCE;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The Redis server's clock, in Unix ms.
+pub fn redis_now_ms(con: &mut redis::Connection) -> i64 {
+    let (s, us): (i64, i64) = redis::cmd("TIME").query(con).unwrap();
+    s * 1000 + us / 1000
+}
+
+/// The most slots of one key held at once, from the jobs' own recorded times:
+/// each execution holds [started_at, ended_at + window_ms).
+pub fn max_slots_held(jobs: &[Job]) -> usize {
+    let spans: Vec<(i64, i64)> = jobs
+        .iter()
+        .map(|j| {
+            let s = j.started_at.expect("started_at");
+            let e = j.ended_at.expect("ended_at");
+            (s, e + j.window_ms.unwrap_or(0) as i64)
+        })
+        .collect();
+    spans
+        .iter()
+        .map(|&(t, _)| spans.iter().filter(|&&(s, e)| s <= t && t < e).count())
+        .max()
+        .unwrap_or(0)
+}
+
+/// Asserts that jobs, given in enqueue order, started in that order.
+pub fn assert_started_in_order(jobs: &[Job]) {
+    for w in jobs.windows(2) {
+        let (a, b) = (w[0].started_at.unwrap(), w[1].started_at.unwrap());
+        assert!(
+            a <= b,
+            "job {} (enqueued first) started at {a}, after job {} at {b}",
+            w[0].id,
+            w[1].id
+        );
+    }
+}
+
+pub fn write_file(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::write(&p, body).unwrap();
+    p
+}

@@ -124,7 +124,6 @@ impl Client {
         let mut call = scripts().cancel.call();
         call.key(self.keys.ready())
             .key(self.keys.delayed())
-            .key(self.keys.leases())
             .key(self.keys.stats())
             .key(self.keys.job(id))
             .key(self.keys.slots(&ckey))

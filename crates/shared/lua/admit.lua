@@ -1,23 +1,31 @@
--- admit.lua: admit claimed entries, or send them to wait for their key.
+-- admit.lua: take the entries peek.lua saw, if they are still there, and
+-- admit them, or send them to wait for their key.
 --
 -- KEYS[1]  leases sorted set
 -- KEYS[2]  delayed sorted set
 -- KEYS[3]  stats hash
--- then, per entry i: KEYS[3i+1] job hash, KEYS[3i+2] slots:K, KEYS[3i+3] wait:K
+-- KEYS[4]  ready list
+-- KEYS[5]  marker list
+-- then, per entry i: KEYS[3i+3] job hash, KEYS[3i+4] slots:K, KEYS[3i+5] wait:K
 --          (for an entry without a key, or a "wake K" entry, the unused names
 --          are still passed so that every key touched is declared)
 -- ARGV[1]  lease length in ms
--- ARGV[1+i] the i-th claimed entry: "<id>", "<id> <K>" or "wake <K>"
--- Returns: { admitted, dropped } where admitted is a flat list of 7 values per
---   admitted job: entry, attempt, path, workspace, args, ckey, window_ms; and
---   dropped lists the ids not run (cancelled, finished, missing or corrupt).
+-- ARGV[2]  D, how many of the entries come from the delayed set (they come first)
+-- ARGV[2+i] the i-th entry: "<id>", "<id> <K>" or "wake <K>"
+-- Returns: { admitted, dropped, taken } where admitted is a flat list of 7
+--   values per admitted job: entry, attempt, path, workspace, args, ckey,
+--   window_ms; dropped lists the ids not run (cancelled, finished, missing or
+--   corrupt); taken counts the entries that were still there to take.
 --
--- Admission is the moment a worker commits to run a job: its slot is taken
--- here, atomically with the check, by Redis time.
+-- Taking and admitting in one atomic step keeps each key's jobs admitted in
+-- the order they became ready, however many workers race. Admission is the
+-- moment a worker commits to run a job: its slot is taken here, by Redis time.
 
 local now = now_ms()
-local leases, delayed, stats = KEYS[1], KEYS[2], KEYS[3]
+local leases, delayed, stats, ready, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local lease_ms = tonumber(ARGV[1])
+local n_due = tonumber(ARGV[2])
+local n = #ARGV - 2
 local admitted, dropped, leased = {}, {}, {}
 
 local function admit(job, entry, id, f, slots, ckey)
@@ -47,17 +55,39 @@ local function fail_corrupt(job, id, reason)
   dropped[#dropped + 1] = id
 end
 
-for i = 1, #ARGV - 1 do
-  local entry = ARGV[1 + i]
-  local job, slots, wait = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
-  -- Removing the claim's lease doubles as the check that it is still ours.
-  if redis.call('ZREM', leases, entry) == 0 then
-    -- The lease was recovered by another worker meanwhile: not ours any more.
-    dropped[#dropped + 1] = entry
+-- What is still there to take: due entries one by one (another worker may
+-- have taken some), and the longest prefix of the ready list's head as seen.
+local take = {}
+for i = 1, n_due do
+  local score = tonumber(redis.call('ZSCORE', delayed, ARGV[2 + i]))
+  take[i] = score ~= nil and score <= now
+end
+local n_ready = n - n_due
+if n_ready > 0 then
+  local head = redis.call('LRANGE', ready, 0, n_ready - 1)
+  local m = 0
+  while m < n_ready and head[m + 1] == ARGV[2 + n_due + m + 1] do m = m + 1 end
+  if m > 0 then redis.call('LTRIM', ready, m, -1) end
+  for i = 1, n_ready do take[n_due + i] = i <= m end
+end
+local taken_due = {}
+for i = 1, n_due do
+  if take[i] then taken_due[#taken_due + 1] = ARGV[2 + i] end
+end
+if #taken_due > 0 then redis.call('ZREM', delayed, unpack(taken_due)) end
+
+local taken = 0
+for i = 1, n do
+  local entry = ARGV[2 + i]
+  local job, slots, wait = KEYS[3 * i + 3], KEYS[3 * i + 4], KEYS[3 * i + 5]
+  if not take[i] then
+    -- Taken by another worker meanwhile.
   elseif string.sub(entry, 1, 5) == 'wake ' then
+    taken = taken + 1
     expire_slots(slots, now)
     settle(slots, wait, delayed, string.sub(entry, 6), now)
   else
+    taken = taken + 1
     local id = string.sub(entry, 1, 36)
     local ckey = string.sub(entry, 38)
     local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'args', 'ckey', 'window_ms')
@@ -101,4 +131,11 @@ for i = 1, #ARGV - 1 do
 end
 -- The running executions' leases, renewed by the worker until they end.
 if #leased > 0 then redis.call('ZADD', leases, unpack(leased)) end
-return { admitted, dropped }
+-- This worker took all it had room for and more remains: pass the wake-up on
+-- to another idle worker.
+if redis.call('LLEN', marker) == 0 then
+  local more = redis.call('LLEN', ready) > 0
+  if not more then more = #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) > 0 end
+  if more then redis.call('LPUSH', marker, '1') end
+end
+return { admitted, dropped, taken }

@@ -2,18 +2,17 @@
 --
 -- KEYS[1]  ready list
 -- KEYS[2]  delayed sorted set
--- KEYS[3]  leases sorted set
--- KEYS[4]  stats hash
--- KEYS[5]  the job hash
--- KEYS[6]  slots:K of the job's concurrency key (any name when it has none)
--- KEYS[7]  wait:K
+-- KEYS[3]  stats hash
+-- KEYS[4]  the job hash
+-- KEYS[5]  slots:K of the job's concurrency key (any name when it has none)
+-- KEYS[6]  wait:K
 -- ARGV[1]  job id
 -- ARGV[2]  the job's concurrency key as the caller read it ("" for none)
 -- Returns: "cancelled", "requested" (running: its worker stops it), "finished"
 --   or "missing"; an error if the key changed under the caller.
 
 local now = now_ms()
-local ready, delayed, leases, stats, job, slots, wait = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6], KEYS[7]
+local ready, delayed, stats, job, slots, wait = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, ckey = ARGV[1], ARGV[2]
 local f = redis.call('HMGET', job, 'status', 'ckey', 'max')
 local status = f[1]
@@ -27,7 +26,6 @@ end
 
 local entry = make_entry(id, ckey)
 redis.call('LREM', ready, 1, entry)
-redis.call('ZREM', leases, entry)
 local at = tonumber(redis.call('ZSCORE', delayed, entry))
 redis.call('ZREM', delayed, entry)
 if ckey ~= '' then

@@ -1,5 +1,5 @@
--- recover.lua: take back entries whose lease ran out (their worker died, froze
--- or lost Redis) and run them again.
+-- recover.lua: take back executions whose lease ran out (their worker died,
+-- froze or lost Redis) and run them again.
 --
 -- KEYS[1]  leases sorted set
 -- KEYS[2]  delayed sorted set
@@ -7,7 +7,7 @@
 -- KEYS[4]  stats hash
 -- KEYS[5]  marker list
 -- then, per entry i: KEYS[3i+3] job hash, KEYS[3i+4] slots:K, KEYS[3i+5] wait:K
--- ARGV[i]  the i-th expired lease entry, as claim.lua returned it
+-- ARGV[i]  the i-th expired lease entry, as peek.lua returned it
 -- Returns: the ids of executions found dead (status was running).
 --
 -- Each entry is checked again here, atomically: one renewed meanwhile, or
@@ -45,10 +45,6 @@ for i = 1, #ARGV do
           redis.call('RPUSH', ready, entry)
           requeued = requeued + 1
         end
-      elseif f[1] == 'queued' or f[1] == 'scheduled' or f[1] == 'waiting' then
-        -- Claimed but never admitted: it keeps its place at the front.
-        redis.call('LPUSH', ready, entry)
-        requeued = requeued + 1
       end
     end
   end

@@ -35,7 +35,7 @@ pub struct WorkerConfig {
     pub concurrency: i64,
     /// Prometheus `/metrics` and `/healthz`; off when unset.
     pub metrics_addr: Option<String>,
-    /// How long a worker's claim on a job lasts without renewal.
+    /// How long a running job's lease lasts without renewal.
     #[serde(default = "default_lease_s")]
     pub lease_s: f64,
     /// On SIGTERM/SIGINT, how long running jobs get to finish.

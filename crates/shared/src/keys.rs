@@ -7,7 +7,7 @@
 //! | `{p}:job:<id>` | hash | one job: path, workspace, args, stamped limit, status, times, result |
 //! | `{p}:ready` | list | entries ready to run, FIFO |
 //! | `{p}:delayed` | zset | entries due at a known Unix ms: delayed jobs, retries, waiting jobs at their slot |
-//! | `{p}:leases` | zset | entries claimed or running, scored by lease deadline (Unix ms) |
+//! | `{p}:leases` | zset | entries of running executions, scored by lease deadline (Unix ms) |
 //! | `{p}:marker` | list | a wake-up token for idle workers (BLPOP) |
 //! | `{p}:stats` | hash | `active` (unfinished jobs), `succeeded`, `failed`, `cancelled` counts |
 //! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#r` reserved; score = Unix ms the slot frees, `+inf` while open-ended |

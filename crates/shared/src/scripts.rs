@@ -37,7 +37,7 @@ impl Script {
 
 pub struct Scripts {
     pub enqueue: Script,
-    pub claim: Script,
+    pub peek: Script,
     pub admit: Script,
     pub ack: Script,
     pub recover: Script,
@@ -47,7 +47,7 @@ pub struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new("enqueue", include_str!("../lua/enqueue.lua")),
-    claim: Script::new("claim", include_str!("../lua/claim.lua")),
+    peek: Script::new("peek", include_str!("../lua/peek.lua")),
     admit: Script::new("admit", include_str!("../lua/admit.lua")),
     ack: Script::new("ack", include_str!("../lua/ack.lua")),
     recover: Script::new("recover", include_str!("../lua/recover.lua")),
@@ -63,7 +63,7 @@ impl Scripts {
     fn all(&self) -> [&Script; 7] {
         [
             &self.enqueue,
-            &self.claim,
+            &self.peek,
             &self.admit,
             &self.ack,
             &self.recover,

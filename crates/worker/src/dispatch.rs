@@ -1,8 +1,8 @@
 //! The worker's loop. Each turn is at most two round trips to Redis:
-//! 1. ack.lua for the executions that ended, pipelined with claim.lua for as
+//! 1. ack.lua for the executions that ended, pipelined with peek.lua for as
 //!    many entries as there is room for;
-//! 2. admit.lua for the claimed entries, pipelined with recover.lua for the
-//!    expired leases that claim.lua reported.
+//! 2. admit.lua, which takes and admits what peek.lua saw if it is still
+//!    there, pipelined with recover.lua for the expired leases peek.lua saw.
 //! Between turns the loop sleeps until an execution ends, a wake-up token
 //! arrives, the next delayed entry or lease deadline falls due, or shutdown.
 
@@ -44,7 +44,7 @@ struct Dispatcher {
 
 /// What one turn learned.
 struct Turn {
-    claimed: usize,
+    more: bool,
     next_in: Option<Duration>,
 }
 
@@ -111,7 +111,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
                     retry_pause = Duration::from_millis(50);
                     // A full batch suggests more is waiting; otherwise sleep
                     // until told, or until the next known due time.
-                    want_claim = room > 0 && turn.claimed == room;
+                    want_claim = room > 0 && turn.more;
                     if room > 0 {
                         timer = turn.next_in.map(|t| Instant::now() + t);
                     }
@@ -175,24 +175,21 @@ impl Dispatcher {
             calls.push(self.ack_call(acks));
         }
         if room > 0 {
-            let mut claim = scripts().claim.call();
-            claim
-                .key(self.keys.ready())
+            let mut peek = scripts().peek.call();
+            peek.key(self.keys.ready())
                 .key(self.keys.delayed())
                 .key(self.keys.leases())
-                .key(self.keys.marker())
-                .arg(room)
-                .arg(self.lease_ms);
-            calls.push(claim);
+                .arg(room);
+            calls.push(peek);
         }
         let mut replies: Vec<Value> =
             query_pipelined(&mut *con, &calls.iter().collect::<Vec<_>>()).await?;
-        let (claimed, expired, next_in) = if room > 0 {
-            let (c, e, n): (Vec<String>, Vec<String>, i64) =
-                redis::from_redis_value(replies.pop().expect("claim reply"))?;
-            (c, e, n)
+        let (due, head, expired, next_in) = if room > 0 {
+            redis::from_redis_value::<(Vec<String>, Vec<String>, Vec<String>, i64)>(
+                replies.pop().expect("peek reply"),
+            )?
         } else {
-            (Vec::new(), Vec::new(), -1)
+            Default::default()
         };
         if !acks.is_empty() {
             let refused: Vec<String> = redis::from_redis_value(replies.pop().expect("ack reply"))?;
@@ -201,14 +198,20 @@ impl Dispatcher {
             }
         }
 
+        let seen = due.len() + head.len();
         let mut calls = Vec::new();
-        if !claimed.is_empty() {
-            calls.push(self.per_entry_call(
-                scripts().admit.call(),
-                &[self.keys.leases(), self.keys.delayed(), self.keys.stats()],
-                Some(self.lease_ms),
-                &claimed,
-            ));
+        if seen > 0 {
+            let base = [
+                self.keys.leases(),
+                self.keys.delayed(),
+                self.keys.stats(),
+                self.keys.ready(),
+                self.keys.marker(),
+            ];
+            let mut admit = scripts().admit.call();
+            admit.arg(self.lease_ms).arg(due.len());
+            let entries: Vec<String> = due.into_iter().chain(head).collect();
+            calls.push(self.per_entry_call(admit, &base, &entries));
         }
         if !expired.is_empty() {
             let base = [
@@ -218,8 +221,9 @@ impl Dispatcher {
                 self.keys.stats(),
                 self.keys.marker(),
             ];
-            calls.push(self.per_entry_call(scripts().recover.call(), &base, None, &expired));
+            calls.push(self.per_entry_call(scripts().recover.call(), &base, &expired));
         }
+        let mut taken = 0;
         if !calls.is_empty() {
             let mut replies: Vec<Value> =
                 query_pipelined(&mut *con, &calls.iter().collect::<Vec<_>>()).await?;
@@ -230,17 +234,19 @@ impl Dispatcher {
                     tracing::warn!(job = %id, "recovered a job whose worker was lost; it runs again");
                 }
             }
-            if !claimed.is_empty() {
-                let (admitted, dropped): (Vec<Value>, Vec<String>) =
+            if seen > 0 {
+                let (admitted, dropped, n): (Vec<Value>, Vec<String>, usize) =
                     redis::from_redis_value(replies.pop().expect("admit reply"))?;
                 for id in dropped {
-                    tracing::debug!(job = %id, "claimed entry not run (cancelled, finished or corrupt)");
+                    tracing::debug!(job = %id, "entry not run (cancelled, finished or corrupt)");
                 }
+                taken = n;
                 self.start(admitted)?;
             }
         }
         Ok(Turn {
-            claimed: claimed.len(),
+            // Entries seen but taken by another worker meanwhile: look again.
+            more: seen == room || taken < seen,
             next_in: (next_in >= 0).then(|| Duration::from_millis(next_in as u64)),
         })
     }
@@ -263,19 +269,15 @@ impl Dispatcher {
         call
     }
 
-    /// A call whose KEYS are `base`, then (job, slots, wait) per entry.
+    /// Adds KEYS `base`, then (job, slots, wait) and the entry as ARGV, per entry.
     fn per_entry_call(
         &self,
         mut call: Invocation,
         base: &[String],
-        first_arg: Option<u64>,
         entries: &[String],
     ) -> Invocation {
         for k in base {
             call.key(k.clone());
-        }
-        if let Some(a) = first_arg {
-            call.arg(a);
         }
         for e in entries {
             self.entry_keys(&mut call, e);
