@@ -32,18 +32,31 @@ async fn limit_holds_across_worker_processes_in_enqueue_order() {
     let jobs = env.finish(&client, &ids).await;
 
     assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
-    assert_eq!(jobs[0].concurrency_key.as_deref(), Some("default/script/f/lim"));
+    assert_eq!(
+        jobs[0].concurrency_key.as_deref(),
+        Some("default/script/f/lim")
+    );
     let held = max_slots_held(&jobs);
     assert!(held <= 2, "{held} slots held at once, max is 2\n{jobs:#?}");
     assert_eq!(held, 2, "the limit's two slots should both be used");
     assert_started_in_order(&jobs);
     // Each slot is reused only once its window has passed.
-    let mut by_start: Vec<_> = jobs.iter().map(|j| (j.started_at.unwrap(), j.ended_at.unwrap())).collect();
+    let mut by_start: Vec<_> = jobs
+        .iter()
+        .map(|j| (j.started_at.unwrap(), j.ended_at.unwrap()))
+        .collect();
     by_start.sort();
     for i in 2..by_start.len() {
-        let freed = by_start[..i].iter().map(|&(_, e)| e + 300).collect::<Vec<_>>();
+        let freed = by_start[..i]
+            .iter()
+            .map(|&(_, e)| e + 300)
+            .collect::<Vec<_>>();
         let free_slots = freed.iter().filter(|&&f| f <= by_start[i].0).count();
-        assert!(free_slots >= i - 1, "job #{i} started at {} with no slot free", by_start[i].0);
+        assert!(
+            free_slots >= i - 1,
+            "job #{i} started at {} with no slot free",
+            by_start[i].0
+        );
     }
 }
 
@@ -68,10 +81,16 @@ async fn full_key_waits_visibly_without_holding_back_other_work() {
     let env = TestEnv::new(LIMITED);
     let _workers: Vec<_> = (0..2).map(|_| env.worker(&[], &[])).collect();
     let client = env.client().await;
-    let first = env.enqueue(&client, "f/slow", json!({"account": "a"}), 1).await;
+    let first = env
+        .enqueue(&client, "f/slow", json!({"account": "a"}), 1)
+        .await;
     let first = env.finish(&client, &first).await.remove(0);
-    let waiting = env.enqueue(&client, "f/slow", json!({"account": "a"}), 3).await;
-    let other_key = env.enqueue(&client, "f/slow", json!({"account": "b"}), 1).await;
+    let waiting = env
+        .enqueue(&client, "f/slow", json!({"account": "a"}), 3)
+        .await;
+    let other_key = env
+        .enqueue(&client, "f/slow", json!({"account": "b"}), 1)
+        .await;
     let free = env.enqueue(&client, "f/free", json!({}), 10).await;
 
     let done = env.finish(&client, &[other_key, free].concat()).await;
@@ -81,17 +100,42 @@ async fn full_key_waits_visibly_without_holding_back_other_work() {
     let key = "default/acct/a";
     let w0 = format!("{} {key}", waiting[0]);
     wait_until("the first waiter in the delayed set", || {
-        redis::cmd("ZSCORE").arg(env.key("delayed")).arg(&w0).query::<Option<i64>>(&mut r).unwrap().is_some()
+        redis::cmd("ZSCORE")
+            .arg(env.key("delayed"))
+            .arg(&w0)
+            .query::<Option<i64>>(&mut r)
+            .unwrap()
+            .is_some()
     });
-    let score: i64 = redis::cmd("ZSCORE").arg(env.key("delayed")).arg(&w0).query(&mut r).unwrap();
-    assert_eq!(score, first.ended_at.unwrap() + 600_000, "due exactly when the slot frees");
+    let score: i64 = redis::cmd("ZSCORE")
+        .arg(env.key("delayed"))
+        .arg(&w0)
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(
+        score,
+        first.ended_at.unwrap() + 600_000,
+        "due exactly when the slot frees"
+    );
     assert!(score > redis_now_ms(&mut r));
     let wait_key = env.key(&format!("wait:{key}"));
     wait_until("two waiters in the wait list", || {
-        redis::cmd("LLEN").arg(&wait_key).query::<usize>(&mut r).unwrap() == 2
+        redis::cmd("LLEN")
+            .arg(&wait_key)
+            .query::<usize>(&mut r)
+            .unwrap()
+            == 2
     });
-    let queued: Vec<String> = redis::cmd("LRANGE").arg(&wait_key).arg(0).arg(-1).query(&mut r).unwrap();
-    assert_eq!(queued, vec![format!("{} 1", waiting[1]), format!("{} 1", waiting[2])]);
+    let queued: Vec<String> = redis::cmd("LRANGE")
+        .arg(&wait_key)
+        .arg(0)
+        .arg(-1)
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(
+        queued,
+        vec![format!("{} 1", waiting[1]), format!("{} 1", waiting[2])]
+    );
     for id in &waiting {
         assert_eq!(client.job(id).await.unwrap().unwrap().status, "waiting");
     }
@@ -102,16 +146,34 @@ async fn full_key_waits_visibly_without_holding_back_other_work() {
         .arg("WITHSCORES")
         .query(&mut r)
         .unwrap();
-    assert_eq!(slots, vec![(format!("{}#r", waiting[0]), f64::INFINITY)], "one slot, reserved for the first waiter");
+    assert_eq!(
+        slots,
+        vec![(format!("{}#r", waiting[0]), f64::INFINITY)],
+        "one slot, reserved for the first waiter"
+    );
 
     // Cancelling the waiters leaves nothing behind on the key.
     for id in &waiting {
-        assert_eq!(client.cancel(id).await.unwrap(), sluice_producer::CancelOutcome::Cancelled);
+        assert_eq!(
+            client.cancel(id).await.unwrap(),
+            sluice_producer::CancelOutcome::Cancelled
+        );
     }
     let out = client.wait_all(Some(PATIENCE)).await.unwrap();
     assert_eq!((out.succeeded, out.cancelled, out.failed), (12, 3, 0));
-    assert_eq!(redis::cmd("LLEN").arg(&wait_key).query::<usize>(&mut r).unwrap(), 0);
-    let delayed: Vec<String> = redis::cmd("ZRANGE").arg(env.key("delayed")).arg(0).arg(-1).query(&mut r).unwrap();
+    assert_eq!(
+        redis::cmd("LLEN")
+            .arg(&wait_key)
+            .query::<usize>(&mut r)
+            .unwrap(),
+        0
+    );
+    let delayed: Vec<String> = redis::cmd("ZRANGE")
+        .arg(env.key("delayed"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut r)
+        .unwrap();
     assert!(delayed.is_empty(), "{delayed:?}");
     // The ended slot's own window is back in place, unreserved: handed from
     // waiter to waiter as each was cancelled, it ends with the last one.
@@ -122,7 +184,13 @@ async fn full_key_waits_visibly_without_holding_back_other_work() {
         .arg("WITHSCORES")
         .query(&mut r)
         .unwrap();
-    assert_eq!(slots, vec![(format!("{}#c", waiting[2]), first.ended_at.unwrap() + 600_000)]);
+    assert_eq!(
+        slots,
+        vec![(
+            format!("{}#c", waiting[2]),
+            first.ended_at.unwrap() + 600_000
+        )]
+    );
 }
 
 /// Workers whose clocks are five minutes off either way still hold the limit:
@@ -145,7 +213,11 @@ concurrency = { max = 2, window_s = 0.3 }
     let client = env.client().await;
     let ids = env.enqueue(&client, "f/clock", json!({}), 16).await;
     let jobs = env.finish(&client, &ids).await;
-    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{}", env.logs());
+    assert!(
+        jobs.iter().all(|j| j.status == "succeeded"),
+        "{}",
+        env.logs()
+    );
     let held = max_slots_held(&jobs);
     assert!(held <= 2, "{held} slots held at once, max is 2");
     assert_started_in_order(&jobs);
@@ -154,6 +226,12 @@ concurrency = { max = 2, window_s = 0.3 }
         .iter()
         .map(|j| j.result.as_ref().unwrap().as_i64().unwrap() - j.ended_at.unwrap() / 1000)
         .collect();
-    assert!(skews.iter().any(|s| (-310..=-290).contains(s)), "no job ran 5 min behind: {skews:?}");
-    assert!(skews.iter().any(|s| (290..=310).contains(s)), "no job ran 5 min ahead: {skews:?}");
+    assert!(
+        skews.iter().any(|s| (-310..=-290).contains(s)),
+        "no job ran 5 min behind: {skews:?}"
+    );
+    assert!(
+        skews.iter().any(|s| (290..=310).contains(s)),
+        "no job ran 5 min ahead: {skews:?}"
+    );
 }

@@ -39,7 +39,7 @@ enum Cmd {
         #[arg(long, default_value = "{}", conflicts_with = "batch")]
         args: String,
         /// Run no earlier than this many seconds from now.
-        #[arg(long, conflicts_with = "batch")]
+        #[arg(long, conflicts_with = "batch", allow_negative_numbers = true)]
         delay_s: Option<f64>,
         /// A file of JSON objects, one a line ({"path", "workspace", "args"}); - for stdin.
         #[arg(long, conflicts_with = "path")]
@@ -48,7 +48,7 @@ enum Cmd {
     /// Wait for jobs (all of the namespace's when no id is given) to finish.
     Wait {
         ids: Vec<String>,
-        #[arg(long)]
+        #[arg(long, allow_negative_numbers = true)]
         timeout_s: Option<f64>,
     },
     /// Show one job, with its result or error.

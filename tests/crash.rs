@@ -1,0 +1,135 @@
+//! Nothing lost: workers killed, frozen or stopped mid-job.
+
+use sluice_tests::*;
+
+const CONFIG: &str = r#"
+[worker]
+concurrency = 4
+lease_s = 1
+grace_s = 30
+
+[scripts."f/work"]
+command = ["sh", "-c", "sleep 1; echo $SLUICE_ATTEMPT"]
+concurrency = { max = 2, window_s = 0 }
+"#;
+
+async fn wait_running(client: &sluice_producer::Client, ids: &[String], n: usize) {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let jobs = client.jobs(ids).await.unwrap();
+        if jobs
+            .iter()
+            .flatten()
+            .filter(|j| j.status == "running")
+            .count()
+            >= n
+        {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "jobs never started running"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_mid_job_loses_nothing() {
+    let env = TestEnv::new(CONFIG);
+    let victim = env.worker(&[], &[]);
+    let client = env.client().await;
+    let ids = env.enqueue(&client, "f/work", json!({}), 4).await;
+    wait_running(&client, &ids, 2).await;
+    victim.signal("KILL");
+
+    let _rescuer = env.worker(&[], &[]);
+    let jobs = env.finish(&client, &ids).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    let rerun: Vec<_> = jobs.iter().filter(|j| j.attempt == 2).collect();
+    assert_eq!(
+        rerun.len(),
+        2,
+        "the two killed executions ran again: {jobs:#?}"
+    );
+    for j in rerun {
+        assert_eq!(j.result, Some(json!(2)));
+    }
+    // The key's slots were all given back: nothing holds it now.
+    let mut r = env.redis();
+    let held: usize = redis::cmd("ZCARD")
+        .arg(env.key("slots:default/script/f/work"))
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(held, 0);
+    let leases: usize = redis::cmd("ZCARD")
+        .arg(env.key("leases"))
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(leases, 0);
+}
+
+/// A worker frozen past its lease (SIGSTOP) loses the attempt; when it thaws,
+/// its late result is refused and the re-run's result stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frozen_worker_is_fenced_off() {
+    let env = TestEnv::new(CONFIG);
+    let frozen = env.worker(&[], &[]);
+    let client = env.client().await;
+    let ids = env.enqueue(&client, "f/work", json!({}), 1).await;
+    wait_running(&client, &ids, 1).await;
+    frozen.signal("STOP");
+
+    let _other = env.worker(&[], &[]);
+    let job = env.finish(&client, &ids).await.remove(0);
+    assert_eq!((job.status.as_str(), job.attempt), ("succeeded", 2));
+    frozen.signal("CONT");
+    // Its script (in its own process group, not frozen) finished long ago:
+    // the thawed worker either reports it and is refused, or finds its lease
+    // lost at renewal and drops it. Either way the record does not change.
+    wait_until("the thawed worker to give up the attempt", || {
+        let log = frozen.log_text();
+        log.contains("late result refused") || log.contains("lease lost")
+    });
+    let after = client.job(&ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        (after.status.as_str(), after.attempt, after.result),
+        ("succeeded", 2, Some(json!(2)))
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_running_jobs_then_exits() {
+    let env = TestEnv::new(CONFIG);
+    let mut worker = env.worker(&[], &[]);
+    let client = env.client().await;
+    let ids = env.enqueue(&client, "f/work", json!({}), 4).await;
+    wait_running(&client, &ids, 2).await;
+    worker.signal("TERM");
+    let status = worker.child.wait().unwrap();
+    assert!(
+        status.success(),
+        "worker exit: {status:?}\n{}",
+        worker.log_text()
+    );
+    let jobs = client.jobs(&ids).await.unwrap();
+    let states: Vec<_> = jobs.iter().flatten().map(|j| j.status.as_str()).collect();
+    assert_eq!(
+        states.iter().filter(|s| **s == "succeeded").count(),
+        2,
+        "{states:?}"
+    );
+    assert_eq!(
+        states.iter().filter(|s| **s == "waiting").count(),
+        2,
+        "the rest wait for their key: {states:?}"
+    );
+    // Another worker picks them up where they wait.
+    let _next = env.worker(&[], &[]);
+    let jobs = env.finish(&client, &ids).await;
+    assert!(
+        jobs.iter()
+            .all(|j| j.status == "succeeded" && j.attempt == 1),
+        "{jobs:#?}"
+    );
+}
