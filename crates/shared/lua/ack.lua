@@ -3,7 +3,8 @@
 -- KEYS[1]  leases sorted set
 -- KEYS[2]  delayed sorted set
 -- KEYS[3]  stats hash
--- then, per execution i: KEYS[3i+1] job hash, KEYS[3i+2] slots:K, KEYS[3i+3] wait:K
+-- KEYS[4]  marker list
+-- then, per execution i: KEYS[3i+2] job hash, KEYS[3i+3] slots:K, KEYS[3i+4] wait:K
 -- ARGV, per execution i, 4 values from ARGV[4i-3]:
 --   entry, attempt, outcome ("ok", "err" or "cancelled"), payload (the result
 --   for "ok", the reason otherwise)
@@ -14,13 +15,14 @@
 -- while attempts remain; a cancel request turns any outcome into "cancelled".
 
 local now = now_ms()
-local leases, delayed, stats = KEYS[1], KEYS[2], KEYS[3]
+local leases, delayed, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local refused, ended = {}, {}
+local head_before = delayed_head(delayed)
 
 for i = 1, #ARGV / 4 do
   local entry, attempt = ARGV[4 * i - 3], tonumber(ARGV[4 * i - 2])
   local outcome, payload = ARGV[4 * i - 1], ARGV[4 * i]
-  local job, slots, wait = KEYS[3 * i + 1], KEYS[3 * i + 2], KEYS[3 * i + 3]
+  local job, slots, wait = KEYS[3 * i + 2], KEYS[3 * i + 3], KEYS[3 * i + 4]
   local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms', 'cancel', 'backoff_ms')
   if f[1] ~= 'running' or tonumber(f[2]) ~= attempt then
     refused[#refused + 1] = entry
@@ -49,4 +51,5 @@ for i = 1, #ARGV / 4 do
   end
 end
 if #ended > 0 then redis.call('ZREM', leases, unpack(ended)) end
+wake_if_earlier(delayed, marker, head_before)
 return refused

@@ -12,10 +12,11 @@
 -- ARGV[1]  lease length in ms
 -- ARGV[2]  D, how many of the entries come from the delayed set (they come first)
 -- ARGV[2+i] the i-th entry: "<id>", "<id> <K>" or "wake <K>"
--- Returns: { admitted, dropped, taken } where admitted is a flat list of 7
---   values per admitted job: entry, attempt, path, workspace, args, ckey,
---   window_ms; dropped lists the ids not run (cancelled, finished, missing or
---   corrupt); taken counts the entries that were still there to take.
+-- Returns: { admitted, dropped, taken, next_in_ms } where admitted is a flat
+--   list of 7 values per admitted job: entry, attempt, path, workspace, args,
+--   ckey, window_ms; dropped lists the ids not run (cancelled, finished,
+--   missing or corrupt); taken counts the entries that were still there to
+--   take; next_in_ms is as in peek.lua, after this call's changes.
 --
 -- Taking and admitting in one atomic step keeps each key's jobs admitted in
 -- the order they became ready, however many workers race. Admission is the
@@ -26,6 +27,7 @@ local leases, delayed, stats, ready, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local lease_ms = tonumber(ARGV[1])
 local n_due = tonumber(ARGV[2])
 local n = #ARGV - 2
+local head_before = delayed_head(delayed)
 local admitted, dropped, leased = {}, {}, {}
 
 local function admit(job, entry, id, f, slots, ckey)
@@ -131,6 +133,7 @@ for i = 1, n do
 end
 -- The running executions' leases, renewed by the worker until they end.
 if #leased > 0 then redis.call('ZADD', leases, unpack(leased)) end
+wake_if_earlier(delayed, marker, head_before)
 -- This worker took all it had room for and more remains: pass the wake-up on
 -- to another idle worker.
 if redis.call('LLEN', marker) == 0 then
@@ -138,4 +141,4 @@ if redis.call('LLEN', marker) == 0 then
   if not more then more = #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) > 0 end
   if more then redis.call('LPUSH', marker, '1') end
 end
-return { admitted, dropped, taken }
+return { admitted, dropped, taken, next_in_ms(delayed, leases, now) }

@@ -21,11 +21,4 @@ local head = {}
 if #due < want then head = redis.call('LRANGE', KEYS[1], 0, want - #due - 1) end
 local expired = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', now, 'LIMIT', 0, want)
 
-local next_at = -1
-local d = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-if d[2] then next_at = tonumber(d[2]) end
-local l = redis.call('ZRANGE', KEYS[3], 0, 0, 'WITHSCORES')
-if l[2] and (next_at < 0 or tonumber(l[2]) < next_at) then next_at = tonumber(l[2]) end
-local next_in = -1
-if next_at >= 0 then next_in = math.max(0, next_at - now) end
-return { due, head, expired, next_in }
+return { due, head, expired, next_in_ms(KEYS[2], KEYS[3], now) }

@@ -17,6 +17,7 @@
 local now = now_ms()
 local leases, delayed, ready, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local dead, requeued = {}, 0
+local head_before = delayed_head(delayed)
 
 for i = 1, #ARGV do
   local entry = ARGV[i]
@@ -50,4 +51,5 @@ for i = 1, #ARGV do
   end
 end
 if requeued > 0 and redis.call('LLEN', marker) == 0 then redis.call('LPUSH', marker, '1') end
+wake_if_earlier(delayed, marker, head_before)
 return dead

@@ -84,3 +84,29 @@ local function count_final(stats, status)
   redis.call('HINCRBY', stats, status, 1)
   redis.call('HINCRBY', stats, 'active', -1)
 end
+
+-- Workers sleep until the earliest delayed entry they know of. A script that
+-- may put an earlier one in front calls this before and after: when the head
+-- moved earlier, one idle worker is woken to look again and reset its timer.
+local function delayed_head(delayed)
+  local d = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+  if d[2] then return tonumber(d[2]) end
+  return nil
+end
+
+local function wake_if_earlier(delayed, marker, before)
+  local after = delayed_head(delayed)
+  if after ~= nil and (before == nil or after < before) and redis.call('LLEN', marker) == 0 then
+    redis.call('LPUSH', marker, '1')
+  end
+end
+
+-- ms until the next delayed entry or lease deadline, or -1 for none: what a
+-- worker's timer should wait for. Relative, so no worker clock is involved.
+local function next_in_ms(delayed, leases, now)
+  local next_at = delayed_head(delayed)
+  local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
+  if l[2] and (next_at == nil or tonumber(l[2]) < next_at) then next_at = tonumber(l[2]) end
+  if next_at == nil then return -1 end
+  return math.max(0, next_at - now)
+end

@@ -198,8 +198,20 @@ impl Dispatcher {
             }
         }
 
+        // Recover first, so that admit's view of the delayed set (and the
+        // next due time it reports) includes what recovery put there.
         let seen = due.len() + head.len();
         let mut calls = Vec::new();
+        if !expired.is_empty() {
+            let base = [
+                self.keys.leases(),
+                self.keys.delayed(),
+                self.keys.ready(),
+                self.keys.stats(),
+                self.keys.marker(),
+            ];
+            calls.push(self.per_entry_call(scripts().recover.call(), &base, &expired));
+        }
         if seen > 0 {
             let base = [
                 self.keys.leases(),
@@ -213,35 +225,27 @@ impl Dispatcher {
             let entries: Vec<String> = due.into_iter().chain(head).collect();
             calls.push(self.per_entry_call(admit, &base, &entries));
         }
-        if !expired.is_empty() {
-            let base = [
-                self.keys.leases(),
-                self.keys.delayed(),
-                self.keys.ready(),
-                self.keys.stats(),
-                self.keys.marker(),
-            ];
-            calls.push(self.per_entry_call(scripts().recover.call(), &base, &expired));
-        }
         let mut taken = 0;
+        let mut next_in = next_in;
         if !calls.is_empty() {
             let mut replies: Vec<Value> =
                 query_pipelined(&mut *con, &calls.iter().collect::<Vec<_>>()).await?;
+            if seen > 0 {
+                let (admitted, dropped, n, after): (Vec<Value>, Vec<String>, usize, i64) =
+                    redis::from_redis_value(replies.pop().expect("admit reply"))?;
+                for id in dropped {
+                    tracing::debug!(job = %id, "entry not run (cancelled, finished or corrupt)");
+                }
+                taken = n;
+                next_in = after;
+                self.start(admitted)?;
+            }
             if !expired.is_empty() {
                 let dead: Vec<String> =
                     redis::from_redis_value(replies.pop().expect("recover reply"))?;
                 for id in dead {
                     tracing::warn!(job = %id, "recovered a job whose worker was lost; it runs again");
                 }
-            }
-            if seen > 0 {
-                let (admitted, dropped, n): (Vec<Value>, Vec<String>, usize) =
-                    redis::from_redis_value(replies.pop().expect("admit reply"))?;
-                for id in dropped {
-                    tracing::debug!(job = %id, "entry not run (cancelled, finished or corrupt)");
-                }
-                taken = n;
-                self.start(admitted)?;
             }
         }
         Ok(Turn {
@@ -255,7 +259,8 @@ impl Dispatcher {
         let mut call = scripts().ack.call();
         call.key(self.keys.leases())
             .key(self.keys.delayed())
-            .key(self.keys.stats());
+            .key(self.keys.stats())
+            .key(self.keys.marker());
         for a in acks {
             self.entry_keys(&mut call, &a.entry);
             let (outcome, payload) = match &a.outcome {
