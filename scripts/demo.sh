@@ -16,13 +16,8 @@ say() { printf '\n== %s\n' "$*"; }
 
 # --- prerequisites ----------------------------------------------------------
 
-if ! command -v redis-server >/dev/null 2>&1; then
-    say "installing redis-server"
-    SUDO=""
-    if [ "$(id -u)" -ne 0 ]; then SUDO="sudo"; fi
-    $SUDO apt-get update -qq
-    $SUDO apt-get install -y redis-server
-fi
+source scripts/lib/install.sh
+ensure_packages redis-server
 command -v python3 >/dev/null 2>&1 || { echo "demo.sh: python3 is needed" >&2; exit 1; }
 
 # Build unless the caller points at binaries that already exist.
