@@ -4,6 +4,7 @@
 //! singly or pipelined, and a NOSCRIPT reply (a restarted Redis) loads every
 //! script again and retries once.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::LazyLock;
 
 use redis::{aio::ConnectionLike, FromRedisValue, ToRedisArgs};
@@ -114,6 +115,7 @@ impl Invocation {
     }
 
     pub async fn query<T: FromRedisValue, C: ConnectionLike>(&self, con: &mut C) -> Result<T> {
+        count_round_trip();
         match self.cmd().query_async(con).await {
             Err(e) if is_noscript(&e) => {
                 scripts().load_all(con).await?;
@@ -136,6 +138,7 @@ pub async fn query_pipelined<T: FromRedisValue, C: ConnectionLike>(
         }
         pipe
     };
+    count_round_trip();
     match build().query_async(con).await {
         Err(e) if is_noscript(&e) => {
             scripts().load_all(con).await?;
@@ -143,6 +146,18 @@ pub async fn query_pipelined<T: FromRedisValue, C: ConnectionLike>(
         }
         other => Ok(other?),
     }
+}
+
+static ROUND_TRIPS: AtomicU64 = AtomicU64::new(0);
+
+/// Counts one request/response exchange with Redis made by this process's hot
+/// paths (script calls, pipelines, blocking reads); the benchmark reports it.
+pub fn count_round_trip() {
+    ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
+}
+
+pub fn round_trips() -> u64 {
+    ROUND_TRIPS.load(Ordering::Relaxed)
 }
 
 fn is_noscript(e: &redis::RedisError) -> bool {

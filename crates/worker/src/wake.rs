@@ -37,6 +37,7 @@ pub async fn listen(
             if listening.wait_for(|l| *l).await.is_err() {
                 return;
             }
+            sluice_shared::scripts::count_round_trip();
             let got: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
                 .arg(keys.marker())
                 .arg(SAFETY_WAKE.as_secs())

@@ -1,0 +1,342 @@
+//! The scenarios of issue 3. Each returns figures for the table and JSON, and
+//! fails loudly when the limit was exceeded or a job was lost.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Map, Value};
+use sluice_producer::{Client, JobRequest};
+use sluice_shared::{Config, Keys};
+
+use crate::fleet::{write_config, BenchResult, Fleet};
+use crate::measure::{lateness_ms, max_slots_held, percentile, Span};
+use crate::redis_stats::{command_calls, info_field, info_text, reset, script_calls, work_commands};
+use crate::report;
+
+#[derive(clap::Args, Clone)]
+pub struct Args {
+    /// throughput, cmdstats, limited, many-keys, backlog, idle, memory, or all
+    scenario: String,
+    #[arg(long)]
+    workers: Option<usize>,
+    #[arg(long, default_value_t = 50)]
+    concurrency: usize,
+    #[arg(long)]
+    jobs: Option<usize>,
+    #[arg(long)]
+    redis_url: String,
+    /// throughput: enqueue everything first, then start the workers.
+    #[arg(long)]
+    prefill: bool,
+    /// Small sizes, to check that the benchmark works (CI); judges no timing.
+    #[arg(long)]
+    smoke: bool,
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+const NOOP: &str = "[scripts.\"bench/noop\"]\n";
+
+pub async fn run(args: Args) -> BenchResult {
+    let all = ["throughput", "cmdstats", "limited", "many-keys", "backlog", "idle", "memory"];
+    let list: Vec<&str> = if args.scenario == "all" { all.to_vec() } else { vec![args.scenario.as_str()] };
+    for s in list {
+        let mut figures = match s {
+            "throughput" => throughput(&args).await?,
+            "cmdstats" => cmdstats(&args).await?,
+            "limited" => limited(&args).await?,
+            "many-keys" => many_keys(&args).await?,
+            "backlog" => backlog(&args).await?,
+            "idle" => idle(&args).await?,
+            "memory" => memory(&args).await?,
+            other => return Err(format!("unknown scenario {other:?}; one of {} or all", all.join(", "))),
+        };
+        let mut con = connect(&args.redis_url)?;
+        let info: String = redis::cmd("INFO").arg("server").query(&mut con).map_err(|e| e.to_string())?;
+        figures.insert("redis_version".into(), json!(info_text(&info, "redis_version")));
+        figures.insert("smoke".into(), json!(args.smoke));
+        let name = if s == "throughput" && args.prefill { "throughput-prefill" } else { s };
+        report::emit(&args.out, name, figures).map_err(|e| e.to_string())?;
+    }
+    Ok(())
+}
+
+fn connect(url: &str) -> BenchResult<redis::Connection> {
+    redis::Client::open(url).and_then(|c| c.get_connection()).map_err(|e| format!("Redis at {url}: {e}"))
+}
+
+fn size(args: &Args, full: usize, smoke: usize) -> usize {
+    args.jobs.unwrap_or(if args.smoke { smoke } else { full })
+}
+
+/// One namespace of the benchmark: its config, client and Redis connection.
+struct Bench {
+    config_path: PathBuf,
+    client: Client,
+    keys: Keys,
+    con: redis::Connection,
+    /// The driver's own LLEN/TIME polls, not counted as job work.
+    driver_llen: u64,
+}
+
+impl Bench {
+    async fn new(args: &Args, name: &str, scripts: &str) -> BenchResult<Bench> {
+        let prefix = format!("bench-{name}-{}", uuid::Uuid::now_v7().simple());
+        let dir = std::env::temp_dir().join("sluice-bench");
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let config_path = write_config(&dir, &args.redis_url, &prefix, args.concurrency, scripts);
+        let config = Config::load_with_env(Some(&config_path), Default::default()).map_err(|e| e.to_string())?;
+        let client = Client::connect(config).await.map_err(|e| e.to_string())?;
+        Ok(Bench {
+            config_path,
+            client,
+            keys: Keys::new(&prefix),
+            con: connect(&args.redis_url)?,
+            driver_llen: 0,
+        })
+    }
+
+    async fn enqueue(&self, reqs: &[JobRequest]) -> BenchResult<Vec<String>> {
+        let mut ids = Vec::with_capacity(reqs.len());
+        for chunk in reqs.chunks(1000) {
+            ids.extend(self.client.enqueue_batch(chunk).await.map_err(|e| e.to_string())?);
+        }
+        Ok(ids)
+    }
+
+    fn stat(&mut self, field: &str) -> i64 {
+        redis::cmd("HGET").arg(self.keys.stats()).arg(field).query::<Option<i64>>(&mut self.con).unwrap().unwrap_or(0)
+    }
+
+    /// Waits for the namespace to have no unfinished job; all must have succeeded.
+    fn wait_done(&mut self, expected: usize) -> BenchResult {
+        let deadline = Instant::now() + Duration::from_secs(1800);
+        while self.stat("active") > 0 {
+            if Instant::now() > deadline {
+                return Err("jobs did not finish within 30 minutes".into());
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let ok = self.stat("succeeded") as usize;
+        if ok != expected {
+            return Err(format!("JOBS LOST OR FAILED: {ok} of {expected} succeeded"));
+        }
+        Ok(())
+    }
+
+    fn spans(&mut self, ids: &[String]) -> BenchResult<Vec<(i64, Span)>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for chunk in ids.chunks(5000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&["created_at", "started_at", "ended_at", "window_ms"]);
+            }
+            let rows: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<String>)> =
+                pipe.query(&mut self.con).map_err(|e| e.to_string())?;
+            for (c, s, e, w) in rows {
+                let (Some(c), Some(s), Some(e)) = (c, s, e) else { return Err("a job has no recorded times".into()) };
+                let window = w.and_then(|w| w.parse().ok()).unwrap_or(0);
+                out.push((c, Span { start: s, end: e, window }));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Runs jobs through N workers; returns figures common to job scenarios.
+async fn drive(args: &Args, name: &str, scripts: &str, reqs: Vec<JobRequest>, workers: usize, prefill: bool) -> BenchResult<(Map<String, Value>, Vec<Span>, Vec<i64>)> {
+    let mut b = Bench::new(args, name, scripts).await?;
+    let n = reqs.len();
+    let rt0 = sluice_shared::scripts::round_trips();
+    let (ids, fleet) = if prefill {
+        reset(&mut b.con);
+        let ids = b.enqueue(&reqs).await?;
+        (ids, Fleet::start(workers, &b.config_path))
+    } else {
+        let fleet = Fleet::start(workers, &b.config_path);
+        fleet.wait_idle(&mut b.con, workers)?;
+        reset(&mut b.con);
+        (b.enqueue(&reqs).await?, fleet)
+    };
+    b.wait_done(n)?;
+    let calls = command_calls(&mut b.con);
+    let driver_rt = sluice_shared::scripts::round_trips() - rt0;
+    let worker_rt = fleet.stop();
+    let spans = b.spans(&ids)?;
+    let first_created = spans.iter().map(|(c, _)| *c).min().unwrap_or(0);
+    let first_start = spans.iter().map(|(_, s)| s.start).min().unwrap_or(0);
+    let last_end = spans.iter().map(|(_, s)| s.end).max().unwrap_or(0);
+    let from = if prefill { first_start } else { first_created };
+    let secs = ((last_end - from).max(1)) as f64 / 1000.0;
+    let mut f = Map::new();
+    f.insert("jobs".into(), json!(n));
+    f.insert("workers".into(), json!(workers));
+    f.insert("concurrency".into(), json!(args.concurrency));
+    f.insert("seconds".into(), json!(secs));
+    f.insert("jobs_per_s".into(), json!((n as f64 / secs).round()));
+    f.insert("redis_commands_per_job".into(), json!(work_commands(&calls, b.driver_llen, 0) as f64 / n as f64));
+    f.insert("script_calls_per_job".into(), json!(script_calls(&calls) as f64 / n as f64));
+    f.insert("round_trips_per_job".into(), json!((driver_rt + worker_rt) as f64 / n as f64));
+    let created: Vec<i64> = spans.iter().map(|(c, _)| *c).collect();
+    Ok((f, spans.into_iter().map(|(_, s)| s).collect(), created))
+}
+
+fn noop_jobs(n: usize) -> Vec<JobRequest> {
+    (0..n).map(|_| JobRequest::new("bench/noop", json!({}))).collect()
+}
+
+async fn throughput(args: &Args) -> BenchResult<Map<String, Value>> {
+    let n = size(args, 20_000, 2_000);
+    let (f, _, _) = drive(args, "throughput", NOOP, noop_jobs(n), args.workers.unwrap_or(1), args.prefill).await?;
+    Ok(f)
+}
+
+async fn cmdstats(args: &Args) -> BenchResult<Map<String, Value>> {
+    let n = size(args, 5_000, 1_000);
+    let (f, _, _) = drive(args, "cmdstats", NOOP, noop_jobs(n), args.workers.unwrap_or(1), false).await?;
+    Ok(f)
+}
+
+fn check_limit(f: &mut Map<String, Value>, spans: &[Span], max: usize) -> BenchResult {
+    let held = max_slots_held(spans);
+    f.insert("max".into(), json!(max));
+    f.insert("max_slots_held".into(), json!(held));
+    if held > max {
+        return Err(format!("LIMIT EXCEEDED: {held} slots held at once, max is {max}"));
+    }
+    Ok(())
+}
+
+async fn limited(args: &Args) -> BenchResult<Map<String, Value>> {
+    let (max, window_s) = (50usize, 1.0f64);
+    let n = size(args, 500, 150);
+    let scripts = format!("[scripts.\"bench/limited\"]\nconcurrency = {{ max = {max}, window_s = {window_s} }}\n");
+    let reqs = (0..n).map(|_| JobRequest::new("bench/limited", json!({}))).collect();
+    let (mut f, spans, _) = drive(args, "limited", &scripts, reqs, args.workers.unwrap_or(2), false).await?;
+    check_limit(&mut f, &spans, max)?;
+    let mut starts: Vec<i64> = spans.iter().map(|s| s.start).collect();
+    starts.sort_unstable();
+    let span_s = (starts[n - 1] - starts[0]) as f64 / 1000.0;
+    let allowed_s = (n - max) as f64 * window_s / max as f64;
+    f.insert("rate_ratio".into(), json!(allowed_s / span_s));
+    let mut late = lateness_ms(&spans, max);
+    if late.iter().any(|&l| l < 0) {
+        return Err("LIMIT EXCEEDED: a job started before a slot was free".into());
+    }
+    late.sort_unstable();
+    f.insert(
+        "lateness_ms".into(),
+        json!({"p50": percentile(&late, 0.5), "p99": percentile(&late, 0.99), "max": late.last().copied().unwrap_or(0)}),
+    );
+    Ok(f)
+}
+
+async fn many_keys(args: &Args) -> BenchResult<Map<String, Value>> {
+    let keys = if args.smoke { 500 } else { 10_000 };
+    let per_key = 3;
+    let scripts = "[scripts.\"bench/keyed\"]\nconcurrency = { max = 1, window_s = 1, key = \"k/$args[k]\" }\n";
+    let reqs: Vec<JobRequest> = (0..per_key)
+        .flat_map(|_| (0..keys).map(|k| JobRequest::new("bench/keyed", json!({ "k": k }))))
+        .collect();
+    let (mut f, spans, _) = drive(args, "many-keys", scripts, reqs, args.workers.unwrap_or(1), false).await?;
+    // Per key, at most one slot: check each key's spans on their own.
+    let mut worst = 0;
+    for k in 0..keys {
+        let of_key: Vec<Span> = (0..per_key).map(|r| spans[r * keys + k]).collect();
+        worst = worst.max(max_slots_held(&of_key));
+    }
+    f.insert("keys".into(), json!(keys));
+    check_limit(&mut f, &[], 1)?;
+    f.insert("max_slots_held".into(), json!(worst));
+    if worst > 1 {
+        return Err(format!("LIMIT EXCEEDED: a key held {worst} slots, max is 1"));
+    }
+    Ok(f)
+}
+
+async fn backlog(args: &Args) -> BenchResult<Map<String, Value>> {
+    let sizes: Vec<usize> = if args.smoke { vec![200, 2_000] } else { vec![1_000, 50_000] };
+    let measure = Duration::from_secs(if args.smoke { 2 } else { 5 });
+    let scripts = "[scripts.\"bench/backlog\"]\nconcurrency = { max = 100, window_s = 1 }\n";
+    let workers = args.workers.unwrap_or(1);
+    let mut steady = Map::new();
+    let mut fill = Map::new();
+    for backlog in sizes {
+        let mut b = Bench::new(args, "backlog", scripts).await?;
+        let reqs: Vec<JobRequest> = (0..backlog).map(|_| JobRequest::new("bench/backlog", json!({}))).collect();
+        b.enqueue(&reqs).await?;
+        reset(&mut b.con);
+        let fleet = Fleet::start(workers, &b.config_path);
+        // Fill: every job leaves the ready list, admitted or put to wait.
+        loop {
+            let left: usize = redis::cmd("LLEN").arg(b.keys.ready()).query(&mut b.con).map_err(|e| e.to_string())?;
+            b.driver_llen += 1;
+            if left == 0 {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let fill_calls = script_calls(&command_calls(&mut b.con));
+        // Steady state: the backlog drains at the limit's pace.
+        reset(&mut b.con);
+        let done0 = b.stat("succeeded");
+        std::thread::sleep(measure);
+        let done = b.stat("succeeded") - done0;
+        let calls = script_calls(&command_calls(&mut b.con));
+        fleet.stop();
+        if done <= 0 {
+            return Err(format!("backlog {backlog}: no job finished in {measure:?}"));
+        }
+        steady.insert(backlog.to_string(), json!(calls as f64 / done as f64));
+        fill.insert(backlog.to_string(), json!(fill_calls as f64 / backlog as f64));
+    }
+    let mut f = Map::new();
+    f.insert("workers".into(), json!(workers));
+    f.insert("jobs".into(), json!(steady.keys().cloned().collect::<Vec<_>>()));
+    f.insert("script_calls_per_job".into(), Value::Object(steady));
+    f.insert("fill_script_calls_per_job".into(), Value::Object(fill));
+    Ok(f)
+}
+
+async fn idle(args: &Args) -> BenchResult<Map<String, Value>> {
+    let workers = args.workers.unwrap_or(1);
+    let secs = if args.smoke { 3 } else { 30 };
+    let mut b = Bench::new(args, "idle", NOOP).await?;
+    let fleet = Fleet::start(workers, &b.config_path);
+    fleet.wait_idle(&mut b.con, workers)?;
+    reset(&mut b.con);
+    std::thread::sleep(Duration::from_secs(secs));
+    let calls = command_calls(&mut b.con);
+    fleet.stop();
+    let total = work_commands(&calls, 0, 0) as f64;
+    let sent = (script_calls(&calls) + calls.get("blpop").copied().unwrap_or(0)) as f64;
+    let mut f = Map::new();
+    f.insert("workers".into(), json!(workers));
+    f.insert("jobs".into(), json!(0));
+    f.insert("seconds".into(), json!(secs));
+    f.insert("commands_per_s".into(), json!(total / secs as f64 / workers as f64));
+    f.insert("sent_commands_per_s".into(), json!(sent / secs as f64 / workers as f64));
+    Ok(f)
+}
+
+async fn memory(args: &Args) -> BenchResult<Map<String, Value>> {
+    let n = size(args, 200_000, 5_000);
+    let mut b = Bench::new(args, "memory", NOOP).await?;
+    // {"pad":"xxx…"} of exactly 100 bytes.
+    let pad = "x".repeat(100 - r#"{"pad":""}"#.len());
+    let reqs: Vec<JobRequest> = (0..n).map(|_| JobRequest::new("bench/noop", json!({ "pad": pad }))).collect();
+    let used = |con: &mut redis::Connection| -> f64 {
+        let info: String = redis::cmd("INFO").arg("memory").query(con).unwrap();
+        info_field(&info, "used_memory").unwrap_or(0.0)
+    };
+    let before = used(&mut b.con);
+    b.enqueue(&reqs).await?;
+    let after = used(&mut b.con);
+    let mut f = Map::new();
+    f.insert("jobs".into(), json!(n));
+    f.insert("workers".into(), json!(0));
+    f.insert("args_bytes".into(), json!(100));
+    f.insert("bytes_per_job_total".into(), json!((after - before) / n as f64));
+    f.insert("bytes_per_job".into(), json!((after - before) / n as f64 - 100.0));
+    Ok(f)
+}
