@@ -15,11 +15,14 @@ pub async fn run_worker(config: PathBuf) -> BenchResult {
     sluice_shared::logging::init("text");
     let mut worker = Worker::new(config.clone());
     for path in config.scripts.keys() {
-        worker = worker.handler(path.clone(), |_ctx: JobContext| async { Ok(serde_json::Value::Null) });
+        worker = worker.handler(path.clone(), |_ctx: JobContext| async {
+            Ok(serde_json::Value::Null)
+        });
     }
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(|e| e.to_string())?;
     worker
-        .run_until(async {
-            let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("SIGTERM");
+        .run_until(async move {
             term.recv().await;
         })
         .await
@@ -29,7 +32,13 @@ pub async fn run_worker(config: PathBuf) -> BenchResult {
 }
 
 /// Writes a config for the benchmark's namespace with the given `[scripts]`.
-pub fn write_config(dir: &Path, redis_url: &str, prefix: &str, concurrency: usize, scripts: &str) -> PathBuf {
+pub fn write_config(
+    dir: &Path,
+    redis_url: &str,
+    prefix: &str,
+    concurrency: usize,
+    scripts: &str,
+) -> PathBuf {
     let path = dir.join(format!("{prefix}.toml"));
     let body = format!(
         "redis_url = {redis_url:?}\nprefix = {prefix:?}\n[worker]\nconcurrency = {concurrency}\n{scripts}\n"
@@ -64,8 +73,12 @@ impl Fleet {
     pub fn wait_idle(&self, con: &mut redis::Connection, n: usize) -> BenchResult {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let info: String = redis::cmd("INFO").arg("clients").query(con).map_err(|e| e.to_string())?;
-            let blocked = crate::redis_stats::info_field(&info, "blocked_clients").unwrap_or(0.0) as usize;
+            let info: String = redis::cmd("INFO")
+                .arg("clients")
+                .query(con)
+                .map_err(|e| e.to_string())?;
+            let blocked =
+                crate::redis_stats::info_field(&info, "blocked_clients").unwrap_or(0.0) as usize;
             if blocked >= n {
                 return Ok(());
             }
@@ -80,7 +93,10 @@ impl Fleet {
     pub fn stop(mut self) -> u64 {
         let mut total = 0;
         for c in &mut self.children {
-            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(c.id().to_string())
+                .status();
         }
         for c in &mut self.children {
             let _ = c.wait();

@@ -37,7 +37,10 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
     let result = match cli.cmd {
         Cmd::Worker { config } => rt.block_on(fleet::run_worker(config)),
         Cmd::Run(args) => rt.block_on(scenarios::run(args)),

@@ -9,25 +9,45 @@ pub fn info_field(info: &str, name: &str) -> Option<f64> {
 }
 
 pub fn info_text(info: &str, name: &str) -> Option<String> {
-    info.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(':')).map(|v| v.trim().to_string())
+    info.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(|v| v.trim().to_string())
 }
 
 /// Calls per command since the last CONFIG RESETSTAT (commands run inside
 /// Lua count too).
 pub fn command_calls(con: &mut redis::Connection) -> BTreeMap<String, u64> {
-    let info: String = redis::cmd("INFO").arg("commandstats").query(con).expect("INFO commandstats");
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(con)
+        .expect("INFO commandstats");
     info.lines()
         .filter_map(|l| {
             let rest = l.strip_prefix("cmdstat_")?;
             let (name, stats) = rest.split_once(':')?;
-            let calls = stats.split(',').find_map(|kv| kv.strip_prefix("calls="))?.parse().ok()?;
+            let calls = stats
+                .split(',')
+                .find_map(|kv| kv.strip_prefix("calls="))?
+                .parse()
+                .ok()?;
             Some((name.to_string(), calls))
         })
         .collect()
 }
 
 /// Commands the benchmark's own measuring sends, not counted as job work.
-const MEASURING: &[&str] = &["info", "config|resetstat", "config", "hget", "ping", "client|setinfo", "client", "dbsize", "llen", "time"];
+const MEASURING: &[&str] = &[
+    "info",
+    "config|resetstat",
+    "config",
+    "hget",
+    "ping",
+    "client|setinfo",
+    "client",
+    "dbsize",
+    "llen",
+    "time",
+];
 
 pub fn work_commands(calls: &BTreeMap<String, u64>, driver_llen: u64, driver_time: u64) -> u64 {
     calls
@@ -47,5 +67,8 @@ pub fn script_calls(calls: &BTreeMap<String, u64>) -> u64 {
 }
 
 pub fn reset(con: &mut redis::Connection) {
-    let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query(con).expect("CONFIG RESETSTAT");
+    let _: () = redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query(con)
+        .expect("CONFIG RESETSTAT");
 }

@@ -16,7 +16,10 @@ pub fn emit(out_dir: &Path, scenario: &str, figures: Map<String, Value>) -> std:
     }
     std::fs::create_dir_all(out_dir)?;
     let path = out_dir.join(format!("{scenario}.json"));
-    std::fs::write(&path, serde_json::to_string_pretty(&Value::Object(figures))? + "\n")?;
+    std::fs::write(
+        &path,
+        serde_json::to_string_pretty(&Value::Object(figures))? + "\n",
+    )?;
     println!("  (written to {})", path.display());
     Ok(())
 }

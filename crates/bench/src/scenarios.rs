@@ -10,7 +10,9 @@ use sluice_shared::{Config, Keys};
 
 use crate::fleet::{write_config, BenchResult, Fleet};
 use crate::measure::{lateness_ms, max_slots_held, percentile, Span};
-use crate::redis_stats::{command_calls, info_field, info_text, reset, script_calls, work_commands};
+use crate::redis_stats::{
+    command_calls, info_field, info_text, reset, script_calls, work_commands,
+};
 use crate::report;
 
 #[derive(clap::Args, Clone)]
@@ -38,8 +40,20 @@ pub struct Args {
 const NOOP: &str = "[scripts.\"bench/noop\"]\n";
 
 pub async fn run(args: Args) -> BenchResult {
-    let all = ["throughput", "cmdstats", "limited", "many-keys", "backlog", "idle", "memory"];
-    let list: Vec<&str> = if args.scenario == "all" { all.to_vec() } else { vec![args.scenario.as_str()] };
+    let all = [
+        "throughput",
+        "cmdstats",
+        "limited",
+        "many-keys",
+        "backlog",
+        "idle",
+        "memory",
+    ];
+    let list: Vec<&str> = if args.scenario == "all" {
+        all.to_vec()
+    } else {
+        vec![args.scenario.as_str()]
+    };
     for s in list {
         let mut figures = match s {
             "throughput" => throughput(&args).await?,
@@ -49,20 +63,37 @@ pub async fn run(args: Args) -> BenchResult {
             "backlog" => backlog(&args).await?,
             "idle" => idle(&args).await?,
             "memory" => memory(&args).await?,
-            other => return Err(format!("unknown scenario {other:?}; one of {} or all", all.join(", "))),
+            other => {
+                return Err(format!(
+                    "unknown scenario {other:?}; one of {} or all",
+                    all.join(", ")
+                ))
+            }
         };
         let mut con = connect(&args.redis_url)?;
-        let info: String = redis::cmd("INFO").arg("server").query(&mut con).map_err(|e| e.to_string())?;
-        figures.insert("redis_version".into(), json!(info_text(&info, "redis_version")));
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query(&mut con)
+            .map_err(|e| e.to_string())?;
+        figures.insert(
+            "redis_version".into(),
+            json!(info_text(&info, "redis_version")),
+        );
         figures.insert("smoke".into(), json!(args.smoke));
-        let name = if s == "throughput" && args.prefill { "throughput-prefill" } else { s };
+        let name = if s == "throughput" && args.prefill {
+            "throughput-prefill"
+        } else {
+            s
+        };
         report::emit(&args.out, name, figures).map_err(|e| e.to_string())?;
     }
     Ok(())
 }
 
 fn connect(url: &str) -> BenchResult<redis::Connection> {
-    redis::Client::open(url).and_then(|c| c.get_connection()).map_err(|e| format!("Redis at {url}: {e}"))
+    redis::Client::open(url)
+        .and_then(|c| c.get_connection())
+        .map_err(|e| format!("Redis at {url}: {e}"))
 }
 
 fn size(args: &Args, full: usize, smoke: usize) -> usize {
@@ -85,7 +116,8 @@ impl Bench {
         let dir = std::env::temp_dir().join("sluice-bench");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let config_path = write_config(&dir, &args.redis_url, &prefix, args.concurrency, scripts);
-        let config = Config::load_with_env(Some(&config_path), Default::default()).map_err(|e| e.to_string())?;
+        let config = Config::load_with_env(Some(&config_path), Default::default())
+            .map_err(|e| e.to_string())?;
         let client = Client::connect(config).await.map_err(|e| e.to_string())?;
         Ok(Bench {
             config_path,
@@ -99,13 +131,23 @@ impl Bench {
     async fn enqueue(&self, reqs: &[JobRequest]) -> BenchResult<Vec<String>> {
         let mut ids = Vec::with_capacity(reqs.len());
         for chunk in reqs.chunks(1000) {
-            ids.extend(self.client.enqueue_batch(chunk).await.map_err(|e| e.to_string())?);
+            ids.extend(
+                self.client
+                    .enqueue_batch(chunk)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
         }
         Ok(ids)
     }
 
     fn stat(&mut self, field: &str) -> i64 {
-        redis::cmd("HGET").arg(self.keys.stats()).arg(field).query::<Option<i64>>(&mut self.con).unwrap().unwrap_or(0)
+        redis::cmd("HGET")
+            .arg(self.keys.stats())
+            .arg(field)
+            .query::<Option<i64>>(&mut self.con)
+            .unwrap()
+            .unwrap_or(0)
     }
 
     /// Waits for the namespace to have no unfinished job; all must have succeeded.
@@ -129,14 +171,28 @@ impl Bench {
         for chunk in ids.chunks(5000) {
             let mut pipe = redis::pipe();
             for id in chunk {
-                pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&["created_at", "started_at", "ended_at", "window_ms"]);
+                pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&[
+                    "created_at",
+                    "started_at",
+                    "ended_at",
+                    "window_ms",
+                ]);
             }
             let rows: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<String>)> =
                 pipe.query(&mut self.con).map_err(|e| e.to_string())?;
             for (c, s, e, w) in rows {
-                let (Some(c), Some(s), Some(e)) = (c, s, e) else { return Err("a job has no recorded times".into()) };
+                let (Some(c), Some(s), Some(e)) = (c, s, e) else {
+                    return Err("a job has no recorded times".into());
+                };
                 let window = w.and_then(|w| w.parse().ok()).unwrap_or(0);
-                out.push((c, Span { start: s, end: e, window }));
+                out.push((
+                    c,
+                    Span {
+                        start: s,
+                        end: e,
+                        window,
+                    },
+                ));
             }
         }
         Ok(out)
@@ -144,7 +200,14 @@ impl Bench {
 }
 
 /// Runs jobs through N workers; returns figures common to job scenarios.
-async fn drive(args: &Args, name: &str, scripts: &str, reqs: Vec<JobRequest>, workers: usize, prefill: bool) -> BenchResult<(Map<String, Value>, Vec<Span>, Vec<i64>)> {
+async fn drive(
+    args: &Args,
+    name: &str,
+    scripts: &str,
+    reqs: Vec<JobRequest>,
+    workers: usize,
+    prefill: bool,
+) -> BenchResult<(Map<String, Value>, Vec<Span>, Vec<i64>)> {
     let mut b = Bench::new(args, name, scripts).await?;
     let n = reqs.len();
     let rt0 = sluice_shared::scripts::round_trips();
@@ -174,26 +237,53 @@ async fn drive(args: &Args, name: &str, scripts: &str, reqs: Vec<JobRequest>, wo
     f.insert("concurrency".into(), json!(args.concurrency));
     f.insert("seconds".into(), json!(secs));
     f.insert("jobs_per_s".into(), json!((n as f64 / secs).round()));
-    f.insert("redis_commands_per_job".into(), json!(work_commands(&calls, b.driver_llen, 0) as f64 / n as f64));
-    f.insert("script_calls_per_job".into(), json!(script_calls(&calls) as f64 / n as f64));
-    f.insert("round_trips_per_job".into(), json!((driver_rt + worker_rt) as f64 / n as f64));
+    f.insert(
+        "redis_commands_per_job".into(),
+        json!(work_commands(&calls, b.driver_llen, 0) as f64 / n as f64),
+    );
+    f.insert(
+        "script_calls_per_job".into(),
+        json!(script_calls(&calls) as f64 / n as f64),
+    );
+    f.insert(
+        "round_trips_per_job".into(),
+        json!((driver_rt + worker_rt) as f64 / n as f64),
+    );
     let created: Vec<i64> = spans.iter().map(|(c, _)| *c).collect();
     Ok((f, spans.into_iter().map(|(_, s)| s).collect(), created))
 }
 
 fn noop_jobs(n: usize) -> Vec<JobRequest> {
-    (0..n).map(|_| JobRequest::new("bench/noop", json!({}))).collect()
+    (0..n)
+        .map(|_| JobRequest::new("bench/noop", json!({})))
+        .collect()
 }
 
 async fn throughput(args: &Args) -> BenchResult<Map<String, Value>> {
     let n = size(args, 20_000, 2_000);
-    let (f, _, _) = drive(args, "throughput", NOOP, noop_jobs(n), args.workers.unwrap_or(1), args.prefill).await?;
+    let (f, _, _) = drive(
+        args,
+        "throughput",
+        NOOP,
+        noop_jobs(n),
+        args.workers.unwrap_or(1),
+        args.prefill,
+    )
+    .await?;
     Ok(f)
 }
 
 async fn cmdstats(args: &Args) -> BenchResult<Map<String, Value>> {
     let n = size(args, 5_000, 1_000);
-    let (f, _, _) = drive(args, "cmdstats", NOOP, noop_jobs(n), args.workers.unwrap_or(1), false).await?;
+    let (f, _, _) = drive(
+        args,
+        "cmdstats",
+        NOOP,
+        noop_jobs(n),
+        args.workers.unwrap_or(1),
+        false,
+    )
+    .await?;
     Ok(f)
 }
 
@@ -202,7 +292,9 @@ fn check_limit(f: &mut Map<String, Value>, spans: &[Span], max: usize) -> BenchR
     f.insert("max".into(), json!(max));
     f.insert("max_slots_held".into(), json!(held));
     if held > max {
-        return Err(format!("LIMIT EXCEEDED: {held} slots held at once, max is {max}"));
+        return Err(format!(
+            "LIMIT EXCEEDED: {held} slots held at once, max is {max}"
+        ));
     }
     Ok(())
 }
@@ -210,9 +302,21 @@ fn check_limit(f: &mut Map<String, Value>, spans: &[Span], max: usize) -> BenchR
 async fn limited(args: &Args) -> BenchResult<Map<String, Value>> {
     let (max, window_s) = (50usize, 1.0f64);
     let n = size(args, 500, 150);
-    let scripts = format!("[scripts.\"bench/limited\"]\nconcurrency = {{ max = {max}, window_s = {window_s} }}\n");
-    let reqs = (0..n).map(|_| JobRequest::new("bench/limited", json!({}))).collect();
-    let (mut f, spans, _) = drive(args, "limited", &scripts, reqs, args.workers.unwrap_or(2), false).await?;
+    let scripts = format!(
+        "[scripts.\"bench/limited\"]\nconcurrency = {{ max = {max}, window_s = {window_s} }}\n"
+    );
+    let reqs = (0..n)
+        .map(|_| JobRequest::new("bench/limited", json!({})))
+        .collect();
+    let (mut f, spans, _) = drive(
+        args,
+        "limited",
+        &scripts,
+        reqs,
+        args.workers.unwrap_or(2),
+        false,
+    )
+    .await?;
     check_limit(&mut f, &spans, max)?;
     let mut starts: Vec<i64> = spans.iter().map(|s| s.start).collect();
     starts.sort_unstable();
@@ -238,7 +342,15 @@ async fn many_keys(args: &Args) -> BenchResult<Map<String, Value>> {
     let reqs: Vec<JobRequest> = (0..per_key)
         .flat_map(|_| (0..keys).map(|k| JobRequest::new("bench/keyed", json!({ "k": k }))))
         .collect();
-    let (mut f, spans, _) = drive(args, "many-keys", scripts, reqs, args.workers.unwrap_or(1), false).await?;
+    let (mut f, spans, _) = drive(
+        args,
+        "many-keys",
+        scripts,
+        reqs,
+        args.workers.unwrap_or(1),
+        false,
+    )
+    .await?;
     // Per key, at most one slot: check each key's spans on their own.
     let mut worst = 0;
     for k in 0..keys {
@@ -249,13 +361,19 @@ async fn many_keys(args: &Args) -> BenchResult<Map<String, Value>> {
     check_limit(&mut f, &[], 1)?;
     f.insert("max_slots_held".into(), json!(worst));
     if worst > 1 {
-        return Err(format!("LIMIT EXCEEDED: a key held {worst} slots, max is 1"));
+        return Err(format!(
+            "LIMIT EXCEEDED: a key held {worst} slots, max is 1"
+        ));
     }
     Ok(f)
 }
 
 async fn backlog(args: &Args) -> BenchResult<Map<String, Value>> {
-    let sizes: Vec<usize> = if args.smoke { vec![200, 2_000] } else { vec![1_000, 50_000] };
+    let sizes: Vec<usize> = if args.smoke {
+        vec![200, 2_000]
+    } else {
+        vec![1_000, 50_000]
+    };
     let measure = Duration::from_secs(if args.smoke { 2 } else { 5 });
     let scripts = "[scripts.\"bench/backlog\"]\nconcurrency = { max = 100, window_s = 1 }\n";
     let workers = args.workers.unwrap_or(1);
@@ -263,13 +381,18 @@ async fn backlog(args: &Args) -> BenchResult<Map<String, Value>> {
     let mut fill = Map::new();
     for backlog in sizes {
         let mut b = Bench::new(args, "backlog", scripts).await?;
-        let reqs: Vec<JobRequest> = (0..backlog).map(|_| JobRequest::new("bench/backlog", json!({}))).collect();
+        let reqs: Vec<JobRequest> = (0..backlog)
+            .map(|_| JobRequest::new("bench/backlog", json!({})))
+            .collect();
         b.enqueue(&reqs).await?;
         reset(&mut b.con);
         let fleet = Fleet::start(workers, &b.config_path);
         // Fill: every job leaves the ready list, admitted or put to wait.
         loop {
-            let left: usize = redis::cmd("LLEN").arg(b.keys.ready()).query(&mut b.con).map_err(|e| e.to_string())?;
+            let left: usize = redis::cmd("LLEN")
+                .arg(b.keys.ready())
+                .query(&mut b.con)
+                .map_err(|e| e.to_string())?;
             b.driver_llen += 1;
             if left == 0 {
                 break;
@@ -288,11 +411,17 @@ async fn backlog(args: &Args) -> BenchResult<Map<String, Value>> {
             return Err(format!("backlog {backlog}: no job finished in {measure:?}"));
         }
         steady.insert(backlog.to_string(), json!(calls as f64 / done as f64));
-        fill.insert(backlog.to_string(), json!(fill_calls as f64 / backlog as f64));
+        fill.insert(
+            backlog.to_string(),
+            json!(fill_calls as f64 / backlog as f64),
+        );
     }
     let mut f = Map::new();
     f.insert("workers".into(), json!(workers));
-    f.insert("jobs".into(), json!(steady.keys().cloned().collect::<Vec<_>>()));
+    f.insert(
+        "jobs".into(),
+        json!(steady.keys().cloned().collect::<Vec<_>>()),
+    );
     f.insert("script_calls_per_job".into(), Value::Object(steady));
     f.insert("fill_script_calls_per_job".into(), Value::Object(fill));
     Ok(f)
@@ -314,8 +443,14 @@ async fn idle(args: &Args) -> BenchResult<Map<String, Value>> {
     f.insert("workers".into(), json!(workers));
     f.insert("jobs".into(), json!(0));
     f.insert("seconds".into(), json!(secs));
-    f.insert("commands_per_s".into(), json!(total / secs as f64 / workers as f64));
-    f.insert("sent_commands_per_s".into(), json!(sent / secs as f64 / workers as f64));
+    f.insert(
+        "commands_per_s".into(),
+        json!(total / secs as f64 / workers as f64),
+    );
+    f.insert(
+        "sent_commands_per_s".into(),
+        json!(sent / secs as f64 / workers as f64),
+    );
     Ok(f)
 }
 
@@ -324,7 +459,9 @@ async fn memory(args: &Args) -> BenchResult<Map<String, Value>> {
     let mut b = Bench::new(args, "memory", NOOP).await?;
     // {"pad":"xxx…"} of exactly 100 bytes.
     let pad = "x".repeat(100 - r#"{"pad":""}"#.len());
-    let reqs: Vec<JobRequest> = (0..n).map(|_| JobRequest::new("bench/noop", json!({ "pad": pad }))).collect();
+    let reqs: Vec<JobRequest> = (0..n)
+        .map(|_| JobRequest::new("bench/noop", json!({ "pad": pad })))
+        .collect();
     let used = |con: &mut redis::Connection| -> f64 {
         let info: String = redis::cmd("INFO").arg("memory").query(con).unwrap();
         info_field(&info, "used_memory").unwrap_or(0.0)
@@ -336,7 +473,13 @@ async fn memory(args: &Args) -> BenchResult<Map<String, Value>> {
     f.insert("jobs".into(), json!(n));
     f.insert("workers".into(), json!(0));
     f.insert("args_bytes".into(), json!(100));
-    f.insert("bytes_per_job_total".into(), json!((after - before) / n as f64));
-    f.insert("bytes_per_job".into(), json!((after - before) / n as f64 - 100.0));
+    f.insert(
+        "bytes_per_job_total".into(),
+        json!((after - before) / n as f64),
+    );
+    f.insert(
+        "bytes_per_job".into(),
+        json!((after - before) / n as f64 - 100.0),
+    );
     Ok(f)
 }

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use deadpool_redis::Pool;
 use sluice_shared::error::{Error, Result};
-use sluice_shared::job::{Job, JobRequest, NewJob, STAMPED_FIELDS};
+use sluice_shared::job::{Job, JobRequest, NewJob};
 use sluice_shared::scripts::scripts;
 use sluice_shared::{redis_conn, Config, Keys};
 
@@ -77,15 +77,23 @@ impl Client {
             call.key(self.keys.ready())
                 .key(self.keys.delayed())
                 .key(self.keys.marker())
-                .key(self.keys.stats())
-                .arg(STAMPED_FIELDS);
+                .key(self.keys.stats());
             for job in chunk {
+                let (max, window) = match job.limit {
+                    Some((m, w)) => (m.to_string(), w.to_string()),
+                    None => (String::new(), String::new()),
+                };
                 call.key(self.keys.job(&job.id))
+                    .key(self.keys.args(&job.id))
                     .arg(job.delay_ms)
-                    .arg(job.entry());
-                for (field, value) in &job.fields {
-                    call.arg(*field).arg(value);
-                }
+                    .arg(job.entry())
+                    .arg(&job.path)
+                    .arg(&job.workspace)
+                    .arg(&job.args)
+                    .arg(&job.ckey)
+                    .arg(max)
+                    .arg(window)
+                    .arg(job.max_attempts);
             }
             call.query::<i64, _>(&mut *con).await?;
         }
@@ -101,14 +109,15 @@ impl Client {
     pub async fn jobs(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
         let mut pipe = redis::pipe();
         for id in ids {
-            pipe.hgetall(self.keys.job(id));
+            pipe.hgetall(self.keys.job(id)).get(self.keys.args(id));
         }
         let mut con = self.pool.get().await?;
-        let hashes: Vec<HashMap<String, String>> = pipe.query_async(&mut *con).await?;
+        let parts: Vec<(HashMap<String, String>, Option<String>)> =
+            pipe.query_async(&mut *con).await?;
         Ok(ids
             .iter()
-            .zip(hashes)
-            .map(|(id, h)| Job::from_hash(id, h))
+            .zip(parts)
+            .map(|(id, (h, a))| Job::from_parts(id, h, a))
             .collect())
     }
 

@@ -5,51 +5,52 @@
 -- KEYS[3]  stats hash
 -- KEYS[4]  marker list
 -- then, per execution i: KEYS[3i+2] job hash, KEYS[3i+3] slots:K, KEYS[3i+4] wait:K
--- ARGV, per execution i, 4 values from ARGV[4i-3]:
+-- ARGV, per execution i, 5 values from ARGV[5i-4]:
 --   entry, attempt, outcome ("ok", "err" or "cancelled"), payload (the result
---   for "ok", the reason otherwise)
+--   for "ok", the reason otherwise), backoff_ms (the first retry's delay)
 -- Returns: the entries refused because their attempt is no longer current
 --   (the lease was lost and the job recovered): such a late result is dropped.
 --
--- A failed attempt is retried through the delayed set after backoff_ms * 2^(attempt-1)
--- while attempts remain; a cancel request turns any outcome into "cancelled".
+-- A failed attempt is retried through the delayed set after
+-- backoff_ms * 2^(attempt-1) while attempts remain (max_attempts, stamped at
+-- enqueue); a cancel request turns any outcome into "cancelled".
 
 local now = now_ms()
 local leases, delayed, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local refused, ended = {}, {}
 local head_before = delayed_head(delayed)
 
-for i = 1, #ARGV / 4 do
-  local entry, attempt = ARGV[4 * i - 3], tonumber(ARGV[4 * i - 2])
-  local outcome, payload = ARGV[4 * i - 1], ARGV[4 * i]
+for i = 1, #ARGV / 5 do
+  local a = 5 * i - 5
+  local entry, attempt, outcome, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
   local job, slots, wait = KEYS[3 * i + 2], KEYS[3 * i + 3], KEYS[3 * i + 4]
-  local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms', 'cancel', 'backoff_ms')
+  local f = redis.call('HMGET', job, 'status', 'attempt', 'window_ms', 'cancel', 'max_attempts')
   if f[1] ~= 'running' or tonumber(f[2]) ~= attempt then
     refused[#refused + 1] = entry
   else
     ended[#ended + 1] = entry
-    local id = string.sub(entry, 1, 36)
     local ckey = string.sub(entry, 38)
     if ckey ~= '' then
-      end_slot(slots, wait, delayed, ckey, id .. '#' .. attempt, tonumber(f[4]) or 0, now)
+      end_slot(slots, wait, delayed, ckey, string.sub(entry, 1, 36) .. '#' .. attempt, tonumber(f[3]) or 0, now)
     end
-    if f[5] == '1' then outcome = 'cancelled' end
+    if f[4] == '1' then outcome = 'cancelled' end
     if outcome == 'ok' then
       redis.call('HSET', job, 'status', 'succeeded', 'result', payload, 'ended_at', now)
-      count_final(stats, 'succeeded')
+      count_final('succeeded')
     elseif outcome == 'cancelled' then
       redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now)
-      count_final(stats, 'cancelled')
-    elseif attempt < (tonumber(f[3]) or 1) then
-      local at = now + (tonumber(f[6]) or 1000) * 2 ^ (attempt - 1)
+      count_final('cancelled')
+    elseif attempt < (tonumber(f[5]) or 1) then
+      local at = now + tonumber(ARGV[a + 5]) * 2 ^ (attempt - 1)
       redis.call('HSET', job, 'status', 'scheduled', 'error', payload, 'ready_at', at)
       redis.call('ZADD', delayed, at, entry)
     else
       redis.call('HSET', job, 'status', 'failed', 'error', payload, 'ended_at', now)
-      count_final(stats, 'failed')
+      count_final('failed')
     end
   end
 end
 if #ended > 0 then redis.call('ZREM', leases, unpack(ended)) end
 wake_if_earlier(delayed, marker, head_before)
+flush_counts(stats)
 return refused

@@ -6,7 +6,8 @@
 -- KEYS[3]  stats hash
 -- KEYS[4]  ready list
 -- KEYS[5]  marker list
--- then, per entry i: KEYS[3i+3] job hash, KEYS[3i+4] slots:K, KEYS[3i+5] wait:K
+-- then, per entry i: KEYS[4i+2] job hash, KEYS[4i+3] args string, KEYS[4i+4] slots:K,
+--          KEYS[4i+5] wait:K
 --          (for an entry without a key, or a "wake K" entry, the unused names
 --          are still passed so that every key touched is declared)
 -- ARGV[1]  lease length in ms
@@ -30,7 +31,7 @@ local n = #ARGV - 2
 local head_before = delayed_head(delayed)
 local admitted, dropped, leased = {}, {}, {}
 
-local function admit(job, entry, id, f, slots, ckey)
+local function admit(job, args_key, entry, id, f, slots, ckey)
   local attempt = (tonumber(f[2]) or 0) + 1
   redis.call('HSET', job, 'status', 'running', 'started_at', now, 'attempt', attempt)
   if ckey ~= '' then redis.call('ZADD', slots, '+inf', id .. '#' .. attempt) end
@@ -41,9 +42,9 @@ local function admit(job, entry, id, f, slots, ckey)
   admitted[n + 2] = attempt
   admitted[n + 3] = f[4]
   admitted[n + 4] = f[5]
-  admitted[n + 5] = f[6]
+  admitted[n + 5] = redis.call('GET', args_key)
   admitted[n + 6] = ckey
-  admitted[n + 7] = f[8] or '0'
+  admitted[n + 7] = f[7] or '0'
 end
 
 local function to_wait(job, id, max, slots, wait, ckey)
@@ -53,7 +54,7 @@ end
 
 local function fail_corrupt(job, id, reason)
   redis.call('HSET', job, 'status', 'failed', 'ended_at', now, 'error', 'corrupt job record: ' .. reason)
-  count_final(stats, 'failed')
+  count_final('failed')
   dropped[#dropped + 1] = id
 end
 
@@ -81,7 +82,7 @@ if #taken_due > 0 then redis.call('ZREM', delayed, unpack(taken_due)) end
 local taken = 0
 for i = 1, n do
   local entry = ARGV[2 + i]
-  local job, slots, wait = KEYS[3 * i + 3], KEYS[3 * i + 4], KEYS[3 * i + 5]
+  local job, args_key, slots, wait = KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4], KEYS[4 * i + 5]
   if not take[i] then
     -- Taken by another worker meanwhile.
   elseif string.sub(entry, 1, 5) == 'wake ' then
@@ -92,27 +93,27 @@ for i = 1, n do
     taken = taken + 1
     local id = string.sub(entry, 1, 36)
     local ckey = string.sub(entry, 38)
-    local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'args', 'ckey', 'window_ms')
+    local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms')
     local status = f[1]
     if status ~= 'queued' and status ~= 'scheduled' and status ~= 'waiting' then
       dropped[#dropped + 1] = id
     elseif ckey == '' then
-      if f[7] and f[7] ~= '' then fail_corrupt(job, id, 'concurrency key differs from its queue entry')
-      else admit(job, entry, id, f, slots, ckey) end
+      if f[6] and f[6] ~= '' then fail_corrupt(job, id, 'concurrency key differs from its queue entry')
+      else admit(job, args_key, entry, id, f, slots, ckey) end
     else
       local max = tonumber(f[3])
-      if f[7] ~= ckey or max == nil or max < 1 or tonumber(f[8]) == nil then
+      if f[6] ~= ckey or max == nil or max < 1 or tonumber(f[7]) == nil then
         fail_corrupt(job, id, 'max, window_ms or ckey missing or malformed')
       else
         expire_slots(slots, now)
         if redis.call('ZREM', slots, id .. '#r') == 1 then
-          admit(job, entry, id, f, slots, ckey)
+          admit(job, args_key, entry, id, f, slots, ckey)
         elseif redis.call('LLEN', wait) > 0 then
           to_wait(job, id, max, slots, wait, ckey)
         else
           local held = redis.call('ZCARD', slots)
           if held < max then
-            admit(job, entry, id, f, slots, ckey)
+            admit(job, args_key, entry, id, f, slots, ckey)
           else
             local first = first_timed_slot(slots)
             if first ~= nil and held == max then
@@ -141,4 +142,5 @@ if redis.call('LLEN', marker) == 0 then
   if not more then more = #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) > 0 end
   if more then redis.call('LPUSH', marker, '1') end
 end
+flush_counts(stats)
 return { admitted, dropped, taken, next_in_ms(delayed, leases, now) }

@@ -36,7 +36,8 @@ if ckey ~= '' then
   end
 end
 redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now, 'cancel', '1')
-count_final(stats, 'cancelled')
+count_final('cancelled')
+flush_counts(stats)
 if ckey ~= '' then
   expire_slots(slots, now)
   settle(slots, wait, delayed, ckey, now)

@@ -4,36 +4,41 @@
 -- KEYS[2]  delayed sorted set
 -- KEYS[3]  marker list (wakes idle workers)
 -- KEYS[4]  stats hash
--- KEYS[4+i] job hash of the i-th job
--- ARGV[1]  F, the number of field/value pairs given for every job
--- then, per job: delay_ms, entry ("<id>" or "<id> <concurrency key>"),
---          and F field/value pairs for the job hash
+-- KEYS[3+2i], KEYS[4+2i]  job hash and args string of the i-th job
+-- ARGV, 9 per job from ARGV[9i-8]: delay_ms, entry ("<id>" or "<id> <K>"),
+--   path, workspace, args (JSON), ckey, max, window_ms ("" for no limit),
+--   max_attempts
 -- Returns: the number of jobs stored.
 --
 -- Every job of the batch is written by this one call, so a batch lands whole.
+-- Args live in their own key so that the job hash keeps only short values
+-- (Redis stores such a hash compactly).
 
 local now = now_ms()
-local f = tonumber(ARGV[1])
-local per_job = 2 + 2 * f
-local ready = {}
-local n = #KEYS - 4
+local ready_list, delayed = {}, KEYS[2]
+local n = #ARGV / 9
 for i = 1, n do
-  local base = 1 + (i - 1) * per_job
-  local delay_ms = tonumber(ARGV[base + 1])
-  local entry = ARGV[base + 2]
-  local fields = {}
-  for j = base + 3, base + 2 + 2 * f do fields[#fields + 1] = ARGV[j] end
+  local a = 9 * i - 9
+  local delay_ms, entry = tonumber(ARGV[a + 1]), ARGV[a + 2]
+  local job = KEYS[3 + 2 * i]
   local status = 'queued'
   if delay_ms > 0 then status = 'scheduled' end
-  redis.call('HSET', KEYS[4 + i], 'status', status, 'created_at', now,
-    'ready_at', now + delay_ms, 'attempt', 0, unpack(fields))
-  if delay_ms > 0 then
-    redis.call('ZADD', KEYS[2], now + delay_ms, entry)
+  if ARGV[a + 6] == '' then
+    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now,
+      'max_attempts', ARGV[a + 9])
   else
-    ready[#ready + 1] = entry
+    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now,
+      'max_attempts', ARGV[a + 9], 'ckey', ARGV[a + 6], 'max', ARGV[a + 7], 'window_ms', ARGV[a + 8])
+  end
+  redis.call('SET', KEYS[4 + 2 * i], ARGV[a + 5])
+  if delay_ms > 0 then
+    redis.call('HSET', job, 'ready_at', now + delay_ms)
+    redis.call('ZADD', delayed, now + delay_ms, entry)
+  else
+    ready_list[#ready_list + 1] = entry
   end
 end
-if #ready > 0 then redis.call('RPUSH', KEYS[1], unpack(ready)) end
+if #ready_list > 0 then redis.call('RPUSH', KEYS[1], unpack(ready_list)) end
 redis.call('HINCRBY', KEYS[4], 'active', n)
 if redis.call('LLEN', KEYS[3]) == 0 then redis.call('LPUSH', KEYS[3], '1') end
 return n

@@ -40,7 +40,7 @@ for i = 1, #ARGV do
         local reason = 'worker lost: lease expired during attempt ' .. attempt
         if attempt >= (tonumber(f[3]) or 1) then
           redis.call('HSET', job, 'status', 'failed', 'error', reason, 'ended_at', now)
-          count_final(stats, 'failed')
+          count_final('failed')
         else
           redis.call('HSET', job, 'status', 'queued', 'error', reason, 'ready_at', now)
           redis.call('RPUSH', ready, entry)
@@ -52,4 +52,5 @@ for i = 1, #ARGV do
 end
 if requeued > 0 and redis.call('LLEN', marker) == 0 then redis.call('LPUSH', marker, '1') end
 wake_if_earlier(delayed, marker, head_before)
+flush_counts(stats)
 return dead

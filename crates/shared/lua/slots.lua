@@ -79,10 +79,20 @@ local function end_slot(slots, wait, delayed, ckey, token, window_ms, now)
   settle(slots, wait, delayed, ckey, now)
 end
 
--- Final states move the namespace counters that `sluice wait` reads.
-local function count_final(stats, status)
-  redis.call('HINCRBY', stats, status, 1)
-  redis.call('HINCRBY', stats, 'active', -1)
+-- Final states move the namespace counters that `sluice wait` reads; they are
+-- added up per call and written once, by flush_counts.
+local final_counts = {}
+local function count_final(status)
+  final_counts[status] = (final_counts[status] or 0) + 1
+end
+
+local function flush_counts(stats)
+  local total = 0
+  for status, n in pairs(final_counts) do
+    redis.call('HINCRBY', stats, status, n)
+    total = total + n
+  end
+  if total > 0 then redis.call('HINCRBY', stats, 'active', -total) end
 end
 
 -- Workers sleep until the earliest delayed entry they know of. A script that

@@ -102,14 +102,17 @@ pub struct Job {
 }
 
 impl Job {
-    /// Builds a job from its hash; `None` for an empty hash (no such job).
-    pub fn from_hash(id: &str, mut h: HashMap<String, String>) -> Option<Job> {
+    /// Builds a job from its hash and args; `None` for an empty hash (no such job).
+    pub fn from_parts(
+        id: &str,
+        mut h: HashMap<String, String>,
+        args: Option<String>,
+    ) -> Option<Job> {
         if h.is_empty() {
             return None;
         }
         let mut take = |k: &str| h.remove(k).filter(|v| !v.is_empty());
         let num = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
-        let args = take("args");
         let ckey = take("ckey");
         Some(Job {
             id: id.to_string(),
@@ -148,9 +151,13 @@ impl Job {
 #[derive(Clone, Debug)]
 pub struct NewJob {
     pub id: String,
+    pub path: String,
+    pub workspace: String,
+    pub args: String,
     pub ckey: String,
+    pub limit: Option<(u32, u64)>,
+    pub max_attempts: u32,
     pub delay_ms: u64,
-    pub fields: Vec<(&'static str, String)>,
 }
 
 /// What a producer asks for.
@@ -172,9 +179,6 @@ impl JobRequest {
         }
     }
 }
-
-/// The stamped fields every job hash carries, in the order enqueue.lua gets them.
-pub const STAMPED_FIELDS: usize = 10;
 
 impl NewJob {
     pub fn build(config: &Config, req: &JobRequest) -> Result<NewJob> {
@@ -203,44 +207,19 @@ impl NewJob {
             .as_ref()
             .map(|l| l.to_limit(&at))
             .transpose()?;
-        let id = uuid::Uuid::now_v7().to_string();
         let ckey = match &limit {
             Some(l) => resolve_key(l, &req.workspace, &req.path, &req.args)?,
             None => String::new(),
         };
-        let fields = vec![
-            ("id", id.clone()),
-            ("path", req.path.clone()),
-            ("workspace", req.workspace.clone()),
-            ("kind", JobKind::Script.as_str().to_string()),
-            ("args", req.args.to_string()),
-            ("ckey", ckey.clone()),
-            (
-                "max",
-                limit
-                    .as_ref()
-                    .map(|l| l.max.to_string())
-                    .unwrap_or_default(),
-            ),
-            (
-                "window_ms",
-                limit
-                    .as_ref()
-                    .map(|l| l.window_ms.to_string())
-                    .unwrap_or_default(),
-            ),
-            ("max_attempts", script.max_attempts.to_string()),
-            (
-                "backoff_ms",
-                ((script.backoff_s * 1000.0).round() as u64).to_string(),
-            ),
-        ];
-        debug_assert_eq!(fields.len(), STAMPED_FIELDS);
         Ok(NewJob {
-            id,
+            id: uuid::Uuid::now_v7().to_string(),
+            path: req.path.clone(),
+            workspace: req.workspace.clone(),
+            args: req.args.to_string(),
             ckey,
+            limit: limit.map(|l| (l.max, l.window_ms)),
+            max_attempts: script.max_attempts as u32,
             delay_ms: req.delay_ms,
-            fields,
         })
     }
 
@@ -309,9 +288,7 @@ command = ["true"]
     fn stamps_limit_and_key() {
         let j = build("f/a", json!({"account": 42})).unwrap();
         assert_eq!(j.ckey, "acme/acct/42");
-        let f: HashMap<_, _> = j.fields.iter().cloned().collect();
-        assert_eq!(f["max"], "2");
-        assert_eq!(f["window_ms"], "1500");
+        assert_eq!(j.limit, Some((2, 1500)));
         assert_eq!(j.id.len(), 36);
         assert_eq!(uuid::Uuid::parse_str(&j.id).unwrap().get_version_num(), 7);
         assert_eq!(build("f/b", json!({})).unwrap().ckey, "acme/script/f/b");

@@ -4,7 +4,8 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `{p}:job:<id>` | hash | one job: path, workspace, args, stamped limit, status, times, result |
+//! | `{p}:job:<id>` | hash | one job: path, workspace, stamped limit, status, times, result |
+//! | `{p}:args:<id>` | string | the job's args (JSON), apart so the hash keeps only short values |
 //! | `{p}:ready` | list | entries ready to run, FIFO |
 //! | `{p}:delayed` | zset | entries due at a known Unix ms: delayed jobs, retries, waiting jobs at their slot |
 //! | `{p}:leases` | zset | entries of running executions, scored by lease deadline (Unix ms) |
@@ -33,6 +34,9 @@ impl Keys {
 
     pub fn job(&self, id: &str) -> String {
         self.key(&format!("job:{id}"))
+    }
+    pub fn args(&self, id: &str) -> String {
+        self.key(&format!("args:{id}"))
     }
     pub fn ready(&self) -> String {
         self.key("ready")

@@ -30,6 +30,8 @@ struct Done {
     entry: String,
     attempt: u32,
     outcome: Outcome,
+    /// The first retry's delay, from this worker's config for the job's path.
+    backoff_ms: u64,
 }
 
 struct Dispatcher {
@@ -92,6 +94,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut draining: Option<Instant> = None;
     let mut acks: Vec<Done> = Vec::new();
+    let mut held = None;
     let mut want_claim = true;
     let mut timer: Option<Instant> = None;
     let mut retry_pause = Duration::from_millis(50);
@@ -105,7 +108,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
             concurrency.saturating_sub(d.running.len())
         };
         if !acks.is_empty() || (room > 0 && want_claim) {
-            match d.turn(&acks, room).await {
+            match d.turn(&mut held, &acks, room).await {
                 Ok(turn) => {
                     acks.clear();
                     retry_pause = Duration::from_millis(50);
@@ -117,6 +120,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
                     }
                 }
                 Err(e) => {
+                    held = None;
                     tracing::warn!(error = %e, "Redis call failed; retrying");
                     tokio::time::sleep(retry_pause).await;
                     retry_pause = (retry_pause * 2).min(Duration::from_secs(5));
@@ -168,8 +172,18 @@ impl Dispatcher {
         }
     }
 
-    async fn turn(&self, acks: &[Done], room: usize) -> Result<Turn> {
-        let mut con = self.pool.get().await?;
+    /// One turn on `held`, a connection kept across turns: a pooled one would
+    /// be health-checked with a PING at every checkout.
+    async fn turn(
+        &self,
+        held: &mut Option<deadpool_redis::Connection>,
+        acks: &[Done],
+        room: usize,
+    ) -> Result<Turn> {
+        if held.is_none() {
+            *held = Some(self.pool.get().await?);
+        }
+        let con = held.as_mut().expect("connection just set");
         let mut calls: Vec<Invocation> = Vec::new();
         if !acks.is_empty() {
             calls.push(self.ack_call(acks));
@@ -183,7 +197,7 @@ impl Dispatcher {
             calls.push(peek);
         }
         let mut replies: Vec<Value> =
-            query_pipelined(&mut *con, &calls.iter().collect::<Vec<_>>()).await?;
+            query_pipelined(&mut **con, &calls.iter().collect::<Vec<_>>()).await?;
         let (due, head, expired, next_in) = if room > 0 {
             redis::from_redis_value::<(Vec<String>, Vec<String>, Vec<String>, i64)>(
                 replies.pop().expect("peek reply"),
@@ -210,7 +224,7 @@ impl Dispatcher {
                 self.keys.stats(),
                 self.keys.marker(),
             ];
-            calls.push(self.per_entry_call(scripts().recover.call(), &base, &expired));
+            calls.push(self.per_entry_call(scripts().recover.call(), &base, &expired, false));
         }
         if seen > 0 {
             let base = [
@@ -223,13 +237,13 @@ impl Dispatcher {
             let mut admit = scripts().admit.call();
             admit.arg(self.lease_ms).arg(due.len());
             let entries: Vec<String> = due.into_iter().chain(head).collect();
-            calls.push(self.per_entry_call(admit, &base, &entries));
+            calls.push(self.per_entry_call(admit, &base, &entries, true));
         }
         let mut taken = 0;
         let mut next_in = next_in;
         if !calls.is_empty() {
             let mut replies: Vec<Value> =
-                query_pipelined(&mut *con, &calls.iter().collect::<Vec<_>>()).await?;
+                query_pipelined(&mut **con, &calls.iter().collect::<Vec<_>>()).await?;
             if seen > 0 {
                 let (admitted, dropped, n, after): (Vec<Value>, Vec<String>, usize, i64) =
                     redis::from_redis_value(replies.pop().expect("admit reply"))?;
@@ -262,14 +276,18 @@ impl Dispatcher {
             .key(self.keys.stats())
             .key(self.keys.marker());
         for a in acks {
-            self.entry_keys(&mut call, &a.entry);
+            self.entry_keys(&mut call, &a.entry, false);
             let (outcome, payload) = match &a.outcome {
                 Outcome::Ok(v) => ("ok", v.to_string()),
                 Outcome::Err(e) => ("err", e.clone()),
                 Outcome::Cancelled => ("cancelled", "cancelled by request".to_string()),
                 Outcome::Lost => unreachable!("lost attempts are never acknowledged"),
             };
-            call.arg(&a.entry).arg(a.attempt).arg(outcome).arg(payload);
+            call.arg(&a.entry)
+                .arg(a.attempt)
+                .arg(outcome)
+                .arg(payload)
+                .arg(a.backoff_ms);
         }
         call
     }
@@ -280,24 +298,29 @@ impl Dispatcher {
         mut call: Invocation,
         base: &[String],
         entries: &[String],
+        with_args: bool,
     ) -> Invocation {
         for k in base {
             call.key(k.clone());
         }
         for e in entries {
-            self.entry_keys(&mut call, e);
+            self.entry_keys(&mut call, e, with_args);
             call.arg(e);
         }
         call
     }
 
-    fn entry_keys(&self, call: &mut Invocation, entry: &str) {
+    /// The job hash (and its args key, for admit), then the key's slots and
+    /// wait list; names that an entry does not use are passed all the same.
+    fn entry_keys(&self, call: &mut Invocation, entry: &str, with_args: bool) {
         let parsed = Entry::parse(entry);
         let id = parsed.as_ref().and_then(|e| e.id()).unwrap_or("-");
         let ckey = parsed.as_ref().map(|e| e.ckey()).unwrap_or("");
-        call.key(self.keys.job(id))
-            .key(self.keys.slots(ckey))
-            .key(self.keys.wait(ckey));
+        call.key(self.keys.job(id));
+        if with_args {
+            call.key(self.keys.args(id));
+        }
+        call.key(self.keys.slots(ckey)).key(self.keys.wait(ckey));
     }
 
     /// Starts the admitted executions (7 values each, see admit.lua).
@@ -323,12 +346,18 @@ impl Dispatcher {
             let config = self.config.clone();
             let handlers = self.handlers.clone();
             let tx = self.done_tx.clone();
+            let backoff_ms = config
+                .scripts
+                .get(&job.path)
+                .map(|s| (s.backoff_s * 1000.0).round() as u64)
+                .unwrap_or(1000);
             tokio::spawn(async move {
                 let outcome = execute(&config, &handlers, &job, stop).await;
                 let _ = tx.send(Done {
                     entry: job.entry,
                     attempt: job.attempt,
                     outcome,
+                    backoff_ms,
                 });
             });
         }

@@ -27,7 +27,16 @@ async fn main() -> ExitCode {
         }
     };
     logging::init(&config.log_format);
-    match Worker::new(config).run_until(shutdown_signal()).await {
+    // Handlers go in before any job is taken: a SIGTERM that arrived before
+    // them would kill the process instead of draining it.
+    let shutdown = match shutdown_signal() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("sluice-worker: cannot handle signals: {e}");
+            return ExitCode::from(3);
+        }
+    };
+    match Worker::new(config).run_until(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e}");
@@ -37,11 +46,14 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn shutdown_signal() {
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
     use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+    })
 }
