@@ -162,8 +162,9 @@ async fn rust_handlers_and_bad_jobs_do_not_stop_the_worker() {
     let corrupt = env.enqueue(&client, "f/rust", json!({"n": 1}), 1).await;
     // Damaged before any worker runs.
     let mut r = env.redis();
-    let _: () = redis::cmd("SET")
-        .arg(env.key(&format!("args:{}", corrupt[0])))
+    let _: () = redis::cmd("HSET")
+        .arg(env.key(&format!("job:{}", corrupt[0])))
+        .arg("args")
         .arg("{not json")
         .query(&mut r)
         .unwrap();

@@ -16,6 +16,7 @@
 -- enqueue); a cancel request turns any outcome into "cancelled".
 
 local now = now_ms()
+local now_s = ms_str(now)
 local leases, delayed, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local refused, ended = {}, {}
 local head_before = delayed_head(delayed)
@@ -35,17 +36,17 @@ for i = 1, #ARGV / 5 do
     end
     if f[4] == '1' then outcome = 'cancelled' end
     if outcome == 'ok' then
-      redis.call('HSET', job, 'status', 'succeeded', 'result', payload, 'ended_at', now)
+      redis.call('HSET', job, 'status', 'succeeded', 'result', payload, 'ended_at', now_s)
       count_final('succeeded')
     elseif outcome == 'cancelled' then
-      redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now)
+      redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now_s)
       count_final('cancelled')
     elseif attempt < (tonumber(f[5]) or 1) then
       local at = now + tonumber(ARGV[a + 5]) * 2 ^ (attempt - 1)
-      redis.call('HSET', job, 'status', 'scheduled', 'error', payload, 'ready_at', at)
-      redis.call('ZADD', delayed, at, entry)
+      redis.call('HSET', job, 'status', 'scheduled', 'error', payload, 'ready_at', ms_str(at))
+      redis.call('ZADD', delayed, ms_str(at), entry)
     else
-      redis.call('HSET', job, 'status', 'failed', 'error', payload, 'ended_at', now)
+      redis.call('HSET', job, 'status', 'failed', 'error', payload, 'ended_at', now_s)
       count_final('failed')
     end
   end

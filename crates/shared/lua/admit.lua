@@ -24,8 +24,9 @@
 -- moment a worker commits to run a job: its slot is taken here, by Redis time.
 
 local now = now_ms()
+local now_s = ms_str(now)
 local leases, delayed, stats, ready, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local lease_ms = tonumber(ARGV[1])
+local deadline_s = ms_str(now + tonumber(ARGV[1]))
 local n_due = tonumber(ARGV[2])
 local n = #ARGV - 2
 local head_before = delayed_head(delayed)
@@ -33,16 +34,16 @@ local admitted, dropped, leased = {}, {}, {}
 
 local function admit(job, args_key, entry, id, f, slots, ckey)
   local attempt = (tonumber(f[2]) or 0) + 1
-  redis.call('HSET', job, 'status', 'running', 'started_at', now, 'attempt', attempt)
+  redis.call('HSET', job, 'status', 'running', 'started_at', now_s, 'attempt', attempt)
   if ckey ~= '' then redis.call('ZADD', slots, '+inf', id .. '#' .. attempt) end
-  leased[#leased + 1] = now + lease_ms
+  leased[#leased + 1] = deadline_s
   leased[#leased + 1] = entry
   local n = #admitted
   admitted[n + 1] = entry
   admitted[n + 2] = attempt
   admitted[n + 3] = f[4]
   admitted[n + 4] = f[5]
-  admitted[n + 5] = redis.call('GET', args_key)
+  admitted[n + 5] = f[8] or redis.call('GET', args_key)
   admitted[n + 6] = ckey
   admitted[n + 7] = f[7] or '0'
 end
@@ -53,7 +54,7 @@ local function to_wait(job, id, max, slots, wait, ckey)
 end
 
 local function fail_corrupt(job, id, reason)
-  redis.call('HSET', job, 'status', 'failed', 'ended_at', now, 'error', 'corrupt job record: ' .. reason)
+  redis.call('HSET', job, 'status', 'failed', 'ended_at', now_s, 'error', 'corrupt job record: ' .. reason)
   count_final('failed')
   dropped[#dropped + 1] = id
 end
@@ -93,7 +94,7 @@ for i = 1, n do
     taken = taken + 1
     local id = string.sub(entry, 1, 36)
     local ckey = string.sub(entry, 38)
-    local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms')
+    local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms', 'args')
     local status = f[1]
     if status ~= 'queued' and status ~= 'scheduled' and status ~= 'waiting' then
       dropped[#dropped + 1] = id

@@ -4,17 +4,22 @@
 -- KEYS[2]  delayed sorted set
 -- KEYS[3]  marker list (wakes idle workers)
 -- KEYS[4]  stats hash
--- KEYS[3+2i], KEYS[4+2i]  job hash and args string of the i-th job
+-- KEYS[3+2i], KEYS[4+2i]  job hash and args string of the i-th job (the
+--          args string is written only for args over 48 bytes)
 -- ARGV, 9 per job from ARGV[9i-8]: delay_ms, entry ("<id>" or "<id> <K>"),
 --   path, workspace, args (JSON), ckey, max, window_ms ("" for no limit),
 --   max_attempts
 -- Returns: the number of jobs stored.
 --
 -- Every job of the batch is written by this one call, so a batch lands whole.
--- Args live in their own key so that the job hash keeps only short values
--- (Redis stores such a hash compactly).
+-- Long args live in their own key so that the job hash keeps only short
+-- values, which Redis stores compactly.
 
 local now = now_ms()
+local now_s = ms_str(now)
+-- Args up to this size stay in the job hash; Redis keeps a hash compact only
+-- while every value is at most 64 bytes (hash-max-listpack-value).
+local INLINE_ARGS = 48
 local ready_list, delayed = {}, KEYS[2]
 local n = #ARGV / 9
 for i = 1, n do
@@ -24,16 +29,22 @@ for i = 1, n do
   local status = 'queued'
   if delay_ms > 0 then status = 'scheduled' end
   if ARGV[a + 6] == '' then
-    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now,
+    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now_s,
       'max_attempts', ARGV[a + 9])
   else
-    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now,
+    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now_s,
       'max_attempts', ARGV[a + 9], 'ckey', ARGV[a + 6], 'max', ARGV[a + 7], 'window_ms', ARGV[a + 8])
   end
-  redis.call('SET', KEYS[4 + 2 * i], ARGV[a + 5])
+  local args = ARGV[a + 5]
+  if #args <= INLINE_ARGS then
+    redis.call('HSET', job, 'args', args)
+  else
+    redis.call('SET', KEYS[4 + 2 * i], args)
+  end
   if delay_ms > 0 then
-    redis.call('HSET', job, 'ready_at', now + delay_ms)
-    redis.call('ZADD', delayed, now + delay_ms, entry)
+    local at = ms_str(now + delay_ms)
+    redis.call('HSET', job, 'ready_at', at)
+    redis.call('ZADD', delayed, at, entry)
   else
     ready_list[#ready_list + 1] = entry
   end

@@ -15,6 +15,7 @@
 -- counts as ended now, at the moment it was found dead.
 
 local now = now_ms()
+local now_s = ms_str(now)
 local leases, delayed, ready, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local dead, requeued = {}, 0
 local head_before = delayed_head(delayed)
@@ -39,10 +40,10 @@ for i = 1, #ARGV do
         end
         local reason = 'worker lost: lease expired during attempt ' .. attempt
         if attempt >= (tonumber(f[3]) or 1) then
-          redis.call('HSET', job, 'status', 'failed', 'error', reason, 'ended_at', now)
+          redis.call('HSET', job, 'status', 'failed', 'error', reason, 'ended_at', now_s)
           count_final('failed')
         else
-          redis.call('HSET', job, 'status', 'queued', 'error', reason, 'ready_at', now)
+          redis.call('HSET', job, 'status', 'queued', 'error', reason, 'ready_at', now_s)
           redis.call('RPUSH', ready, entry)
           requeued = requeued + 1
         end

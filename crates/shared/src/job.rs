@@ -102,7 +102,8 @@ pub struct Job {
 }
 
 impl Job {
-    /// Builds a job from its hash and args; `None` for an empty hash (no such job).
+    /// Builds a job from its hash and its args key (used when the args were
+    /// too long to keep in the hash); `None` for an empty hash (no such job).
     pub fn from_parts(
         id: &str,
         mut h: HashMap<String, String>,
@@ -114,6 +115,7 @@ impl Job {
         let mut take = |k: &str| h.remove(k).filter(|v| !v.is_empty());
         let num = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
         let ckey = take("ckey");
+        let args = take("args").or(args);
         Some(Job {
             id: id.to_string(),
             path: take("path").unwrap_or_default(),

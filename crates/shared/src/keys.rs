@@ -5,7 +5,7 @@
 //! | key | type | holds |
 //! | --- | --- | --- |
 //! | `{p}:job:<id>` | hash | one job: path, workspace, stamped limit, status, times, result |
-//! | `{p}:args:<id>` | string | the job's args (JSON), apart so the hash keeps only short values |
+//! | `{p}:args:<id>` | string | the job's args (JSON) when over 48 bytes; shorter ones are the hash's `args` field |
 //! | `{p}:ready` | list | entries ready to run, FIFO |
 //! | `{p}:delayed` | zset | entries due at a known Unix ms: delayed jobs, retries, waiting jobs at their slot |
 //! | `{p}:leases` | zset | entries of running executions, scored by lease deadline (Unix ms) |

@@ -1,8 +1,8 @@
-//! The worker's loop. Each turn is at most two round trips to Redis:
-//! 1. ack.lua for the executions that ended, pipelined with peek.lua for as
-//!    many entries as there is room for;
+//! The worker's fetch loop. Each turn is at most two round trips to Redis:
+//! 1. peek.lua, for as many entries as there is room for;
 //! 2. admit.lua, which takes and admits what peek.lua saw if it is still
 //!    there, pipelined with recover.lua for the expired leases peek.lua saw.
+//! Ended executions are recorded by the ack task meanwhile (see ack.rs).
 //! Between turns the loop sleeps until an execution ends, a wake-up token
 //! arrives, the next delayed entry or lease deadline falls due, or shutdown.
 
@@ -15,24 +15,17 @@ use deadpool_redis::Pool;
 use redis::Value;
 use sluice_shared::entry::Entry;
 use sluice_shared::error::Result;
-use sluice_shared::scripts::{query_pipelined, scripts, Invocation};
+use sluice_shared::scripts::{query_pipelined, scripts};
 use sluice_shared::{redis_conn, Config, Keys};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
+use crate::ack::{ack_loop, Done};
+use crate::entry_keys::per_entry_call;
 use crate::execute::{execute, Admitted, Outcome};
 use crate::handler::Handler;
 use crate::running::{Running, Stop};
 use crate::{lease, wake};
-
-/// An execution that ended, to be acknowledged.
-struct Done {
-    entry: String,
-    attempt: u32,
-    outcome: Outcome,
-    /// The first retry's delay, from this worker's config for the job's path.
-    backoff_ms: u64,
-}
 
 struct Dispatcher {
     config: Arc<Config>,
@@ -41,6 +34,8 @@ struct Dispatcher {
     pool: Pool,
     running: Running,
     done_tx: mpsc::UnboundedSender<Done>,
+    /// Told whenever an execution ends: there is room again.
+    freed: Arc<Notify>,
     lease_ms: u64,
 }
 
@@ -62,7 +57,9 @@ pub async fn run<S: Future<Output = ()> + Send>(
     let keys = Keys::new(&config.prefix);
     let lease = Duration::from_millis(config.lease_ms());
     let running = Running::default();
-    let (done_tx, mut done_rx) = mpsc::unbounded_channel();
+    let (done_tx, done_rx) = mpsc::unbounded_channel();
+    let acker = tokio::spawn(ack_loop(pool.clone(), keys.clone(), done_rx));
+    let freed = Arc::new(Notify::new());
     let (listening_tx, listening_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
 
@@ -89,35 +86,29 @@ pub async fn run<S: Future<Output = ()> + Send>(
         pool,
         running: running.clone(),
         done_tx,
+        freed: freed.clone(),
     };
 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut draining: Option<Instant> = None;
-    let mut acks: Vec<Done> = Vec::new();
     let mut held = None;
     let mut want_claim = true;
     let mut timer: Option<Instant> = None;
     let mut retry_pause = Duration::from_millis(50);
     loop {
-        while let Ok(done) = done_rx.try_recv() {
-            d.finished(done, &mut acks);
-        }
         let room = if draining.is_some() {
             0
         } else {
             concurrency.saturating_sub(d.running.len())
         };
-        if !acks.is_empty() || (room > 0 && want_claim) {
-            match d.turn(&mut held, &acks, room).await {
+        if room > 0 && want_claim {
+            match d.turn(&mut held, room).await {
                 Ok(turn) => {
-                    acks.clear();
                     retry_pause = Duration::from_millis(50);
                     // A full batch suggests more is waiting; otherwise sleep
                     // until told, or until the next known due time.
-                    want_claim = room > 0 && turn.more;
-                    if room > 0 {
-                        timer = turn.next_in.map(|t| Instant::now() + t);
-                    }
+                    want_claim = turn.more;
+                    timer = turn.next_in.map(|t| Instant::now() + t);
                 }
                 Err(e) => {
                     held = None;
@@ -133,7 +124,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
         }
         listening_tx.send_replace(room > 0);
         tokio::select! {
-            Some(done) = done_rx.recv() => d.finished(done, &mut acks),
+            _ = freed.notified() => want_claim = true,
             _ = wake.notified(), if draining.is_none() => want_claim = true,
             _ = sleep_until(timer), if timer.is_some() && draining.is_none() => {
                 timer = None;
@@ -151,6 +142,9 @@ pub async fn run<S: Future<Output = ()> + Send>(
         }
     }
     listening_tx.send_replace(false);
+    // Every result reaches Redis before the worker leaves.
+    drop(d);
+    let _ = acker.await;
     renewer.abort();
     listener.abort();
     tracing::info!("worker stopped");
@@ -165,53 +159,24 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Dispatcher {
-    fn finished(&self, done: Done, acks: &mut Vec<Done>) {
-        self.running.remove(&done.entry);
-        if !matches!(done.outcome, Outcome::Lost) {
-            acks.push(done);
-        }
-    }
-
     /// One turn on `held`, a connection kept across turns: a pooled one would
     /// be health-checked with a PING at every checkout.
     async fn turn(
         &self,
         held: &mut Option<deadpool_redis::Connection>,
-        acks: &[Done],
         room: usize,
     ) -> Result<Turn> {
         if held.is_none() {
             *held = Some(self.pool.get().await?);
         }
         let con = held.as_mut().expect("connection just set");
-        let mut calls: Vec<Invocation> = Vec::new();
-        if !acks.is_empty() {
-            calls.push(self.ack_call(acks));
-        }
-        if room > 0 {
-            let mut peek = scripts().peek.call();
-            peek.key(self.keys.ready())
-                .key(self.keys.delayed())
-                .key(self.keys.leases())
-                .arg(room);
-            calls.push(peek);
-        }
-        let mut replies: Vec<Value> =
-            query_pipelined(&mut **con, &calls.iter().collect::<Vec<_>>()).await?;
-        let (due, head, expired, next_in) = if room > 0 {
-            redis::from_redis_value::<(Vec<String>, Vec<String>, Vec<String>, i64)>(
-                replies.pop().expect("peek reply"),
-            )?
-        } else {
-            Default::default()
-        };
-        if !acks.is_empty() {
-            let refused: Vec<String> = redis::from_redis_value(replies.pop().expect("ack reply"))?;
-            for e in refused {
-                tracing::warn!(entry = %e, "late result refused: the attempt had been taken over");
-            }
-        }
-
+        let mut peek = scripts().peek.call();
+        peek.key(self.keys.ready())
+            .key(self.keys.delayed())
+            .key(self.keys.leases())
+            .arg(room);
+        let (due, head, expired, next_in): (Vec<String>, Vec<String>, Vec<String>, i64) =
+            peek.query(&mut **con).await?;
         // Recover first, so that admit's view of the delayed set (and the
         // next due time it reports) includes what recovery put there.
         let seen = due.len() + head.len();
@@ -224,7 +189,13 @@ impl Dispatcher {
                 self.keys.stats(),
                 self.keys.marker(),
             ];
-            calls.push(self.per_entry_call(scripts().recover.call(), &base, &expired, false));
+            calls.push(per_entry_call(
+                &self.keys,
+                scripts().recover.call(),
+                &base,
+                &expired,
+                false,
+            ));
         }
         if seen > 0 {
             let base = [
@@ -237,7 +208,7 @@ impl Dispatcher {
             let mut admit = scripts().admit.call();
             admit.arg(self.lease_ms).arg(due.len());
             let entries: Vec<String> = due.into_iter().chain(head).collect();
-            calls.push(self.per_entry_call(admit, &base, &entries, true));
+            calls.push(per_entry_call(&self.keys, admit, &base, &entries, true));
         }
         let mut taken = 0;
         let mut next_in = next_in;
@@ -269,60 +240,6 @@ impl Dispatcher {
         })
     }
 
-    fn ack_call(&self, acks: &[Done]) -> Invocation {
-        let mut call = scripts().ack.call();
-        call.key(self.keys.leases())
-            .key(self.keys.delayed())
-            .key(self.keys.stats())
-            .key(self.keys.marker());
-        for a in acks {
-            self.entry_keys(&mut call, &a.entry, false);
-            let (outcome, payload) = match &a.outcome {
-                Outcome::Ok(v) => ("ok", v.to_string()),
-                Outcome::Err(e) => ("err", e.clone()),
-                Outcome::Cancelled => ("cancelled", "cancelled by request".to_string()),
-                Outcome::Lost => unreachable!("lost attempts are never acknowledged"),
-            };
-            call.arg(&a.entry)
-                .arg(a.attempt)
-                .arg(outcome)
-                .arg(payload)
-                .arg(a.backoff_ms);
-        }
-        call
-    }
-
-    /// Adds KEYS `base`, then (job, slots, wait) and the entry as ARGV, per entry.
-    fn per_entry_call(
-        &self,
-        mut call: Invocation,
-        base: &[String],
-        entries: &[String],
-        with_args: bool,
-    ) -> Invocation {
-        for k in base {
-            call.key(k.clone());
-        }
-        for e in entries {
-            self.entry_keys(&mut call, e, with_args);
-            call.arg(e);
-        }
-        call
-    }
-
-    /// The job hash (and its args key, for admit), then the key's slots and
-    /// wait list; names that an entry does not use are passed all the same.
-    fn entry_keys(&self, call: &mut Invocation, entry: &str, with_args: bool) {
-        let parsed = Entry::parse(entry);
-        let id = parsed.as_ref().and_then(|e| e.id()).unwrap_or("-");
-        let ckey = parsed.as_ref().map(|e| e.ckey()).unwrap_or("");
-        call.key(self.keys.job(id));
-        if with_args {
-            call.key(self.keys.args(id));
-        }
-        call.key(self.keys.slots(ckey)).key(self.keys.wait(ckey));
-    }
-
     /// Starts the admitted executions (7 values each, see admit.lua).
     fn start(&self, flat: Vec<Value>) -> Result<()> {
         for chunk in flat.chunks(7) {
@@ -351,14 +268,19 @@ impl Dispatcher {
                 .get(&job.path)
                 .map(|s| (s.backoff_s * 1000.0).round() as u64)
                 .unwrap_or(1000);
+            let (running, freed) = (self.running.clone(), self.freed.clone());
             tokio::spawn(async move {
                 let outcome = execute(&config, &handlers, &job, stop).await;
-                let _ = tx.send(Done {
-                    entry: job.entry,
-                    attempt: job.attempt,
-                    outcome,
-                    backoff_ms,
-                });
+                running.remove(&job.entry);
+                freed.notify_one();
+                if !matches!(outcome, Outcome::Lost) {
+                    let _ = tx.send(Done {
+                        entry: job.entry,
+                        attempt: job.attempt,
+                        outcome,
+                        backoff_ms,
+                    });
+                }
             });
         }
         Ok(())

@@ -14,8 +14,10 @@
 //! # }
 //! ```
 
+mod ack;
 mod command;
 mod dispatch;
+mod entry_keys;
 mod execute;
 mod handler;
 mod lease;
