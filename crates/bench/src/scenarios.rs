@@ -112,7 +112,9 @@ struct Bench {
 
 impl Bench {
     async fn new(args: &Args, name: &str, scripts: &str) -> BenchResult<Bench> {
-        let prefix = format!("bench-{name}-{}", uuid::Uuid::now_v7().simple());
+        // As short as the default "sluice": key names count in memory per job.
+        let _ = name;
+        let prefix = format!("sb{}", &uuid::Uuid::now_v7().simple().to_string()[28..]);
         let dir = std::env::temp_dir().join("sluice-bench");
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
         let config_path = write_config(&dir, &args.redis_url, &prefix, args.concurrency, scripts);
@@ -211,6 +213,7 @@ async fn drive(
     let mut b = Bench::new(args, name, scripts).await?;
     let n = reqs.len();
     let rt0 = sluice_shared::scripts::round_trips();
+    let cpu0 = redis_cpu_s(&mut b.con);
     let (ids, fleet) = if prefill {
         reset(&mut b.con);
         let ids = b.enqueue(&reqs).await?;
@@ -223,6 +226,7 @@ async fn drive(
     };
     b.wait_done(n)?;
     let calls = command_calls(&mut b.con);
+    let redis_cpu = redis_cpu_s(&mut b.con) - cpu0;
     let driver_rt = sluice_shared::scripts::round_trips() - rt0;
     let worker_rt = fleet.stop();
     let spans = b.spans(&ids)?;
@@ -249,8 +253,20 @@ async fn drive(
         "round_trips_per_job".into(),
         json!((driver_rt + worker_rt) as f64 / n as f64),
     );
+    // Redis's own CPU per job: 1e6 / this is the rate Redis alone could
+    // sustain on one dedicated core.
+    let us = redis_cpu * 1e6 / n as f64;
+    f.insert("redis_cpu_us_per_job".into(), json!(us));
+    f.insert("redis_bound_jobs_per_s".into(), json!((1e6 / us).round()));
     let created: Vec<i64> = spans.iter().map(|(c, _)| *c).collect();
     Ok((f, spans.into_iter().map(|(_, s)| s).collect(), created))
+}
+
+/// CPU seconds the Redis server's main thread has used.
+fn redis_cpu_s(con: &mut redis::Connection) -> f64 {
+    let info: String = redis::cmd("INFO").arg("cpu").query(con).unwrap_or_default();
+    info_field(&info, "used_cpu_user_main_thread").unwrap_or(0.0)
+        + info_field(&info, "used_cpu_sys_main_thread").unwrap_or(0.0)
 }
 
 fn noop_jobs(n: usize) -> Vec<JobRequest> {

@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use deadpool_redis::Pool;
 use sluice_shared::error::{Error, Result};
-use sluice_shared::job::{Job, JobRequest, NewJob};
+use sluice_shared::job::{Job, JobRequest, NewJob, DEFAULT_MAX_ATTEMPTS};
 use sluice_shared::scripts::scripts;
 use sluice_shared::{redis_conn, Config, Keys};
 
@@ -93,7 +93,11 @@ impl Client {
                     .arg(&job.ckey)
                     .arg(max)
                     .arg(window)
-                    .arg(job.max_attempts);
+                    .arg(if job.max_attempts == DEFAULT_MAX_ATTEMPTS {
+                        String::new()
+                    } else {
+                        job.max_attempts.to_string()
+                    });
             }
             call.query::<i64, _>(&mut *con).await?;
         }

@@ -13,7 +13,7 @@
 --
 -- A failed attempt is retried through the delayed set after
 -- backoff_ms * 2^(attempt-1) while attempts remain (max_attempts, stamped at
--- enqueue); a cancel request turns any outcome into "cancelled".
+-- enqueue when not the default 3); a cancel request turns any outcome into "cancelled".
 
 local now = now_ms()
 local now_s = ms_str(now)
@@ -41,7 +41,7 @@ for i = 1, #ARGV / 5 do
     elseif outcome == 'cancelled' then
       redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now_s)
       count_final('cancelled')
-    elseif attempt < (tonumber(f[5]) or 1) then
+    elseif attempt < max_attempts(f[5]) then
       local at = now + tonumber(ARGV[a + 5]) * 2 ^ (attempt - 1)
       redis.call('HSET', job, 'status', 'scheduled', 'error', payload, 'ready_at', ms_str(at))
       redis.call('ZADD', delayed, ms_str(at), entry)

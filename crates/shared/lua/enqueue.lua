@@ -8,7 +8,7 @@
 --          args string is written only for args over 48 bytes)
 -- ARGV, 9 per job from ARGV[9i-8]: delay_ms, entry ("<id>" or "<id> <K>"),
 --   path, workspace, args (JSON), ckey, max, window_ms ("" for no limit),
---   max_attempts
+--   max_attempts ("" for the default, 3)
 -- Returns: the number of jobs stored.
 --
 -- Every job of the batch is written by this one call, so a batch lands whole.
@@ -29,12 +29,12 @@ for i = 1, n do
   local status = 'queued'
   if delay_ms > 0 then status = 'scheduled' end
   if ARGV[a + 6] == '' then
-    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now_s,
-      'max_attempts', ARGV[a + 9])
+    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now_s)
   else
     redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now_s,
-      'max_attempts', ARGV[a + 9], 'ckey', ARGV[a + 6], 'max', ARGV[a + 7], 'window_ms', ARGV[a + 8])
+      'ckey', ARGV[a + 6], 'max', ARGV[a + 7], 'window_ms', ARGV[a + 8])
   end
+  if ARGV[a + 9] ~= '' then redis.call('HSET', job, 'max_attempts', ARGV[a + 9]) end
   local args = ARGV[a + 5]
   if #args <= INLINE_ARGS then
     redis.call('HSET', job, 'args', args)

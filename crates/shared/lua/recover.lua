@@ -39,7 +39,7 @@ for i = 1, #ARGV do
           end_slot(slots, wait, delayed, ckey, id .. '#' .. attempt, tonumber(f[4]) or 0, now)
         end
         local reason = 'worker lost: lease expired during attempt ' .. attempt
-        if attempt >= (tonumber(f[3]) or 1) then
+        if attempt >= max_attempts(f[3]) then
           redis.call('HSET', job, 'status', 'failed', 'error', reason, 'ended_at', now_s)
           count_final('failed')
         else

@@ -19,6 +19,14 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
+-- A job hash without max_attempts has the default: it is stamped only when
+-- the script's config sets another, to keep queued jobs small.
+local DEFAULT_MAX_ATTEMPTS = 3
+
+local function max_attempts(v)
+  return tonumber(v) or DEFAULT_MAX_ATTEMPTS
+end
+
 -- Whole ms as a string, formatted once: a Lua number handed to redis.call is
 -- formatted with %.17g every time, which shows up in profiles.
 local function ms_str(ms)

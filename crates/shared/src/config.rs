@@ -113,7 +113,7 @@ fn default_timeout_s() -> f64 {
     300.0
 }
 fn default_max_attempts() -> i64 {
-    3
+    crate::job::DEFAULT_MAX_ATTEMPTS as i64
 }
 fn default_backoff_s() -> f64 {
     1.0

@@ -133,7 +133,7 @@ impl Job {
             concurrency_key: ckey,
             status: take("status").unwrap_or_default(),
             attempt: num(take("attempt")).unwrap_or(0) as u32,
-            max_attempts: num(take("max_attempts")).unwrap_or(1) as u32,
+            max_attempts: num(take("max_attempts")).unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32,
             created_at: num(take("created_at")),
             ready_at: num(take("ready_at")),
             started_at: num(take("started_at")),
@@ -161,6 +161,10 @@ pub struct NewJob {
     pub max_attempts: u32,
     pub delay_ms: u64,
 }
+
+/// Attempts a job gets when its script's config says nothing; a job hash
+/// stamps `max_attempts` only when it differs (see slots.lua).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// What a producer asks for.
 #[derive(Clone, Debug)]
