@@ -77,7 +77,8 @@ impl Client {
             call.key(self.keys.ready())
                 .key(self.keys.delayed())
                 .key(self.keys.marker())
-                .key(self.keys.stats());
+                .key(self.keys.stats())
+                .key(self.keys.limits());
             for job in chunk {
                 let (max, window) = match job.limit {
                     Some((m, w)) => (m.to_string(), w.to_string()),
@@ -85,6 +86,7 @@ impl Client {
                 };
                 call.key(self.keys.job(&job.id))
                     .key(self.keys.args(&job.id))
+                    .key(self.keys.idx_key(&job.ckey))
                     .arg(job.delay_ms)
                     .arg(job.entry())
                     .arg(&job.path)
@@ -140,9 +142,11 @@ impl Client {
             .key(self.keys.stats())
             .key(self.keys.job(id))
             .key(self.keys.slots(&ckey))
-            .key(self.keys.wait(&ckey))
-            .arg(id)
-            .arg(&ckey);
+            .key(self.keys.wait(&ckey));
+        for k in self.keys.finish_indexes() {
+            call.key(k);
+        }
+        call.arg(id).arg(&ckey);
         let outcome: String = call.query(&mut *con).await?;
         match outcome.as_str() {
             "cancelled" => Ok(CancelOutcome::Cancelled),

@@ -4,7 +4,8 @@
 -- KEYS[2]  delayed sorted set
 -- KEYS[3]  stats hash
 -- KEYS[4]  marker list
--- then, per execution i: KEYS[3i+2] job hash, KEYS[3i+3] slots:K, KEYS[3i+4] wait:K
+-- KEYS[5..8]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
+-- then, per execution i: KEYS[3i+6] job hash, KEYS[3i+7] slots:K, KEYS[3i+8] wait:K
 -- ARGV, per execution i, 5 values from ARGV[5i-4]:
 --   entry, attempt, outcome ("ok", "err" or "cancelled"), payload (the result
 --   for "ok", the reason otherwise), backoff_ms (the first retry's delay)
@@ -24,34 +25,34 @@ local head_before = delayed_head(delayed)
 for i = 1, #ARGV / 5 do
   local a = 5 * i - 5
   local entry, attempt, outcome, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
-  local job, slots, wait = KEYS[3 * i + 2], KEYS[3 * i + 3], KEYS[3 * i + 4]
-  local f = redis.call('HMGET', job, 'status', 'attempt', 'window_ms', 'cancel', 'max_attempts')
+  local job, slots, wait = KEYS[3 * i + 6], KEYS[3 * i + 7], KEYS[3 * i + 8]
+  local f = redis.call('HMGET', job, 'status', 'attempt', 'window_ms', 'cancel', 'max_attempts', 'created_at')
   if f[1] ~= 'running' or tonumber(f[2]) ~= attempt then
     refused[#refused + 1] = entry
   else
     ended[#ended + 1] = entry
-    local ckey = string.sub(entry, 38)
+    local id, ckey = string.sub(entry, 1, 36), string.sub(entry, 38)
     if ckey ~= '' then
-      end_slot(slots, wait, delayed, ckey, string.sub(entry, 1, 36) .. '#' .. attempt, tonumber(f[3]) or 0, now)
+      end_slot(slots, wait, delayed, ckey, id .. '#' .. attempt, tonumber(f[3]) or 0, now)
     end
     if f[4] == '1' then outcome = 'cancelled' end
     if outcome == 'ok' then
       redis.call('HSET', job, 'status', 'succeeded', 'result', payload, 'ended_at', now_s)
-      count_final('succeeded')
+      finish('succeeded', id, f[6], now_s)
     elseif outcome == 'cancelled' then
       redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now_s)
-      count_final('cancelled')
+      finish('cancelled', id, f[6], now_s)
     elseif attempt < max_attempts(f[5]) then
       local at = now + tonumber(ARGV[a + 5]) * 2 ^ (attempt - 1)
       redis.call('HSET', job, 'status', 'scheduled', 'error', payload, 'ready_at', ms_str(at))
       redis.call('ZADD', delayed, ms_str(at), entry)
     else
       redis.call('HSET', job, 'status', 'failed', 'error', payload, 'ended_at', now_s)
-      count_final('failed')
+      finish('failed', id, f[6], now_s)
     end
   end
 end
 if #ended > 0 then redis.call('ZREM', leases, unpack(ended)) end
 wake_if_earlier(delayed, marker, head_before)
-flush_counts(stats)
+flush_finished(stats, index_keys(5))
 return refused

@@ -6,8 +6,9 @@
 -- KEYS[3]  stats hash
 -- KEYS[4]  ready list
 -- KEYS[5]  marker list
--- then, per entry i: KEYS[4i+2] job hash, KEYS[4i+3] args string, KEYS[4i+4] slots:K,
---          KEYS[4i+5] wait:K
+-- KEYS[6..9]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
+-- then, per entry i: KEYS[4i+6] job hash, KEYS[4i+7] args string, KEYS[4i+8] slots:K,
+--          KEYS[4i+9] wait:K
 --          (for an entry without a key, or a "wake K" entry, the unused names
 --          are still passed so that every key touched is declared)
 -- ARGV[1]  lease length in ms
@@ -50,12 +51,13 @@ end
 
 local function to_wait(job, id, max, slots, wait, ckey)
   redis.call('HSET', job, 'status', 'waiting')
+  count_waiting(1)
   redis.call('RPUSH', wait, id .. ' ' .. max)
 end
 
-local function fail_corrupt(job, id, reason)
+local function fail_corrupt(job, id, created_at, reason)
   redis.call('HSET', job, 'status', 'failed', 'ended_at', now_s, 'error', 'corrupt job record: ' .. reason)
-  count_final('failed')
+  finish('failed', id, created_at, now_s)
   dropped[#dropped + 1] = id
 end
 
@@ -83,7 +85,7 @@ if #taken_due > 0 then redis.call('ZREM', delayed, unpack(taken_due)) end
 local taken = 0
 for i = 1, n do
   local entry = ARGV[2 + i]
-  local job, args_key, slots, wait = KEYS[4 * i + 2], KEYS[4 * i + 3], KEYS[4 * i + 4], KEYS[4 * i + 5]
+  local job, args_key, slots, wait = KEYS[4 * i + 6], KEYS[4 * i + 7], KEYS[4 * i + 8], KEYS[4 * i + 9]
   if not take[i] then
     -- Taken by another worker meanwhile.
   elseif string.sub(entry, 1, 5) == 'wake ' then
@@ -94,20 +96,22 @@ for i = 1, n do
     taken = taken + 1
     local id = string.sub(entry, 1, 36)
     local ckey = string.sub(entry, 38)
-    local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms', 'args')
+    local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms', 'args',
+      'created_at')
     local status = f[1]
     if status ~= 'queued' and status ~= 'scheduled' and status ~= 'waiting' then
       dropped[#dropped + 1] = id
     elseif ckey == '' then
-      if f[6] and f[6] ~= '' then fail_corrupt(job, id, 'concurrency key differs from its queue entry')
+      if f[6] and f[6] ~= '' then fail_corrupt(job, id, f[9], 'concurrency key differs from its queue entry')
       else admit(job, args_key, entry, id, f, slots, ckey) end
     else
       local max = tonumber(f[3])
       if f[6] ~= ckey or max == nil or max < 1 or tonumber(f[7]) == nil then
-        fail_corrupt(job, id, 'max, window_ms or ckey missing or malformed')
+        fail_corrupt(job, id, f[9], 'max, window_ms or ckey missing or malformed')
       else
         expire_slots(slots, now)
         if redis.call('ZREM', slots, id .. '#r') == 1 then
+          count_waiting(-1)
           admit(job, args_key, entry, id, f, slots, ckey)
         elseif redis.call('LLEN', wait) > 0 then
           to_wait(job, id, max, slots, wait, ckey)
@@ -123,6 +127,7 @@ for i = 1, n do
               redis.call('ZADD', slots, '+inf', id .. '#r')
               redis.call('ZADD', delayed, first[2], entry)
               redis.call('HSET', job, 'status', 'waiting')
+              count_waiting(1)
             else
               to_wait(job, id, max, slots, wait, ckey)
               if first ~= nil then redis.call('ZADD', delayed, 'LT', first[2], 'wake ' .. ckey) end
@@ -143,5 +148,5 @@ if redis.call('LLEN', marker) == 0 then
   if not more then more = #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) > 0 end
   if more then redis.call('LPUSH', marker, '1') end
 end
-flush_counts(stats)
+flush_finished(stats, index_keys(6))
 return { admitted, dropped, taken, next_in_ms(delayed, leases, now) }

@@ -6,6 +6,7 @@
 -- KEYS[4]  the job hash
 -- KEYS[5]  slots:K of the job's concurrency key (any name when it has none)
 -- KEYS[6]  wait:K
+-- KEYS[7..10]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
 -- ARGV[1]  job id
 -- ARGV[2]  the job's concurrency key as the caller read it ("" for none)
 -- Returns: "cancelled", "requested" (running: its worker stops it), "finished"
@@ -14,7 +15,7 @@
 local now = now_ms()
 local ready, delayed, stats, job, slots, wait = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local id, ckey = ARGV[1], ARGV[2]
-local f = redis.call('HMGET', job, 'status', 'ckey', 'max')
+local f = redis.call('HMGET', job, 'status', 'ckey', 'max', 'created_at')
 local status = f[1]
 if not status then return 'missing' end
 if (f[2] or '') ~= ckey then return redis.error_reply('concurrency key of job ' .. id .. ' changed while cancelling') end
@@ -35,9 +36,10 @@ if ckey ~= '' then
     redis.call('ZADD', slots, at, id .. '#c')
   end
 end
+if status == 'waiting' then count_waiting(-1) end
 redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now, 'cancel', '1')
-count_final('cancelled')
-flush_counts(stats)
+finish('cancelled', id, f[4], ms_str(now))
+flush_finished(stats, index_keys(7))
 if ckey ~= '' then
   expire_slots(slots, now)
   settle(slots, wait, delayed, ckey, now)

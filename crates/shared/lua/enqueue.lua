@@ -4,8 +4,10 @@
 -- KEYS[2]  delayed sorted set
 -- KEYS[3]  marker list (wakes idle workers)
 -- KEYS[4]  stats hash
--- KEYS[3+2i], KEYS[4+2i]  job hash and args string of the i-th job (the
---          args string is written only for args over 48 bytes)
+-- KEYS[5]  limits hash (concurrency key -> "max window_ms" last stamped)
+-- KEYS[3i+3], KEYS[3i+4], KEYS[3i+5]  job hash, args string and idx:key:K of
+--          the i-th job (the args string is written only for args over 48
+--          bytes, the key index only for a job with a concurrency key)
 -- ARGV, 9 per job from ARGV[9i-8]: delay_ms, entry ("<id>" or "<id> <K>"),
 --   path, workspace, args (JSON), ckey, max, window_ms ("" for no limit),
 --   max_attempts ("" for the default, 3)
@@ -21,11 +23,12 @@ local now_s = ms_str(now)
 -- while every value is at most 64 bytes (hash-max-listpack-value).
 local INLINE_ARGS = 48
 local ready_list, delayed = {}, KEYS[2]
+local limits_seen = {}
 local n = #ARGV / 9
 for i = 1, n do
   local a = 9 * i - 9
   local delay_ms, entry = tonumber(ARGV[a + 1]), ARGV[a + 2]
-  local job = KEYS[3 + 2 * i]
+  local job = KEYS[3 * i + 3]
   local status = 'queued'
   if delay_ms > 0 then status = 'scheduled' end
   if ARGV[a + 6] == '' then
@@ -33,13 +36,19 @@ for i = 1, n do
   else
     redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now_s,
       'ckey', ARGV[a + 6], 'max', ARGV[a + 7], 'window_ms', ARGV[a + 8])
+    redis.call('ZADD', KEYS[3 * i + 5], now_s, string.sub(entry, 1, 36))
+    local stamp = ARGV[a + 7] .. ' ' .. ARGV[a + 8]
+    if limits_seen[ARGV[a + 6]] ~= stamp then
+      limits_seen[ARGV[a + 6]] = stamp
+      redis.call('HSET', KEYS[5], ARGV[a + 6], stamp)
+    end
   end
   if ARGV[a + 9] ~= '' then redis.call('HSET', job, 'max_attempts', ARGV[a + 9]) end
   local args = ARGV[a + 5]
   if #args <= INLINE_ARGS then
     redis.call('HSET', job, 'args', args)
   else
-    redis.call('SET', KEYS[4 + 2 * i], args)
+    redis.call('SET', KEYS[3 * i + 4], args)
   end
   if delay_ms > 0 then
     local at = ms_str(now + delay_ms)

@@ -6,7 +6,8 @@
 -- KEYS[3]  ready list
 -- KEYS[4]  stats hash
 -- KEYS[5]  marker list
--- then, per entry i: KEYS[3i+3] job hash, KEYS[3i+4] slots:K, KEYS[3i+5] wait:K
+-- KEYS[6..9]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
+-- then, per entry i: KEYS[3i+7] job hash, KEYS[3i+8] slots:K, KEYS[3i+9] wait:K
 -- ARGV[i]  the i-th expired lease entry, as peek.lua returned it
 -- Returns: the ids of executions found dead (status was running).
 --
@@ -22,7 +23,7 @@ local head_before = delayed_head(delayed)
 
 for i = 1, #ARGV do
   local entry = ARGV[i]
-  local job, slots, wait = KEYS[3 * i + 3], KEYS[3 * i + 4], KEYS[3 * i + 5]
+  local job, slots, wait = KEYS[3 * i + 7], KEYS[3 * i + 8], KEYS[3 * i + 9]
   local score = tonumber(redis.call('ZSCORE', leases, entry))
   if score ~= nil and score <= now then
     redis.call('ZREM', leases, entry)
@@ -31,7 +32,7 @@ for i = 1, #ARGV do
     else
       local id = string.sub(entry, 1, 36)
       local ckey = string.sub(entry, 38)
-      local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms')
+      local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms', 'created_at')
       local attempt = tonumber(f[2]) or 0
       if f[1] == 'running' then
         dead[#dead + 1] = id
@@ -41,7 +42,7 @@ for i = 1, #ARGV do
         local reason = 'worker lost: lease expired during attempt ' .. attempt
         if attempt >= max_attempts(f[3]) then
           redis.call('HSET', job, 'status', 'failed', 'error', reason, 'ended_at', now_s)
-          count_final('failed')
+          finish('failed', id, f[5], now_s)
         else
           redis.call('HSET', job, 'status', 'queued', 'error', reason, 'ready_at', now_s)
           redis.call('RPUSH', ready, entry)
@@ -53,5 +54,5 @@ for i = 1, #ARGV do
 end
 if requeued > 0 and redis.call('LLEN', marker) == 0 then redis.call('LPUSH', marker, '1') end
 wake_if_earlier(delayed, marker, head_before)
-flush_counts(stats)
+flush_finished(stats, index_keys(6))
 return dead

@@ -93,20 +93,49 @@ local function end_slot(slots, wait, delayed, ckey, token, window_ms, now)
   settle(slots, wait, delayed, ckey, now)
 end
 
--- Final states move the namespace counters that `sluice wait` reads; they are
--- added up per call and written once, by flush_counts.
+-- Final states move the namespace counters that `sluice wait` reads, and
+-- index the job for `sluice runs` and retention. Both are gathered per call
+-- and written once per call, by flush_finished.
 local final_counts = {}
-local function count_final(status)
-  final_counts[status] = (final_counts[status] or 0) + 1
+local by_status = {}
+local done_members = {}
+local waiting_delta = 0
+
+-- A job entered (+1) or left (-1) the waiting state: the `waiting` counter
+-- behind the waiting-on-limits metric.
+local function count_waiting(d)
+  waiting_delta = waiting_delta + d
 end
 
-local function flush_counts(stats)
+local function finish(status, id, created_at, now_s)
+  final_counts[status] = (final_counts[status] or 0) + 1
+  local t = by_status[status]
+  if t == nil then
+    t = {}
+    by_status[status] = t
+  end
+  t[#t + 1] = created_at or now_s
+  t[#t + 1] = id
+  done_members[#done_members + 1] = now_s
+  done_members[#done_members + 1] = id
+end
+
+-- idx = { done = key, succeeded = key, failed = key, cancelled = key }
+local function flush_finished(stats, idx)
   local total = 0
   for status, n in pairs(final_counts) do
     redis.call('HINCRBY', stats, status, n)
     total = total + n
   end
   if total > 0 then redis.call('HINCRBY', stats, 'active', -total) end
+  if waiting_delta ~= 0 then redis.call('HINCRBY', stats, 'waiting', waiting_delta) end
+  for status, members in pairs(by_status) do redis.call('ZADD', idx[status], unpack(members)) end
+  if #done_members > 0 then redis.call('ZADD', idx.done, unpack(done_members)) end
+end
+
+-- The four index keys, passed in KEYS from position i on.
+local function index_keys(i)
+  return { done = KEYS[i], succeeded = KEYS[i + 1], failed = KEYS[i + 2], cancelled = KEYS[i + 3] }
 end
 
 -- Workers sleep until the earliest delayed entry they know of. A script that

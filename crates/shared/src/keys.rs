@@ -13,6 +13,10 @@
 //! | `{p}:stats` | hash | `active` (unfinished jobs), `succeeded`, `failed`, `cancelled` counts |
 //! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#r` reserved; score = Unix ms the slot frees, `+inf` while open-ended |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
+//! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped |
+//! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
+//! | `{p}:idx:status:<S>` | zset | ids of finished jobs of status S (succeeded, failed, cancelled), by creation |
+//! | `{p}:idx:done` | zset | ids of finished jobs, by the moment they finished: retention's order |
 //!
 //! An entry is the job id, then a space and its concurrency key if it has one.
 
@@ -58,6 +62,31 @@ impl Keys {
     }
     pub fn wait(&self, ckey: &str) -> String {
         self.key(&format!("wait:{ckey}"))
+    }
+    /// Concurrency key -> "max window_ms" as last stamped: the keys in use.
+    pub fn limits(&self) -> String {
+        self.key("limits")
+    }
+    /// Every job of concurrency key K (active and finished), by creation (Unix ms).
+    pub fn idx_key(&self, ckey: &str) -> String {
+        self.key(&format!("idx:key:{ckey}"))
+    }
+    /// Finished jobs by the moment they finished (Unix ms): what retention reads.
+    pub fn idx_done(&self) -> String {
+        self.key("idx:done")
+    }
+    /// Finished jobs of one final status, by creation (Unix ms).
+    pub fn idx_status(&self, status: &str) -> String {
+        self.key(&format!("idx:status:{status}"))
+    }
+    /// The four finished-job indexes, in the order the scripts declare them.
+    pub fn finish_indexes(&self) -> [String; 4] {
+        [
+            self.idx_done(),
+            self.idx_status("succeeded"),
+            self.idx_status("failed"),
+            self.idx_status("cancelled"),
+        ]
     }
     /// Every key of the namespace matches this pattern (for SCAN in tools and tests).
     pub fn pattern(&self) -> String {

@@ -44,6 +44,8 @@ pub struct Scripts {
     pub recover: Script,
     pub renew: Script,
     pub cancel: Script,
+    pub purge: Script,
+    pub limit_state: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -54,6 +56,8 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     recover: Script::new("recover", include_str!("../lua/recover.lua")),
     renew: Script::new("renew", include_str!("../lua/renew.lua")),
     cancel: Script::new("cancel", include_str!("../lua/cancel.lua")),
+    purge: Script::new("purge", include_str!("../lua/purge.lua")),
+    limit_state: Script::new("limit_state", include_str!("../lua/limit_state.lua")),
 });
 
 pub fn scripts() -> &'static Scripts {
@@ -61,7 +65,7 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 7] {
+    fn all(&self) -> [&Script; 9] {
         [
             &self.enqueue,
             &self.peek,
@@ -70,6 +74,8 @@ impl Scripts {
             &self.recover,
             &self.renew,
             &self.cancel,
+            &self.purge,
+            &self.limit_state,
         ]
     }
 

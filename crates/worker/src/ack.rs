@@ -80,6 +80,9 @@ fn ack_call(keys: &Keys, acks: &[Done]) -> Invocation {
         .key(keys.delayed())
         .key(keys.stats())
         .key(keys.marker());
+    for k in keys.finish_indexes() {
+        call.key(k);
+    }
     for a in acks {
         entry_keys(keys, &mut call, &a.entry, false);
         let (outcome, payload) = match &a.outcome {

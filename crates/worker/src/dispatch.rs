@@ -182,12 +182,17 @@ impl Dispatcher {
         let seen = due.len() + head.len();
         let mut calls = Vec::new();
         if !expired.is_empty() {
+            let [done, succeeded, failed, cancelled] = self.keys.finish_indexes();
             let base = [
                 self.keys.leases(),
                 self.keys.delayed(),
                 self.keys.ready(),
                 self.keys.stats(),
                 self.keys.marker(),
+                done,
+                succeeded,
+                failed,
+                cancelled,
             ];
             calls.push(per_entry_call(
                 &self.keys,
@@ -198,12 +203,17 @@ impl Dispatcher {
             ));
         }
         if seen > 0 {
+            let [done, succeeded, failed, cancelled] = self.keys.finish_indexes();
             let base = [
                 self.keys.leases(),
                 self.keys.delayed(),
                 self.keys.stats(),
                 self.keys.ready(),
                 self.keys.marker(),
+                done,
+                succeeded,
+                failed,
+                cancelled,
             ];
             let mut admit = scripts().admit.call();
             admit.arg(self.lease_ms).arg(due.len());

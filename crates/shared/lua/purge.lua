@@ -1,0 +1,27 @@
+-- purge.lua: remove finished jobs past retention, with their index entries.
+--
+-- KEYS[1..4]  idx:done (scored by end, Unix ms), idx:status:succeeded, :failed, :cancelled
+-- then, per job i: KEYS[3i+2] job hash, KEYS[3i+3] args string, KEYS[3i+4] idx:key:K
+-- ARGV[1]  cutoff: jobs that finished at or before this Unix ms go
+-- ARGV[2]  keep: at most this many finished jobs stay, the newest
+-- ARGV[2+i] the i-th job id, oldest first, as read from idx:done
+-- Returns: how many jobs were removed.
+--
+-- Each id is checked again here: one not finished (no longer in idx:done) or
+-- within both limits is left alone.
+
+local cutoff, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
+local done = KEYS[1]
+local over = redis.call('ZCARD', done) - keep
+local removed = 0
+for i = 1, #ARGV - 2 do
+  local id = ARGV[2 + i]
+  local ended = tonumber(redis.call('ZSCORE', done, id))
+  if ended ~= nil and (ended <= cutoff or redis.call('ZRANK', done, id) < over) then
+    redis.call('DEL', KEYS[3 * i + 2], KEYS[3 * i + 3])
+    for k = 1, 4 do redis.call('ZREM', KEYS[k], id) end
+    redis.call('ZREM', KEYS[3 * i + 4], id)
+    removed = removed + 1
+  end
+end
+return removed
