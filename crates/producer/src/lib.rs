@@ -2,9 +2,13 @@
 //! wait for, inspect and cancel jobs, and the `sluice` command line on top of it.
 
 mod client;
+mod limits;
+mod runs;
 mod wait;
 
 pub use client::{CancelOutcome, Client};
+pub use limits::LimitState;
+pub use runs::RunsQuery;
 pub use sluice_shared::job::{Job, JobRequest, Status};
 pub use sluice_shared::{Config, Error, Result};
-pub use wait::WaitOutcome;
+pub use wait::{Progress, WaitOutcome};

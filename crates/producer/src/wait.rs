@@ -30,6 +30,27 @@ impl WaitOutcome {
     }
 }
 
+/// Where a wait stands, for progress displays.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Progress {
+    /// Jobs waited for; `None` when waiting for the whole namespace.
+    pub total: Option<u64>,
+    pub succeeded: u64,
+    pub failed: u64,
+    pub cancelled: u64,
+    pub running: u64,
+    /// Waiting for a slot of their concurrency key.
+    pub waiting: u64,
+    /// Queued or scheduled: waiting for a worker or their delay.
+    pub queued: u64,
+}
+
+impl Progress {
+    pub fn done(&self) -> u64 {
+        self.succeeded + self.failed + self.cancelled
+    }
+}
+
 /// Polling cadence of a wait: quick at first, then gentle on Redis.
 fn next_pause(p: Duration) -> Duration {
     (p * 2).min(Duration::from_millis(250))
@@ -38,12 +59,26 @@ fn next_pause(p: Duration) -> Duration {
 impl Client {
     /// Waits until the given jobs have finished, or `timeout` passes.
     pub async fn wait(&self, ids: &[String], timeout: Option<Duration>) -> Result<WaitOutcome> {
+        self.wait_with_progress(ids, timeout, |_| {}).await
+    }
+
+    /// `wait`, calling `progress` after every look at the jobs.
+    pub async fn wait_with_progress(
+        &self,
+        ids: &[String],
+        timeout: Option<Duration>,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<WaitOutcome> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut out = WaitOutcome::default();
         let mut pending: Vec<String> = ids.to_vec();
         let mut pause = Duration::from_millis(10);
         loop {
             let mut still = Vec::new();
+            let mut p = Progress {
+                total: Some(ids.len() as u64),
+                ..Default::default()
+            };
             let mut con = self.pool.get().await?;
             for chunk in pending.chunks(5000) {
                 let mut pipe = redis::pipe();
@@ -57,11 +92,20 @@ impl Client {
                         Some(Status::Succeeded) => out.succeeded += 1,
                         Some(Status::Failed) => out.failed += 1,
                         Some(Status::Cancelled) => out.cancelled += 1,
-                        Some(_) => still.push(id.clone()),
+                        Some(other) => {
+                            match other {
+                                Status::Running => p.running += 1,
+                                Status::Waiting => p.waiting += 1,
+                                _ => p.queued += 1,
+                            }
+                            still.push(id.clone())
+                        }
                     }
                 }
             }
             drop(con);
+            (p.succeeded, p.failed, p.cancelled) = (out.succeeded, out.failed, out.cancelled);
+            progress(&p);
             pending = still;
             if pending.is_empty() {
                 return Ok(out);
@@ -78,22 +122,47 @@ impl Client {
 
     /// Waits until no job of the namespace is unfinished.
     pub async fn wait_all(&self, timeout: Option<Duration>) -> Result<WaitOutcome> {
+        self.wait_all_with_progress(timeout, |_| {}).await
+    }
+
+    /// `wait_all`, calling `progress` after every look at the namespace.
+    pub async fn wait_all_with_progress(
+        &self,
+        timeout: Option<Duration>,
+        mut progress: impl FnMut(&Progress),
+    ) -> Result<WaitOutcome> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut pause = Duration::from_millis(10);
         loop {
             let mut con = self.pool.get().await?;
-            let (active, succeeded, failed, cancelled): (
-                Option<i64>,
-                Option<u64>,
-                Option<u64>,
-                Option<u64>,
-            ) = redis::cmd("HMGET")
+            let ((active, succeeded, failed, cancelled, waiting), running): (
+                (
+                    Option<i64>,
+                    Option<u64>,
+                    Option<u64>,
+                    Option<u64>,
+                    Option<i64>,
+                ),
+                u64,
+            ) = redis::pipe()
+                .cmd("HMGET")
                 .arg(self.keys.stats())
-                .arg(&["active", "succeeded", "failed", "cancelled"])
+                .arg(&["active", "succeeded", "failed", "cancelled", "waiting"])
+                .zcard(self.keys.leases())
                 .query_async(&mut *con)
                 .await?;
             drop(con);
             let active = active.unwrap_or(0).max(0) as u64;
+            let waiting = waiting.unwrap_or(0).max(0) as u64;
+            progress(&Progress {
+                total: None,
+                succeeded: succeeded.unwrap_or(0),
+                failed: failed.unwrap_or(0),
+                cancelled: cancelled.unwrap_or(0),
+                running,
+                waiting,
+                queued: active.saturating_sub(running + waiting),
+            });
             let mut out = WaitOutcome {
                 succeeded: succeeded.unwrap_or(0),
                 failed: failed.unwrap_or(0),

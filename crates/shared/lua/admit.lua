@@ -15,8 +15,9 @@
 -- ARGV[2]  D, how many of the entries come from the delayed set (they come first)
 -- ARGV[2+i] the i-th entry: "<id>", "<id> <K>" or "wake <K>"
 -- Returns: { admitted, dropped, taken, next_in_ms } where admitted is a flat
---   list of 7 values per admitted job: entry, attempt, path, workspace, args,
---   ckey, window_ms; dropped lists the ids not run (cancelled, finished,
+--   list of 9 values per admitted job: entry, attempt, path, workspace, args,
+--   ckey, window_ms, queued_ms (since it became ready), late_ms (since its
+--   reserved slot freed, or -1); dropped lists the ids not run (cancelled, finished,
 --   missing or corrupt); taken counts the entries that were still there to
 --   take; next_in_ms is as in peek.lua, after this call's changes.
 --
@@ -33,6 +34,8 @@ local n = #ARGV - 2
 local head_before = delayed_head(delayed)
 local admitted, dropped, leased = {}, {}, {}
 
+local late_ms = -1
+
 local function admit(job, args_key, entry, id, f, slots, ckey)
   local attempt = (tonumber(f[2]) or 0) + 1
   redis.call('HSET', job, 'status', 'running', 'started_at', now_s, 'attempt', attempt)
@@ -47,6 +50,8 @@ local function admit(job, args_key, entry, id, f, slots, ckey)
   admitted[n + 5] = f[8] or redis.call('GET', args_key)
   admitted[n + 6] = ckey
   admitted[n + 7] = f[7] or '0'
+  admitted[n + 8] = now - (tonumber(f[10]) or tonumber(f[9]) or now)
+  admitted[n + 9] = late_ms
 end
 
 local function to_wait(job, id, max, slots, wait, ckey)
@@ -63,10 +68,11 @@ end
 
 -- What is still there to take: due entries one by one (another worker may
 -- have taken some), and the longest prefix of the ready list's head as seen.
-local take = {}
+local take, due_score = {}, {}
 for i = 1, n_due do
   local score = tonumber(redis.call('ZSCORE', delayed, ARGV[2 + i]))
   take[i] = score ~= nil and score <= now
+  due_score[i] = score
 end
 local n_ready = n - n_due
 if n_ready > 0 then
@@ -97,7 +103,8 @@ for i = 1, n do
     local id = string.sub(entry, 1, 36)
     local ckey = string.sub(entry, 38)
     local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms', 'args',
-      'created_at')
+      'created_at', 'ready_at')
+    late_ms = -1
     local status = f[1]
     if status ~= 'queued' and status ~= 'scheduled' and status ~= 'waiting' then
       dropped[#dropped + 1] = id
@@ -112,6 +119,7 @@ for i = 1, n do
         expire_slots(slots, now)
         if redis.call('ZREM', slots, id .. '#r') == 1 then
           count_waiting(-1)
+          if due_score[i] then late_ms = now - due_score[i] end
           admit(job, args_key, entry, id, f, slots, ckey)
         elseif redis.call('LLEN', wait) > 0 then
           to_wait(job, id, max, slots, wait, ckey)

@@ -23,6 +23,8 @@ pub struct Config {
     #[serde(default)]
     pub worker: WorkerConfig,
     #[serde(default)]
+    pub retention: RetentionConfig,
+    #[serde(default)]
     pub scripts: BTreeMap<String, ScriptConfig>,
     #[serde(default)]
     pub flows: BTreeMap<String, FlowConfig>,
@@ -50,6 +52,28 @@ impl Default for WorkerConfig {
             metrics_addr: None,
             lease_s: default_lease_s(),
             grace_s: default_grace_s(),
+        }
+    }
+}
+
+/// How long finished jobs stay: removed once older than `keep_s` or beyond
+/// the newest `keep_max`, whichever comes first; workers check every `every_s`.
+#[derive(Clone, Debug, Deserialize)]
+pub struct RetentionConfig {
+    #[serde(default = "default_keep_s")]
+    pub keep_s: f64,
+    #[serde(default = "default_keep_max")]
+    pub keep_max: i64,
+    #[serde(default = "default_every_s")]
+    pub every_s: f64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        RetentionConfig {
+            keep_s: default_keep_s(),
+            keep_max: default_keep_max(),
+            every_s: default_every_s(),
         }
     }
 }
@@ -108,6 +132,15 @@ fn default_lease_s() -> f64 {
 }
 fn default_grace_s() -> f64 {
     30.0
+}
+fn default_keep_s() -> f64 {
+    7.0 * 24.0 * 3600.0
+}
+fn default_keep_max() -> i64 {
+    1_000_000
+}
+fn default_every_s() -> f64 {
+    10.0
 }
 fn default_timeout_s() -> f64 {
     300.0
@@ -203,6 +236,22 @@ impl Config {
             ));
         }
         positive(self.worker.lease_s, "worker.lease_s")?;
+        if let Some(addr) = &self.worker.metrics_addr {
+            addr.parse::<std::net::SocketAddr>().map_err(|e| {
+                bad(
+                    "worker.metrics_addr",
+                    format!("{addr:?} is not host:port: {e}"),
+                )
+            })?;
+        }
+        non_negative(self.retention.keep_s, "retention.keep_s")?;
+        positive(self.retention.every_s, "retention.every_s")?;
+        if self.retention.keep_max < 0 {
+            return Err(bad(
+                "retention.keep_max",
+                format!("must be 0 or more, got {}", self.retention.keep_max),
+            ));
+        }
         non_negative(self.worker.grace_s, "worker.grace_s")?;
         for (path, s) in &self.scripts {
             let at = format!("scripts.{path:?}");
@@ -396,6 +445,9 @@ concurrency = { max = 5, window_s = 1 }
                 ("SLUICE_WORKER__METRICS_ADDR", "0.0.0.0:1"),
                 ("SLUICE_WORKER__LEASE_S", "2.5"),
                 ("SLUICE_WORKER__GRACE_S", "4"),
+                ("SLUICE_RETENTION__KEEP_S", "60"),
+                ("SLUICE_RETENTION__KEEP_MAX", "10"),
+                ("SLUICE_RETENTION__EVERY_S", "0.5"),
                 ("SLUICE_CONFIG", "/ignored"),
                 ("SLUICE_TEST_REDIS_URL", "redis://ignored"),
             ],
@@ -408,6 +460,14 @@ concurrency = { max = 5, window_s = 1 }
         assert_eq!(c.worker.metrics_addr.as_deref(), Some("0.0.0.0:1"));
         assert_eq!(c.worker.lease_s, 2.5);
         assert_eq!(c.worker.grace_s, 4.0);
+        assert_eq!(
+            (
+                c.retention.keep_s,
+                c.retention.keep_max,
+                c.retention.every_s
+            ),
+            (60.0, 10, 0.5)
+        );
     }
 
     #[test]
@@ -440,6 +500,8 @@ concurrency = { max = 5, window_s = 1 }
             ),
             ("[scripts.\"a\"]\ntimeout_s = 0", "scripts.\"a\".timeout_s"),
             ("[worker]\nconcurrency = 0", "worker.concurrency"),
+            ("[worker]\nmetrics_addr = \"nope\"", "worker.metrics_addr"),
+            ("[retention]\nkeep_max = -1", "retention.keep_max"),
             ("prefix = \"a{b}\"", "prefix"),
             ("redis_url = \"nope://x\"", "redis_url"),
             (

@@ -71,7 +71,11 @@ async fn send(
         *held = Some(pool.get().await?);
     }
     let con = held.as_mut().expect("connection just set");
-    ack_call(keys, batch).query(&mut **con).await
+    let timer = std::time::Instant::now();
+    let refused = ack_call(keys, batch).query(&mut **con).await;
+    ::metrics::histogram!(crate::metrics::SCRIPT_SECONDS, "script" => "ack")
+        .record(timer.elapsed().as_secs_f64());
+    refused
 }
 
 fn ack_call(keys: &Keys, acks: &[Done]) -> Invocation {

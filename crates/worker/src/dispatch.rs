@@ -25,7 +25,7 @@ use crate::entry_keys::per_entry_call;
 use crate::execute::{execute, Admitted, Outcome};
 use crate::handler::Handler;
 use crate::running::{Running, Stop};
-use crate::{lease, wake};
+use crate::{lease, metrics, retention, wake};
 
 struct Dispatcher {
     config: Arc<Config>,
@@ -75,6 +75,17 @@ pub async fn run<S: Future<Output = ()> + Send>(
         listening_rx,
         wake.clone(),
     ));
+    let retention = tokio::spawn(retention::retention_loop(
+        pool.clone(),
+        keys.clone(),
+        config.retention.clone(),
+    ));
+    if let Some(addr) = &config.worker.metrics_addr {
+        let addr = addr
+            .parse()
+            .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr: {e}")))?;
+        metrics::serve(addr, pool.clone(), keys.clone(), running.clone()).await?;
+    }
     tracing::info!(prefix = %config.prefix, concurrency, handlers = handlers.len(), "worker started");
 
     let grace = Duration::from_secs_f64(config.worker.grace_s);
@@ -147,6 +158,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     let _ = acker.await;
     renewer.abort();
     listener.abort();
+    retention.abort();
     tracing::info!("worker stopped");
     Ok(())
 }
@@ -175,8 +187,11 @@ impl Dispatcher {
             .key(self.keys.delayed())
             .key(self.keys.leases())
             .arg(room);
+        let timer = std::time::Instant::now();
         let (due, head, expired, next_in): (Vec<String>, Vec<String>, Vec<String>, i64) =
             peek.query(&mut **con).await?;
+        ::metrics::histogram!(metrics::SCRIPT_SECONDS, "script" => "peek")
+            .record(timer.elapsed().as_secs_f64());
         // Recover first, so that admit's view of the delayed set (and the
         // next due time it reports) includes what recovery put there.
         let seen = due.len() + head.len();
@@ -223,8 +238,11 @@ impl Dispatcher {
         let mut taken = 0;
         let mut next_in = next_in;
         if !calls.is_empty() {
+            let timer = std::time::Instant::now();
             let mut replies: Vec<Value> =
                 query_pipelined(&mut **con, &calls.iter().collect::<Vec<_>>()).await?;
+            ::metrics::histogram!(metrics::SCRIPT_SECONDS, "script" => "admit")
+                .record(timer.elapsed().as_secs_f64());
             if seen > 0 {
                 let (admitted, dropped, n, after): (Vec<Value>, Vec<String>, usize, i64) =
                     redis::from_redis_value(replies.pop().expect("admit reply"))?;
@@ -239,6 +257,7 @@ impl Dispatcher {
                 let dead: Vec<String> =
                     redis::from_redis_value(replies.pop().expect("recover reply"))?;
                 for id in dead {
+                    ::metrics::counter!(metrics::RECOVERED).increment(1);
                     tracing::warn!(job = %id, "recovered a job whose worker was lost; it runs again");
                 }
             }
@@ -250,14 +269,16 @@ impl Dispatcher {
         })
     }
 
-    /// Starts the admitted executions (7 values each, see admit.lua).
+    /// Starts the admitted executions (9 values each, see admit.lua).
     fn start(&self, flat: Vec<Value>) -> Result<()> {
-        for chunk in flat.chunks(7) {
+        for chunk in flat.chunks(9) {
             let s = |i: usize| -> Result<String> {
                 Ok(redis::from_redis_value_ref::<Option<String>>(&chunk[i])?.unwrap_or_default())
             };
             let entry = s(0)?;
             let attempt: u32 = redis::from_redis_value_ref(&chunk[1])?;
+            let queued_ms: i64 = redis::from_redis_value_ref(&chunk[7])?;
+            let late_ms: i64 = redis::from_redis_value_ref(&chunk[8])?;
             let job = Admitted {
                 id: Entry::parse(&entry)
                     .and_then(|e| e.id().map(str::to_string))
@@ -269,6 +290,11 @@ impl Dispatcher {
                 args: s(4)?,
                 ckey: s(5)?,
             };
+            ::metrics::counter!(metrics::STARTED, "path" => job.path.clone()).increment(1);
+            ::metrics::histogram!(metrics::QUEUE_SECONDS).record(queued_ms.max(0) as f64 / 1000.0);
+            if late_ms >= 0 {
+                ::metrics::histogram!(metrics::LATENESS_SECONDS).record(late_ms as f64 / 1000.0);
+            }
             let stop = self.running.insert(job.entry.clone(), attempt);
             let config = self.config.clone();
             let handlers = self.handlers.clone();
@@ -281,6 +307,15 @@ impl Dispatcher {
             let (running, freed) = (self.running.clone(), self.freed.clone());
             tokio::spawn(async move {
                 let outcome = execute(&config, &handlers, &job, stop).await;
+                let counter = match &outcome {
+                    Outcome::Ok(_) => Some(metrics::SUCCEEDED),
+                    Outcome::Err(_) => Some(metrics::FAILED),
+                    Outcome::Cancelled => Some(metrics::CANCELLED),
+                    Outcome::Lost => None,
+                };
+                if let Some(name) = counter {
+                    ::metrics::counter!(name, "path" => job.path.clone()).increment(1);
+                }
                 running.remove(&job.entry);
                 freed.notify_one();
                 if !matches!(outcome, Outcome::Lost) {

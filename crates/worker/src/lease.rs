@@ -28,6 +28,8 @@ pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duratio
         match renew(&pool, &keys, &held, lease).await {
             Ok((lost, cancel)) => {
                 last_ok = Instant::now();
+                ::metrics::counter!(crate::metrics::RENEWALS).increment(held.len() as u64);
+                ::metrics::counter!(crate::metrics::LEASES_LOST).increment(lost.len() as u64);
                 for e in lost {
                     tracing::warn!(entry = %e, "lease lost: stopping the attempt");
                     running.stop(&e, Stop::Lost);
@@ -37,6 +39,7 @@ pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duratio
                 }
             }
             Err(e) => {
+                ::metrics::counter!(crate::metrics::RENEWAL_FAILURES).increment(1);
                 tracing::warn!(error = %e, "lease renewal failed");
                 if last_ok.elapsed() >= lease {
                     tracing::error!("no renewal for a whole lease: stopping every running attempt");

@@ -21,6 +21,8 @@ mod entry_keys;
 mod execute;
 mod handler;
 mod lease;
+mod metrics;
+mod retention;
 mod running;
 mod wake;
 

@@ -9,8 +9,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+
+mod progress;
 use serde_json::Value;
-use sluice_producer::{CancelOutcome, Client, Config, Error, Job, JobRequest, Result};
+use sluice_producer::{
+    CancelOutcome, Client, Config, Error, Job, JobRequest, Result, RunsQuery, Status,
+};
 
 #[derive(Parser)]
 #[command(
@@ -59,6 +63,30 @@ enum Cmd {
     },
     /// Cancel a job that has not finished.
     Cancel { id: String },
+    /// List jobs, newest first.
+    Runs {
+        #[arg(long)]
+        concurrency_key: Option<String>,
+        /// scheduled, queued, waiting, running, succeeded, failed or cancelled
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        path: Option<String>,
+        #[arg(long)]
+        workspace: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show each concurrency key in use: its limit, slots held, jobs waiting.
+    Limits {
+        key: Option<String>,
+        /// One JSON object a line.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -108,11 +136,17 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Wait { ids, timeout_s } => {
             let timeout = timeout_s.map(|s| seconds("--timeout-s", s)).transpose()?;
             let client = Client::connect(config).await?;
+            let mut display = progress::Display::new();
             let out = if ids.is_empty() {
-                client.wait_all(timeout).await?
+                client
+                    .wait_all_with_progress(timeout, |p| display.update(p))
+                    .await?
             } else {
-                client.wait(&ids, timeout).await?
+                client
+                    .wait_with_progress(&ids, timeout, |p| display.update(p))
+                    .await?
             };
+            display.finish();
             eprintln!(
                 "{} succeeded, {} failed, {} cancelled{}{}",
                 out.succeeded,
@@ -138,6 +172,108 @@ async fn run(cli: Cli) -> Result<u8> {
                 println!("{}", serde_json::to_string(&job).expect("job serializes"));
             } else {
                 print_job(&job);
+            }
+            Ok(0)
+        }
+        Cmd::Runs {
+            concurrency_key,
+            status,
+            path,
+            workspace,
+            limit,
+            json,
+        } => {
+            let status = status
+                .map(|s| {
+                    Status::parse(&s).ok_or_else(|| {
+                        Error::invalid("--status", format!("{s:?} is not one of scheduled, queued, waiting, running, succeeded, failed, cancelled"))
+                    })
+                })
+                .transpose()?;
+            let client = Client::connect(config).await?;
+            let q = RunsQuery {
+                concurrency_key,
+                status,
+                path,
+                workspace,
+                limit,
+            };
+            let jobs = client.runs(&q).await?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                for j in &jobs {
+                    writeln!(out, "{}", run_json(j)).ok();
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:<36}  {:<9}  {:<24}  {:<10}  {:<24}  {:>13}  {:>8}",
+                    "ID",
+                    "STATUS",
+                    "PATH",
+                    "WORKSPACE",
+                    "CONCURRENCY KEY",
+                    "CREATED (ms)",
+                    "RAN (ms)"
+                )
+                .ok();
+                for j in &jobs {
+                    let ran = match (j.started_at, j.ended_at) {
+                        (Some(s), Some(e)) => (e - s).to_string(),
+                        _ => "-".into(),
+                    };
+                    writeln!(
+                        out,
+                        "{:<36}  {:<9}  {:<24}  {:<10}  {:<24}  {:>13}  {:>8}",
+                        j.id,
+                        j.status,
+                        j.path,
+                        j.workspace,
+                        j.concurrency_key.as_deref().unwrap_or("-"),
+                        j.created_at.map(|t| t.to_string()).unwrap_or_default(),
+                        ran
+                    )
+                    .ok();
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Limits { key, json } => {
+            let client = Client::connect(config).await?;
+            let states = client.limits(key.as_deref()).await?;
+            if key.is_some() && states.is_empty() {
+                return Err(Error::invalid(
+                    "key",
+                    format!(
+                        "{:?} is not a concurrency key in use",
+                        key.unwrap_or_default()
+                    ),
+                ));
+            }
+            let mut out = std::io::stdout().lock();
+            if json {
+                for l in &states {
+                    writeln!(out, "{}", serde_json::to_string(l).expect("serializes")).ok();
+                }
+            } else {
+                writeln!(
+                    out,
+                    "{:<40}  {:>5}  {:>9}  {:>5}  {:>7}  NEXT FREE AT (Unix ms)",
+                    "KEY", "MAX", "WINDOW_S", "HELD", "WAITING"
+                )
+                .ok();
+                for l in &states {
+                    let next = l
+                        .next_free_at
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into());
+                    writeln!(
+                        out,
+                        "{:<40}  {:>5}  {:>9}  {:>5}  {:>7}  {next}",
+                        l.key, l.max, l.window_s, l.held, l.waiting
+                    )
+                    .ok();
+                }
             }
             Ok(0)
         }
@@ -268,4 +404,20 @@ fn print_job(job: &Job) {
     if let Some(e) = &job.error {
         println!("error:      {e}");
     }
+}
+
+/// The fields `runs --json` promises (SPEC section 3), times in Unix ms or null.
+fn run_json(j: &Job) -> serde_json::Value {
+    serde_json::json!({
+        "id": j.id,
+        "path": j.path,
+        "workspace": j.workspace,
+        "concurrency_key": j.concurrency_key,
+        "status": j.status,
+        "attempt": j.attempt,
+        "created_at": j.created_at,
+        "started_at": j.started_at,
+        "ended_at": j.ended_at,
+        "error": j.error,
+    })
 }

@@ -1,0 +1,160 @@
+//! `sluice runs`: jobs newest first, filtered, read from indexes.
+//!
+//! Finished jobs come from `idx:status:<S>` (or `idx:key:<K>` with a key
+//! filter), walked newest first a page at a time; unfinished jobs from the live
+//! structures that hold them (ready list, delayed set, leases, wait lists), so
+//! queued jobs cost no index memory. Path and workspace filters are applied to
+//! what those sources yield.
+
+use std::collections::{HashMap, HashSet};
+
+use sluice_shared::entry::Entry;
+use sluice_shared::error::Result;
+use sluice_shared::job::{Job, Status};
+
+use crate::Client;
+
+/// Ids read per index page.
+const PAGE: isize = 200;
+/// Most entries read from each live structure when listing unfinished jobs.
+const ACTIVE_CAP: isize = 100_000;
+const FIELDS: [&str; 9] = [
+    "path",
+    "workspace",
+    "ckey",
+    "status",
+    "created_at",
+    "started_at",
+    "ended_at",
+    "attempt",
+    "error",
+];
+
+#[derive(Clone, Debug, Default)]
+pub struct RunsQuery {
+    pub concurrency_key: Option<String>,
+    pub status: Option<Status>,
+    pub path: Option<String>,
+    pub workspace: Option<String>,
+    pub limit: usize,
+}
+
+impl RunsQuery {
+    fn matches(&self, j: &Job) -> bool {
+        self.status.is_none_or(|s| j.status == s.as_str())
+            && self.path.as_ref().is_none_or(|p| &j.path == p)
+            && self.workspace.as_ref().is_none_or(|w| &j.workspace == w)
+            && self
+                .concurrency_key
+                .as_ref()
+                .is_none_or(|k| j.concurrency_key.as_ref() == Some(k))
+    }
+}
+
+impl Client {
+    pub async fn runs(&self, q: &RunsQuery) -> Result<Vec<Job>> {
+        let mut found: Vec<Job> = Vec::new();
+        if let Some(k) = &q.concurrency_key {
+            found.extend(self.walk_index(&self.keys.idx_key(k), q).await?);
+        } else {
+            let finished: Vec<Status> = match q.status {
+                Some(s) if s.is_final() => vec![s],
+                Some(_) => vec![],
+                None => vec![Status::Succeeded, Status::Failed, Status::Cancelled],
+            };
+            for s in finished {
+                found.extend(
+                    self.walk_index(&self.keys.idx_status(s.as_str()), q)
+                        .await?,
+                );
+            }
+            if q.status.is_none_or(|s| !s.is_final()) {
+                let ids = self.active_ids().await?;
+                found.extend(self.read(&ids).await?.into_iter().filter(|j| q.matches(j)));
+            }
+        }
+        found.sort_by(|a, b| {
+            b.created_at
+                .cmp(&a.created_at)
+                .then_with(|| b.id.cmp(&a.id))
+        });
+        found.dedup_by(|a, b| a.id == b.id);
+        found.truncate(q.limit);
+        Ok(found)
+    }
+
+    /// The newest `q.limit` matches of one index.
+    async fn walk_index(&self, index: &str, q: &RunsQuery) -> Result<Vec<Job>> {
+        let mut out = Vec::new();
+        let mut start = 0isize;
+        while out.len() < q.limit {
+            let mut con = self.pool.get().await?;
+            let ids: Vec<String> = redis::cmd("ZREVRANGE")
+                .arg(index)
+                .arg(start)
+                .arg(start + PAGE - 1)
+                .query_async(&mut *con)
+                .await?;
+            drop(con);
+            if ids.is_empty() {
+                break;
+            }
+            start += PAGE;
+            out.extend(
+                self.read(&ids)
+                    .await?
+                    .into_iter()
+                    .filter(|j| q.matches(j))
+                    .take(q.limit - out.len()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Ids of unfinished jobs, from the structures that hold them.
+    async fn active_ids(&self) -> Result<Vec<String>> {
+        let mut con = self.pool.get().await?;
+        let limited: Vec<String> = redis::cmd("HKEYS")
+            .arg(self.keys.limits())
+            .query_async(&mut *con)
+            .await?;
+        let mut pipe = redis::pipe();
+        pipe.lrange(self.keys.ready(), -ACTIVE_CAP, -1)
+            .zrange(self.keys.delayed(), 0, ACTIVE_CAP - 1)
+            .zrange(self.keys.leases(), 0, ACTIVE_CAP - 1);
+        for k in &limited {
+            pipe.lrange(self.keys.wait(k), 0, ACTIVE_CAP - 1);
+        }
+        let lists: Vec<Vec<String>> = pipe.query_async(&mut *con).await?;
+        let mut seen = HashSet::new();
+        Ok(lists
+            .into_iter()
+            .flatten()
+            .filter_map(|e| Entry::parse(&e).and_then(|e| e.id().map(str::to_string)))
+            .filter(|id| seen.insert(id.clone()))
+            .collect())
+    }
+
+    /// The listed fields of these jobs (no args, no result), skipping ids
+    /// whose record is gone.
+    async fn read(&self, ids: &[String]) -> Result<Vec<Job>> {
+        let mut out = Vec::with_capacity(ids.len());
+        let mut con = self.pool.get().await?;
+        for chunk in ids.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for id in chunk {
+                pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&FIELDS[..]);
+            }
+            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut *con).await?;
+            for (id, row) in chunk.iter().zip(rows) {
+                let h: HashMap<String, String> = FIELDS
+                    .iter()
+                    .zip(row)
+                    .filter_map(|(f, v)| v.map(|v| (f.to_string(), v)))
+                    .collect();
+                out.extend(Job::from_parts(id, h, None));
+            }
+        }
+        Ok(out)
+    }
+}
