@@ -15,8 +15,9 @@ pub struct LimitState {
     pub held: u64,
     /// Jobs waiting for a slot of this key.
     pub waiting: u64,
-    /// Unix ms at which the next held slot frees; null when none is held or
-    /// only running jobs hold the key (their end is not known yet).
+    /// Unix ms at which the next held slot frees (to a waiter, if one has it
+    /// reserved); null when none is held or only running jobs hold the key
+    /// (their end is not known yet).
     pub next_free_at: Option<i64>,
 }
 
@@ -47,7 +48,10 @@ impl Client {
                 .iter()
                 .map(|(k, _)| {
                     let mut c = scripts().limit_state.call();
-                    c.key(self.keys.slots(k)).key(self.keys.wait(k));
+                    c.key(self.keys.slots(k))
+                        .key(self.keys.wait(k))
+                        .key(self.keys.delayed())
+                        .arg(k);
                     c
                 })
                 .collect();

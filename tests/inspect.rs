@@ -1,0 +1,343 @@
+//! Inspection: `runs` filters, `limits` during a throttled run, retention,
+//! metrics and health, against a real Redis and worker processes.
+
+use std::io::{Read, Write};
+use std::time::Duration;
+
+use sluice_producer::{JobRequest, RunsQuery, Status};
+use sluice_tests::*;
+
+const CONFIG: &str = r#"
+[worker]
+concurrency = 4
+
+[scripts."f/a"]
+command = ["true"]
+concurrency = { max = 1, window_s = 600, key = "$workspace/acct/$args[acct]" }
+
+[scripts."f/b"]
+command = ["true"]
+
+[scripts."f/fail"]
+command = ["false"]
+max_attempts = 1
+"#;
+
+fn req(path: &str, ws: &str, args: serde_json::Value) -> JobRequest {
+    let mut r = JobRequest::new(path, args);
+    r.workspace = ws.into();
+    r
+}
+
+fn ids_of(jobs: &[sluice_producer::Job]) -> Vec<String> {
+    jobs.iter().map(|j| j.id.clone()).collect()
+}
+
+/// Newest first, as ids are UUIDv7 made in enqueue order.
+fn newest_first(mut ids: Vec<String>) -> Vec<String> {
+    ids.sort();
+    ids.reverse();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_filters_return_exactly_the_right_jobs() {
+    let env = TestEnv::new(CONFIG);
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let mut a1 = Vec::new();
+    let mut b_w1 = Vec::new();
+    let mut b_w2 = Vec::new();
+    let mut failed = Vec::new();
+    // One at a time, so that creation times are distinct and ordered.
+    for i in 0..3 {
+        b_w1.push(
+            client
+                .enqueue(req("f/b", "w1", json!({ "i": i })))
+                .await
+                .unwrap(),
+        );
+        b_w2.push(
+            client
+                .enqueue(req("f/b", "w2", json!({ "i": i })))
+                .await
+                .unwrap(),
+        );
+        failed.push(
+            client
+                .enqueue(req("f/fail", "w1", json!({})))
+                .await
+                .unwrap(),
+        );
+    }
+    a1.push(
+        client
+            .enqueue(req("f/a", "w1", json!({"acct": 1})))
+            .await
+            .unwrap(),
+    );
+    env.finish(
+        &client,
+        &[b_w1.clone(), b_w2.clone(), failed.clone(), a1.clone()].concat(),
+    )
+    .await;
+    // These stay unfinished: one waits on its key, one is scheduled far ahead.
+    let waiting = client
+        .enqueue(req("f/a", "w1", json!({"acct": 1})))
+        .await
+        .unwrap();
+    a1.push(waiting.clone());
+    let mut later = req("f/b", "w2", json!({}));
+    later.delay_ms = 600_000;
+    let scheduled = client.enqueue(later).await.unwrap();
+    wait_until("the second f/a job to wait", || {
+        let rt = tokio::runtime::Handle::current();
+        let status = tokio::task::block_in_place(|| rt.block_on(client.job(&waiting)))
+            .unwrap()
+            .unwrap()
+            .status;
+        status == "waiting"
+    });
+
+    let q = |f: fn(&mut RunsQuery)| {
+        let mut q = RunsQuery {
+            limit: 100,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let run = |q: RunsQuery| {
+        let client = client.clone();
+        async move { ids_of(&client.runs(&q).await.unwrap()) }
+    };
+    assert_eq!(
+        run(q(|q| q.concurrency_key = Some("w1/acct/1".into()))).await,
+        newest_first(a1.clone())
+    );
+    assert_eq!(
+        run(q(|q| q.status = Some(Status::Failed))).await,
+        newest_first(failed.clone())
+    );
+    assert_eq!(
+        run(q(|q| q.status = Some(Status::Waiting))).await,
+        vec![waiting.clone()]
+    );
+    assert_eq!(
+        run(q(|q| q.status = Some(Status::Scheduled))).await,
+        vec![scheduled.clone()]
+    );
+    assert_eq!(
+        run(q(|q| q.path = Some("f/b".into()))).await,
+        newest_first([b_w1.clone(), b_w2.clone(), vec![scheduled.clone()]].concat())
+    );
+    assert_eq!(
+        run(q(|q| q.workspace = Some("w2".into()))).await,
+        newest_first([b_w2.clone(), vec![scheduled.clone()]].concat())
+    );
+    let mut both = q(|q| q.workspace = Some("w2".into()));
+    both.status = Some(Status::Succeeded);
+    assert_eq!(run(both).await, newest_first(b_w2.clone()));
+    let all = run(q(|_| {})).await;
+    assert_eq!(all.len(), 3 + 3 + 3 + 2 + 1);
+    assert_eq!(all, newest_first(all.clone()));
+    let mut two = q(|_| {});
+    two.limit = 2;
+    assert_eq!(run(two).await, all[..2].to_vec());
+
+    // The command line prints the promised fields, one object a line.
+    let out = env.sluice(&["runs", "--concurrency-key", "w1/acct/1", "--json"], None);
+    assert!(out.status.success());
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for field in [
+        "id",
+        "path",
+        "workspace",
+        "concurrency_key",
+        "status",
+        "created_at",
+        "started_at",
+        "ended_at",
+    ] {
+        assert!(
+            lines[0].get(field).is_some(),
+            "missing {field}: {}",
+            lines[0]
+        );
+    }
+    assert_eq!(lines[0]["id"], json!(waiting));
+    assert_eq!(lines[0]["started_at"], serde_json::Value::Null);
+    assert_eq!(lines[1]["status"], "succeeded");
+    let bad = env.sluice(&["runs", "--status", "done"], None);
+    assert_eq!(bad.status.code(), Some(3));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_report_held_and_waiting_during_a_throttled_run() {
+    let env = TestEnv::new(
+        r#"
+[scripts."f/slow"]
+command = ["sleep", "300"]
+concurrency = { max = 1, window_s = 0 }
+
+[scripts."f/windowed"]
+command = ["true"]
+concurrency = { max = 2, window_s = 600 }
+"#,
+    );
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let slow = env.enqueue(&client, "f/slow", json!({}), 3).await;
+    let windowed = env.enqueue(&client, "f/windowed", json!({}), 5).await;
+    let first_two = env.finish(&client, &windowed[..2]).await;
+    wait_until("two slow jobs waiting and three windowed", || {
+        let out = env.sluice(&["limits", "--json"], None);
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        text.contains(r#""held":1,"waiting":2"#) && text.contains(r#""held":2,"waiting":3"#)
+    });
+    let out = env.sluice(&["limits", "--json"], None);
+    let rows: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0]["key"], "default/script/f/slow");
+    assert_eq!(
+        (rows[0]["max"].clone(), rows[0]["window_s"].clone()),
+        (json!(1), json!(0.0))
+    );
+    assert_eq!(
+        rows[0]["next_free_at"],
+        serde_json::Value::Null,
+        "only a running job holds it"
+    );
+    assert_eq!(rows[1]["key"], "default/script/f/windowed");
+    let frees = first_two
+        .iter()
+        .map(|j| j.ended_at.unwrap() + 600_000)
+        .min()
+        .unwrap();
+    assert_eq!(rows[1]["next_free_at"], json!(frees));
+    let one = env.sluice(&["limits", "default/script/f/slow"], None);
+    assert!(String::from_utf8_lossy(&one.stdout).contains("default/script/f/slow"));
+    for id in slow.iter().chain(&windowed[2..]) {
+        client.cancel(id).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
+    // One job at a time, so that jobs finish in the order they were enqueued.
+    let config = CONFIG.replace("concurrency = 4", "concurrency = 1");
+    let env = TestEnv::new(&format!(
+        "{config}\n[retention]\nkeep_max = 3\nevery_s = 0.2\n"
+    ));
+    let client = env.client().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        ids.push(
+            client
+                .enqueue(req("f/a", "w1", json!({ "acct": i })))
+                .await
+                .unwrap(),
+        );
+    }
+    let mut later = req("f/b", "w1", json!({}));
+    later.delay_ms = 600_000;
+    let scheduled = client.enqueue(later).await.unwrap();
+    let _w = env.worker(&[], &[]);
+    env.finish(&client, &ids).await;
+    let mut r = env.redis();
+    wait_until("retention to keep three finished jobs", || {
+        redis::cmd("ZCARD")
+            .arg(env.key("idx:done"))
+            .query::<usize>(&mut r)
+            .unwrap()
+            == 3
+    });
+    // The three that finished first go.
+    let kept = client
+        .runs(&RunsQuery {
+            status: Some(Status::Succeeded),
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(&kept), newest_first(ids[3..].to_vec()));
+    for (i, id) in ids.iter().enumerate() {
+        let exists: bool = redis::cmd("EXISTS")
+            .arg(env.key(&format!("job:{id}")))
+            .query(&mut r)
+            .unwrap();
+        let in_key_idx: Option<f64> = redis::cmd("ZSCORE")
+            .arg(env.key(&format!("idx:key:w1/acct/{i}")))
+            .arg(id)
+            .query(&mut r)
+            .unwrap();
+        let in_status: Option<f64> = redis::cmd("ZSCORE")
+            .arg(env.key("idx:status:succeeded"))
+            .arg(id)
+            .query(&mut r)
+            .unwrap();
+        assert_eq!(
+            (exists, in_key_idx.is_some(), in_status.is_some()),
+            (i >= 3, i >= 3, i >= 3),
+            "job #{i}"
+        );
+    }
+    assert_eq!(
+        client.job(&scheduled).await.unwrap().unwrap().status,
+        "scheduled",
+        "unfinished jobs stay"
+    );
+}
+
+fn http_get(port: u16, path: &str) -> (u16, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
+    (code, out)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_the_jobs_run_and_health_answers() {
+    let port = free_port();
+    let env = TestEnv::new(&CONFIG.replace(
+        "concurrency = 4",
+        &format!("concurrency = 4\nmetrics_addr = \"127.0.0.1:{port}\""),
+    ));
+    let w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let ok = env.enqueue(&client, "f/b", json!({}), 5).await;
+    let bad = env.enqueue(&client, "f/fail", json!({}), 2).await;
+    env.finish(&client, &[ok, bad].concat()).await;
+    w.wait_for_log("serving /metrics");
+    // Counters move when a job's task ends, just before its result is sent.
+    wait_until("the counters to show every job", || {
+        let (_, body) = http_get(port, "/metrics");
+        body.contains(r#"sluice_jobs_succeeded_total{path="f/b"} 5"#)
+            && body.contains(r#"sluice_jobs_failed_total{path="f/fail"} 2"#)
+    });
+    let (code, body) = http_get(port, "/metrics");
+    assert_eq!(code, 200);
+    for needle in [
+        r#"sluice_jobs_started_total{path="f/b"} 5"#,
+        r#"sluice_jobs_started_total{path="f/fail"} 2"#,
+        "sluice_queue_wait_seconds_count 7",
+        r#"sluice_script_seconds_count{script="ack"}"#,
+    ] {
+        assert!(body.contains(needle), "{needle} missing from\n{body}");
+    }
+    let (code, body) = http_get(port, "/healthz");
+    assert_eq!(code, 200, "{body}");
+    assert!(body.contains(r#""status":"ok""#));
+    assert_eq!(http_get(port, "/nope").0, 404);
+}
