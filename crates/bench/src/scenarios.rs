@@ -17,7 +17,7 @@ use crate::report;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// throughput, cmdstats, limited, many-keys, backlog, idle, memory, or all
+    /// throughput, cmdstats, limited, many-keys, backlog, idle, memory, runs, or all
     scenario: String,
     #[arg(long)]
     workers: Option<usize>,
@@ -48,6 +48,7 @@ pub async fn run(args: Args) -> BenchResult {
         "backlog",
         "idle",
         "memory",
+        "runs",
     ];
     let list: Vec<&str> = if args.scenario == "all" {
         all.to_vec()
@@ -63,6 +64,7 @@ pub async fn run(args: Args) -> BenchResult {
             "backlog" => backlog(&args).await?,
             "idle" => idle(&args).await?,
             "memory" => memory(&args).await?,
+            "runs" => runs(&args).await?,
             other => {
                 return Err(format!(
                     "unknown scenario {other:?}; one of {} or all",
@@ -497,5 +499,48 @@ async fn memory(args: &Args) -> BenchResult<Map<String, Value>> {
         "bytes_per_job".into(),
         json!((after - before) / n as f64 - 100.0),
     );
+    Ok(f)
+}
+
+/// `sluice runs` against a namespace holding many finished jobs: how long
+/// each kind of query takes (median of 5), answered from indexes.
+async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
+    use sluice_producer::{RunsQuery, Status};
+    let n = size(args, 1_000_000, 10_000);
+    let keys = 100;
+    let scripts = "[scripts.\"bench/keyed\"]\nconcurrency = { max = 100000, window_s = 0, key = \"k/$args[k]\" }\n";
+    let mut b = Bench::new(args, "runs", scripts).await?;
+    let workers = args.workers.unwrap_or(2);
+    let fleet = Fleet::start(workers, &b.config_path);
+    for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
+        let reqs: Vec<JobRequest> = chunk.iter().map(|i| JobRequest::new("bench/keyed", json!({ "k": i % keys }))).collect();
+        b.enqueue(&reqs).await?;
+    }
+    b.wait_done(n)?;
+    fleet.stop();
+    let mut f = Map::new();
+    f.insert("jobs".into(), json!(n));
+    f.insert("workers".into(), json!(workers));
+    let queries: [(&str, RunsQuery); 4] = [
+        ("concurrency_key_ms", RunsQuery { concurrency_key: Some("k/7".into()), limit: 50, ..Default::default() }),
+        ("status_ms", RunsQuery { status: Some(Status::Succeeded), limit: 50, ..Default::default() }),
+        ("path_ms", RunsQuery { path: Some("bench/keyed".into()), limit: 50, ..Default::default() }),
+        ("unfiltered_ms", RunsQuery { limit: 50, ..Default::default() }),
+    ];
+    for (name, q) in queries {
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            let got = b.client.runs(&q).await.map_err(|e| e.to_string())?;
+            times.push(t.elapsed().as_secs_f64() * 1000.0);
+            if got.len() != 50 {
+                return Err(format!("runs {name}: {} jobs, expected 50", got.len()));
+            }
+        }
+        times.sort_by(|a, b| a.total_cmp(b));
+        f.insert(name.into(), json!(times[2]));
+    }
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut b.con).map_err(|e| e.to_string())?;
+    f.insert("used_memory_mb".into(), json!(info_field(&info, "used_memory").unwrap_or(0.0) / 1e6));
     Ok(f)
 }
