@@ -513,7 +513,10 @@ async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
     let workers = args.workers.unwrap_or(2);
     let fleet = Fleet::start(workers, &b.config_path);
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
-        let reqs: Vec<JobRequest> = chunk.iter().map(|i| JobRequest::new("bench/keyed", json!({ "k": i % keys }))).collect();
+        let reqs: Vec<JobRequest> = chunk
+            .iter()
+            .map(|i| JobRequest::new("bench/keyed", json!({ "k": i % keys })))
+            .collect();
         b.enqueue(&reqs).await?;
     }
     b.wait_done(n)?;
@@ -522,10 +525,37 @@ async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
     f.insert("jobs".into(), json!(n));
     f.insert("workers".into(), json!(workers));
     let queries: [(&str, RunsQuery); 4] = [
-        ("concurrency_key_ms", RunsQuery { concurrency_key: Some("k/7".into()), limit: 50, ..Default::default() }),
-        ("status_ms", RunsQuery { status: Some(Status::Succeeded), limit: 50, ..Default::default() }),
-        ("path_ms", RunsQuery { path: Some("bench/keyed".into()), limit: 50, ..Default::default() }),
-        ("unfiltered_ms", RunsQuery { limit: 50, ..Default::default() }),
+        (
+            "concurrency_key_ms",
+            RunsQuery {
+                concurrency_key: Some("k/7".into()),
+                limit: 50,
+                ..Default::default()
+            },
+        ),
+        (
+            "status_ms",
+            RunsQuery {
+                status: Some(Status::Succeeded),
+                limit: 50,
+                ..Default::default()
+            },
+        ),
+        (
+            "path_ms",
+            RunsQuery {
+                path: Some("bench/keyed".into()),
+                limit: 50,
+                ..Default::default()
+            },
+        ),
+        (
+            "unfiltered_ms",
+            RunsQuery {
+                limit: 50,
+                ..Default::default()
+            },
+        ),
     ];
     for (name, q) in queries {
         let mut times = Vec::new();
@@ -540,7 +570,13 @@ async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
         times.sort_by(|a, b| a.total_cmp(b));
         f.insert(name.into(), json!(times[2]));
     }
-    let info: String = redis::cmd("INFO").arg("memory").query(&mut b.con).map_err(|e| e.to_string())?;
-    f.insert("used_memory_mb".into(), json!(info_field(&info, "used_memory").unwrap_or(0.0) / 1e6));
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query(&mut b.con)
+        .map_err(|e| e.to_string())?;
+    f.insert(
+        "used_memory_mb".into(),
+        json!(info_field(&info, "used_memory").unwrap_or(0.0) / 1e6),
+    );
     Ok(f)
 }

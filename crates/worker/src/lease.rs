@@ -29,13 +29,22 @@ pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duratio
             Ok((lost, cancel)) => {
                 last_ok = Instant::now();
                 ::metrics::counter!(crate::metrics::RENEWALS).increment(held.len() as u64);
-                ::metrics::counter!(crate::metrics::LEASES_LOST).increment(lost.len() as u64);
+                // An execution that ended after the snapshot reads as lost
+                // here; only one still running is.
+                let attempt_of = |e: &str| {
+                    held.iter()
+                        .find(|(x, _)| x == e)
+                        .map(|(_, a)| *a)
+                        .unwrap_or(0)
+                };
                 for e in lost {
-                    tracing::warn!(entry = %e, "lease lost: stopping the attempt");
-                    running.stop(&e, Stop::Lost);
+                    if running.stop(&e, attempt_of(&e), Stop::Lost) {
+                        ::metrics::counter!(crate::metrics::LEASES_LOST).increment(1);
+                        tracing::warn!(entry = %e, "lease lost: stopping the attempt");
+                    }
                 }
                 for e in cancel {
-                    running.stop(&e, Stop::Cancelled);
+                    running.stop(&e, attempt_of(&e), Stop::Cancelled);
                 }
             }
             Err(e) => {

@@ -58,9 +58,15 @@ impl Running {
             .collect()
     }
 
-    pub fn stop(&self, entry: &str, why: Stop) {
-        if let Some(x) = self.0.lock().unwrap().get(entry) {
-            x.stop.send_replace(Some(why));
+    /// Stops `attempt` of `entry` if that is what runs now; an execution that
+    /// ended meanwhile, or a later attempt of the same job, is left alone.
+    pub fn stop(&self, entry: &str, attempt: u32, why: Stop) -> bool {
+        match self.0.lock().unwrap().get(entry) {
+            Some(x) if x.attempt == attempt => {
+                x.stop.send_replace(Some(why));
+                true
+            }
+            _ => false,
         }
     }
 
