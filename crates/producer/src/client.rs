@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use deadpool_redis::Pool;
 use sluice_shared::error::{Error, Result};
-use sluice_shared::job::{Job, JobRequest, NewJob, DEFAULT_MAX_ATTEMPTS};
+use sluice_shared::job::{Job, JobRequest, NewJob};
 use sluice_shared::scripts::scripts;
 use sluice_shared::{redis_conn, Config, Keys};
 
@@ -80,26 +80,7 @@ impl Client {
                 .key(self.keys.stats())
                 .key(self.keys.limits());
             for job in chunk {
-                let (max, window) = match job.limit {
-                    Some((m, w)) => (m.to_string(), w.to_string()),
-                    None => (String::new(), String::new()),
-                };
-                call.key(self.keys.job(&job.id))
-                    .key(self.keys.args(&job.id))
-                    .key(self.keys.idx_key(&job.ckey))
-                    .arg(job.delay_ms)
-                    .arg(job.entry())
-                    .arg(&job.path)
-                    .arg(&job.workspace)
-                    .arg(&job.args)
-                    .arg(&job.ckey)
-                    .arg(max)
-                    .arg(window)
-                    .arg(if job.max_attempts == DEFAULT_MAX_ATTEMPTS {
-                        String::new()
-                    } else {
-                        job.max_attempts.to_string()
-                    });
+                job.push(&self.keys, &mut call);
             }
             call.query::<i64, _>(&mut *con).await?;
         }
@@ -127,15 +108,38 @@ impl Client {
             .collect())
     }
 
-    /// Cancels a job that has not finished.
+    /// Cancels a job that has not finished. For a flow run, the flow first
+    /// (so its driver starts nothing more), then every step it has running.
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
+        let outcome = self.cancel_one(id).await?;
         let mut con = self.pool.get().await?;
-        let ckey: Option<String> = redis::cmd("HGET")
+        let kind: Option<String> = redis::cmd("HGET")
             .arg(self.keys.job(id))
-            .arg("ckey")
+            .arg("kind")
+            .query_async(&mut *con)
+            .await?;
+        if kind.as_deref() == Some("flow") {
+            let fields: Vec<String> = redis::cmd("HKEYS")
+                .arg(self.keys.flow_state(id))
+                .query_async(&mut *con)
+                .await?;
+            drop(con);
+            for child in fields.iter().filter_map(|f| f.strip_prefix("c:")) {
+                self.cancel_one(child).await?;
+            }
+        }
+        Ok(outcome)
+    }
+
+    async fn cancel_one(&self, id: &str) -> Result<CancelOutcome> {
+        let mut con = self.pool.get().await?;
+        let (ckey, parent): (Option<String>, Option<String>) = redis::cmd("HMGET")
+            .arg(self.keys.job(id))
+            .arg(&["ckey", "parent"])
             .query_async(&mut *con)
             .await?;
         let ckey = ckey.unwrap_or_default();
+        let parent = parent.unwrap_or_default();
         let mut call = scripts().cancel.call();
         call.key(self.keys.ready())
             .key(self.keys.delayed())
@@ -146,6 +150,9 @@ impl Client {
         for k in self.keys.finish_indexes() {
             call.key(k);
         }
+        call.key(self.keys.job(&parent))
+            .key(self.keys.flow_state(&parent))
+            .key(self.keys.marker());
         call.arg(id).arg(&ckey);
         let outcome: String = call.query(&mut *con).await?;
         match outcome.as_str() {

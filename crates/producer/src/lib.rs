@@ -2,11 +2,13 @@
 //! wait for, inspect and cancel jobs, and the `sluice` command line on top of it.
 
 mod client;
+mod flows;
 mod limits;
 mod runs;
 mod wait;
 
 pub use client::{CancelOutcome, Client};
+pub use flows::StepView;
 pub use limits::LimitState;
 pub use runs::RunsQuery;
 pub use sluice_shared::job::{Job, JobRequest, Status};

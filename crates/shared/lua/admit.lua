@@ -7,6 +7,8 @@
 -- KEYS[4]  ready list
 -- KEYS[5]  marker list
 -- KEYS[6..9]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
+--          (a flow's driver entry, status running and drive "queued", is
+--          resumed: it already holds its flow's slot)
 -- then, per entry i: KEYS[4i+6] job hash, KEYS[4i+7] args string, KEYS[4i+8] slots:K,
 --          KEYS[4i+9] wait:K
 --          (for an entry without a key, or a "wake K" entry, the unused names
@@ -15,9 +17,9 @@
 -- ARGV[2]  D, how many of the entries come from the delayed set (they come first)
 -- ARGV[2+i] the i-th entry: "<id>", "<id> <K>" or "wake <K>"
 -- Returns: { admitted, dropped, taken, next_in_ms } where admitted is a flat
---   list of 9 values per admitted job: entry, attempt, path, workspace, args,
+--   list of 13 values per admitted job: entry, attempt, path, workspace, args,
 --   ckey, window_ms, queued_ms (since it became ready), late_ms (since its
---   reserved slot freed, or -1); dropped lists the ids not run (cancelled, finished,
+--   reserved slot freed, or -1), kind, parent, flow, step; dropped lists the ids not run (cancelled, finished,
 --   missing or corrupt); taken counts the entries that were still there to
 --   take; next_in_ms is as in peek.lua, after this call's changes.
 --
@@ -38,8 +40,18 @@ local late_ms = -1
 
 local function admit(job, args_key, entry, id, f, slots, ckey)
   local attempt = (tonumber(f[2]) or 0) + 1
-  redis.call('HSET', job, 'status', 'running', 'started_at', now_s, 'attempt', attempt)
-  if ckey ~= '' then redis.call('ZADD', slots, '+inf', id .. '#' .. attempt) end
+  if f[11] == 'queued' then
+    -- A flow's driver resumed: same run, same slot, a new attempt to fence with.
+    redis.call('HSET', job, 'attempt', attempt, 'drive', 'active')
+  else
+    redis.call('HSET', job, 'status', 'running', 'started_at', now_s, 'attempt', attempt)
+    if ckey ~= '' then redis.call('ZADD', slots, '+inf', id .. '#' .. attempt) end
+    if f[12] == 'flow' then
+      local slot = ''
+      if ckey ~= '' then slot = id .. '#' .. attempt end
+      redis.call('HSET', job, 'drive', 'active', 'entry', entry, 'slot', slot)
+    end
+  end
   leased[#leased + 1] = deadline_s
   leased[#leased + 1] = entry
   local n = #admitted
@@ -52,6 +64,10 @@ local function admit(job, args_key, entry, id, f, slots, ckey)
   admitted[n + 7] = f[7] or '0'
   admitted[n + 8] = now - (tonumber(f[10]) or tonumber(f[9]) or now)
   admitted[n + 9] = late_ms
+  admitted[n + 10] = f[12] or ''
+  admitted[n + 11] = f[13] or ''
+  admitted[n + 12] = f[14] or ''
+  admitted[n + 13] = f[15] or ''
 end
 
 local function to_wait(job, id, max, slots, wait, ckey)
@@ -103,10 +119,12 @@ for i = 1, n do
     local id = string.sub(entry, 1, 36)
     local ckey = string.sub(entry, 38)
     local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms', 'args',
-      'created_at', 'ready_at')
+      'created_at', 'ready_at', 'drive', 'kind', 'parent', 'flow', 'step')
     late_ms = -1
     local status = f[1]
-    if status ~= 'queued' and status ~= 'scheduled' and status ~= 'waiting' then
+    if status == 'running' and f[11] == 'queued' then
+      admit(job, args_key, entry, id, f, slots, ckey)
+    elseif status ~= 'queued' and status ~= 'scheduled' and status ~= 'waiting' then
       dropped[#dropped + 1] = id
     elseif ckey == '' then
       if f[6] and f[6] ~= '' then fail_corrupt(job, id, f[9], 'concurrency key differs from its queue entry')

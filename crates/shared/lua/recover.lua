@@ -7,7 +7,8 @@
 -- KEYS[4]  stats hash
 -- KEYS[5]  marker list
 -- KEYS[6..9]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
--- then, per entry i: KEYS[3i+7] job hash, KEYS[3i+8] slots:K, KEYS[3i+9] wait:K
+-- then, per entry i: KEYS[5i+5] job hash, KEYS[5i+6] slots:K, KEYS[5i+7] wait:K,
+--          KEYS[5i+8] the parent flow's job hash, KEYS[5i+9] its state hash
 -- ARGV[i]  the i-th expired lease entry, as peek.lua returned it
 -- Returns: the ids of executions found dead (status was running).
 --
@@ -23,7 +24,7 @@ local head_before = delayed_head(delayed)
 
 for i = 1, #ARGV do
   local entry = ARGV[i]
-  local job, slots, wait = KEYS[3 * i + 7], KEYS[3 * i + 8], KEYS[3 * i + 9]
+  local job, slots, wait = KEYS[5 * i + 5], KEYS[5 * i + 6], KEYS[5 * i + 7]
   local score = tonumber(redis.call('ZSCORE', leases, entry))
   if score ~= nil and score <= now then
     redis.call('ZREM', leases, entry)
@@ -32,9 +33,16 @@ for i = 1, #ARGV do
     else
       local id = string.sub(entry, 1, 36)
       local ckey = string.sub(entry, 38)
-      local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms', 'created_at')
+      local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms', 'created_at',
+        'kind', 'parent', 'step', 'iter')
       local attempt = tonumber(f[2]) or 0
-      if f[1] == 'running' then
+      if f[1] == 'running' and f[6] == 'flow' then
+        -- A flow's driver died: the flow keeps its slot and is driven again.
+        dead[#dead + 1] = id
+        redis.call('HSET', job, 'drive', 'queued')
+        redis.call('RPUSH', ready, entry)
+        requeued = requeued + 1
+      elseif f[1] == 'running' then
         dead[#dead + 1] = id
         if ckey ~= '' then
           end_slot(slots, wait, delayed, ckey, id .. '#' .. attempt, tonumber(f[4]) or 0, now)
@@ -43,6 +51,10 @@ for i = 1, #ARGV do
         if attempt >= max_attempts(f[3]) then
           redis.call('HSET', job, 'status', 'failed', 'error', reason, 'ended_at', now_s)
           finish('failed', id, f[5], now_s)
+          if f[7] and f[7] ~= '' then
+            notify_parent(KEYS[5 * i + 8], KEYS[5 * i + 9], ready, id, f[8], f[9], 'failed', reason)
+            requeued = requeued + 1
+          end
         else
           redis.call('HSET', job, 'status', 'queued', 'error', reason, 'ready_at', now_s)
           redis.call('RPUSH', ready, entry)

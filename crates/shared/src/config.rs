@@ -110,9 +110,24 @@ pub struct FlowConfig {
 #[derive(Clone, Debug, Deserialize)]
 pub struct StepConfig {
     pub id: String,
+    /// Run this script (its limit, key, timeout and retries apply) ...
     pub script: Option<String>,
+    /// ... or this inline command, with its own settings below.
     pub command: Option<Vec<String>>,
     pub concurrency: Option<LimitConfig>,
+    /// The step's args: a JSON template (see flow.rs); the flow's input when unset,
+    /// `{"item": …, "index": …}` for a for-each iteration.
+    pub args: Option<serde_json::Value>,
+    /// A reference to an array: one job per element, `parallelism` at a time.
+    pub for_each: Option<String>,
+    #[serde(default = "default_parallelism")]
+    pub parallelism: i64,
+    #[serde(default = "default_timeout_s")]
+    pub timeout_s: f64,
+    #[serde(default = "default_max_attempts")]
+    pub max_attempts: i64,
+    #[serde(default = "default_backoff_s")]
+    pub backoff_s: f64,
 }
 
 fn default_redis_url() -> String {
@@ -141,6 +156,9 @@ fn default_keep_max() -> i64 {
 }
 fn default_every_s() -> f64 {
     10.0
+}
+fn default_parallelism() -> i64 {
+    10
 }
 fn default_timeout_s() -> f64 {
     300.0
@@ -277,26 +295,105 @@ impl Config {
             if let Some(l) = &f.concurrency {
                 l.to_limit(&format!("{at}.concurrency"))?;
             }
-            for (i, step) in f.steps.iter().enumerate() {
-                let at = format!("{at}.steps[{i}]");
-                match (&step.script, &step.command) {
-                    (Some(script), None) if !self.scripts.contains_key(script) => {
-                        return Err(bad(
-                            &format!("{at}.script"),
-                            format!("{script:?} is not among the scripts"),
-                        ));
-                    }
-                    (Some(_), None) | (None, Some(_)) => {}
-                    _ => {
-                        return Err(bad(
-                            &at,
-                            "needs exactly one of `script` and `command`".into(),
-                        ))
-                    }
+            if f.steps.is_empty() {
+                return Err(bad(
+                    &format!("{at}.steps"),
+                    "a flow needs at least one step".into(),
+                ));
+            }
+            for i in 0..f.steps.len() {
+                self.validate_step(&at, i, &f.steps)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn validate_step(&self, flow_at: &str, i: usize, steps: &[StepConfig]) -> Result<()> {
+        use crate::flow::Root;
+        let bad = |setting: &str, reason: String| Error::Config(format!("{setting}: {reason}"));
+        let step = &steps[i];
+        let at = format!("{flow_at}.steps[{i}]");
+        let earlier: Vec<&str> = steps[..i].iter().map(|s| s.id.as_str()).collect();
+        if step.id.is_empty()
+            || step.id.contains([':', ' ', '['])
+            || earlier.contains(&step.id.as_str())
+        {
+            return Err(bad(
+                &format!("{at}.id"),
+                format!(
+                    "{:?} must be non-empty, unique, without ':', '[' or spaces",
+                    step.id
+                ),
+            ));
+        }
+        match (&step.script, &step.command) {
+            (Some(script), None) if !self.scripts.contains_key(script) => {
+                return Err(bad(
+                    &format!("{at}.script"),
+                    format!("{script:?} is not among the scripts"),
+                ));
+            }
+            (Some(_), None) if step.concurrency.is_some() => {
+                return Err(bad(
+                    &format!("{at}.concurrency"),
+                    "a step that runs a script has that script's limit".into(),
+                ));
+            }
+            (None, Some(c)) if c.is_empty() || c[0].is_empty() => {
+                return Err(bad(&format!("{at}.command"), "must name a program".into()));
+            }
+            (Some(_), None) | (None, Some(_)) => {}
+            _ => {
+                return Err(bad(
+                    &at,
+                    "needs exactly one of `script` and `command`".into(),
+                ))
+            }
+        }
+        if let Some(l) = &step.concurrency {
+            l.to_limit(&format!("{at}.concurrency"))?;
+        }
+        if step.parallelism < 1 {
+            return Err(bad(
+                &format!("{at}.parallelism"),
+                format!("must be at least 1, got {}", step.parallelism),
+            ));
+        }
+        positive(step.timeout_s, &format!("{at}.timeout_s"))?;
+        non_negative(step.backoff_s, &format!("{at}.backoff_s"))?;
+        if step.max_attempts < 1 {
+            return Err(bad(
+                &format!("{at}.max_attempts"),
+                format!("must be at least 1, got {}", step.max_attempts),
+            ));
+        }
+        let mut refs = Vec::new();
+        if let Some(t) = &step.args {
+            crate::flow::references(t, &mut refs);
+        }
+        if let Some(e) = &step.for_each {
+            if crate::flow::parse(e).is_none() {
+                return Err(bad(
+                    &format!("{at}.for_each"),
+                    format!("{e:?} is not a reference"),
+                ));
+            }
+            refs.push(e.clone());
+        }
+        for r in refs {
+            let what = format!("{at}: {r}");
+            match crate::flow::parse(&r).map(|(root, _)| root) {
+                None => {
+                    return Err(bad(&what, "is not a reference ($flow_input, $results.<step>, $previous_result, $item, $index)".into()))
                 }
-                if let Some(l) = &step.concurrency {
-                    l.to_limit(&format!("{at}.concurrency"))?;
+                Some(Root::Result(s)) if !earlier.contains(&s.as_str()) => {
+                    return Err(bad(&what, format!("names step {s:?}, which is not an earlier step")))
                 }
+                Some(Root::Previous) if i == 0 => return Err(bad(&what, "the first step has no previous result".into())),
+                Some(Root::Item | Root::Index) if step.for_each.is_none() || step.args.is_none() => {
+                    return Err(bad(&what, "only a for-each step's args have $item and $index".into()))
+                }
+                _ => {}
             }
         }
         Ok(())

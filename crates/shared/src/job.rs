@@ -99,6 +99,13 @@ pub struct Job {
     pub ended_at: Option<i64>,
     pub result: Option<Value>,
     pub error: Option<String>,
+    /// For a flow's step: the flow run's id, the step id, the for-each position.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub step: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub iter: Option<u32>,
 }
 
 impl Job {
@@ -140,6 +147,9 @@ impl Job {
             ended_at: num(take("ended_at")),
             result: take("result").map(|r| serde_json::from_str(&r).unwrap_or(Value::String(r))),
             error: take("error"),
+            parent: take("parent"),
+            step: take("step"),
+            iter: num(take("iter")).map(|i| i as u32),
         })
     }
 
@@ -160,6 +170,18 @@ pub struct NewJob {
     pub limit: Option<(u32, u64)>,
     pub max_attempts: u32,
     pub delay_ms: u64,
+    pub kind: JobKind,
+    /// For a flow's step: the flow run, the flow's path, the step id, and the
+    /// for-each position.
+    pub parent: Option<StepOf>,
+}
+
+#[derive(Clone, Debug)]
+pub struct StepOf {
+    pub flow_id: String,
+    pub flow_path: String,
+    pub step: String,
+    pub iter: Option<usize>,
 }
 
 /// Attempts a job gets when its script's config says nothing; a job hash
@@ -197,24 +219,109 @@ impl NewJob {
         if req.workspace.is_empty() {
             return Err(Error::invalid("workspace", "must not be empty"));
         }
-        let script = match config.scripts.get(&req.path) {
-            Some(s) => s,
-            None if config.flows.contains_key(&req.path) => {
-                return Err(Error::invalid(
-                    format!("path {:?}", req.path),
-                    "flows cannot be enqueued by this version yet",
-                ))
-            }
-            None => return Err(Error::UnknownPath(req.path.clone())),
-        };
+        if let Some(flow) = config.flows.get(&req.path) {
+            let at = format!("flows.{:?}.concurrency", req.path);
+            let limit = flow
+                .concurrency
+                .as_ref()
+                .map(|l| l.to_limit(&at))
+                .transpose()?;
+            let default_key = format!("{}/flow/{}", req.workspace, req.path);
+            // A flow's driver is not retried: a failed step already had its retries.
+            return NewJob::new(req, limit, default_key, 1, JobKind::Flow, None);
+        }
+        let script = config
+            .scripts
+            .get(&req.path)
+            .ok_or_else(|| Error::UnknownPath(req.path.clone()))?;
         let at = format!("scripts.{:?}.concurrency", req.path);
         let limit = script
             .concurrency
             .as_ref()
             .map(|l| l.to_limit(&at))
             .transpose()?;
+        let default_key = format!("{}/script/{}", req.workspace, req.path);
+        NewJob::new(
+            req,
+            limit,
+            default_key,
+            script.max_attempts as u32,
+            JobKind::Script,
+            None,
+        )
+    }
+
+    /// A job for one step (or one for-each iteration) of a flow run.
+    pub fn step(config: &Config, step_of: StepOf, workspace: &str, args: Value) -> Result<NewJob> {
+        let flow = config
+            .flows
+            .get(&step_of.flow_path)
+            .ok_or_else(|| Error::UnknownPath(step_of.flow_path.clone()))?;
+        let (i, step) = flow
+            .steps
+            .iter()
+            .enumerate()
+            .find(|(_, s)| s.id == step_of.step)
+            .ok_or_else(|| {
+                Error::invalid(
+                    format!("flow {:?}", step_of.flow_path),
+                    format!("has no step {:?}", step_of.step),
+                )
+            })?;
+        let mut req = JobRequest::new(step_of.flow_path.clone(), args);
+        req.workspace = workspace.to_string();
+        let (limit, default_key, attempts) = match &step.script {
+            Some(script_path) => {
+                // The script's own limit and key: shared with its standalone runs.
+                let script = &config.scripts[script_path];
+                req.path = script_path.clone();
+                let at = format!("scripts.{script_path:?}.concurrency");
+                let limit = script
+                    .concurrency
+                    .as_ref()
+                    .map(|l| l.to_limit(&at))
+                    .transpose()?;
+                (
+                    limit,
+                    format!("{workspace}/script/{script_path}"),
+                    script.max_attempts,
+                )
+            }
+            None => {
+                let at = format!("flows.{:?}.steps[{i}].concurrency", step_of.flow_path);
+                let limit = step
+                    .concurrency
+                    .as_ref()
+                    .map(|l| l.to_limit(&at))
+                    .transpose()?;
+                (
+                    limit,
+                    format!("{workspace}/script/{}/{}", step_of.flow_path, step.id),
+                    step.max_attempts,
+                )
+            }
+        };
+        NewJob::new(
+            &req,
+            limit,
+            default_key,
+            attempts as u32,
+            JobKind::Step,
+            Some(step_of),
+        )
+    }
+
+    fn new(
+        req: &JobRequest,
+        limit: Option<Limit>,
+        default_key: String,
+        max_attempts: u32,
+        kind: JobKind,
+        parent: Option<StepOf>,
+    ) -> Result<NewJob> {
         let ckey = match &limit {
-            Some(l) => resolve_key(l, &req.workspace, &req.path, &req.args)?,
+            Some(Limit { key: Some(t), .. }) => t.render(&req.workspace, &req.args)?,
+            Some(_) => default_key,
             None => String::new(),
         };
         Ok(NewJob {
@@ -224,20 +331,54 @@ impl NewJob {
             args: req.args.to_string(),
             ckey,
             limit: limit.map(|l| (l.max, l.window_ms)),
-            max_attempts: script.max_attempts as u32,
+            max_attempts,
             delay_ms: req.delay_ms,
+            kind,
+            parent,
         })
+    }
+
+    /// Adds this job's keys and its 14 values to an enqueue.lua or drive.lua
+    /// call (see write_job in jobs.lua).
+    pub fn push(&self, keys: &crate::Keys, call: &mut crate::scripts::Invocation) {
+        let (max, window) = match self.limit {
+            Some((m, w)) => (m.to_string(), w.to_string()),
+            None => (String::new(), String::new()),
+        };
+        let attempts = if self.max_attempts == DEFAULT_MAX_ATTEMPTS {
+            String::new()
+        } else {
+            self.max_attempts.to_string()
+        };
+        let kind = match self.kind {
+            JobKind::Script => "",
+            other => other.as_str(),
+        };
+        call.key(keys.job(&self.id))
+            .key(keys.args(&self.id))
+            .key(keys.idx_key(&self.ckey));
+        call.arg(self.delay_ms)
+            .arg(self.entry())
+            .arg(&self.path)
+            .arg(&self.workspace)
+            .arg(&self.args)
+            .arg(&self.ckey)
+            .arg(max)
+            .arg(window)
+            .arg(attempts)
+            .arg(kind);
+        match &self.parent {
+            Some(p) => call
+                .arg(&p.flow_id)
+                .arg(&p.flow_path)
+                .arg(&p.step)
+                .arg(p.iter.map(|i| i.to_string()).unwrap_or_default()),
+            None => call.arg("").arg("").arg("").arg(""),
+        };
     }
 
     pub fn entry(&self) -> String {
         Entry::job(&self.id, &self.ckey)
-    }
-}
-
-fn resolve_key(limit: &Limit, workspace: &str, path: &str, args: &Value) -> Result<String> {
-    match &limit.key {
-        Some(t) => t.render(workspace, args),
-        None => Ok(format!("{workspace}/script/{path}")),
     }
 }
 

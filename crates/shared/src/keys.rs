@@ -13,6 +13,7 @@
 //! | `{p}:stats` | hash | `active` (unfinished jobs), `succeeded`, `failed`, `cancelled` counts |
 //! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#r` reserved; score = Unix ms the slot frees, `+inf` while open-ended |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
+//! | `{p}:flow:<id>` | hash | a flow run's state: step results, for-each progress, steps running |
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped |
 //! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
 //! | `{p}:idx:status:<S>` | zset | ids of finished jobs of status S (succeeded, failed, cancelled), by creation |
@@ -87,6 +88,12 @@ impl Keys {
             self.idx_status("failed"),
             self.idx_status("cancelled"),
         ]
+    }
+    /// A flow run's state: `r:<step>` results, `i:<step>:<n>` for-each
+    /// results, `d:<step>` iterations done, `c:<id>` steps running, `active`
+    /// their count, `failed` the first failure.
+    pub fn flow_state(&self, flow_id: &str) -> String {
+        self.key(&format!("flow:{flow_id}"))
     }
     /// Every key of the namespace matches this pattern (for SCAN in tools and tests).
     pub fn pattern(&self) -> String {

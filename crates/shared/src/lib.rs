@@ -4,6 +4,7 @@
 pub mod config;
 pub mod entry;
 pub mod error;
+pub mod flow;
 pub mod job;
 pub mod keys;
 pub mod logging;

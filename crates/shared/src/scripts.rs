@@ -1,6 +1,6 @@
 //! The one place that owns the Lua scripts. Each lives in its own file under
-//! `lua/`, with a header listing its KEYS, ARGV and return value; those that
-//! hold or free slots get `lua/slots.lua` prepended. Calls go out as EVALSHA,
+//! `lua/`, with a header listing its KEYS, ARGV and return value; every one
+//! gets the helper files `lua/slots.lua` and `lua/jobs.lua` prepended. Calls go out as EVALSHA,
 //! singly or pipelined, and a NOSCRIPT reply (a restarted Redis) loads every
 //! script again and retries once.
 
@@ -12,6 +12,7 @@ use redis::{aio::ConnectionLike, FromRedisValue, ToRedisArgs};
 use crate::error::Result;
 
 const SLOTS_LIB: &str = include_str!("../lua/slots.lua");
+const JOBS_LIB: &str = include_str!("../lua/jobs.lua");
 
 pub struct Script {
     pub name: &'static str,
@@ -21,7 +22,7 @@ pub struct Script {
 
 impl Script {
     fn new(name: &'static str, body: &str) -> Self {
-        let source = format!("{SLOTS_LIB}\n{body}");
+        let source = format!("{SLOTS_LIB}\n{JOBS_LIB}\n{body}");
         let hash = redis::Script::new(&source).get_hash().to_string();
         Script { name, source, hash }
     }
@@ -46,6 +47,7 @@ pub struct Scripts {
     pub cancel: Script,
     pub purge: Script,
     pub limit_state: Script,
+    pub drive: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -58,6 +60,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     cancel: Script::new("cancel", include_str!("../lua/cancel.lua")),
     purge: Script::new("purge", include_str!("../lua/purge.lua")),
     limit_state: Script::new("limit_state", include_str!("../lua/limit_state.lua")),
+    drive: Script::new("drive", include_str!("../lua/drive.lua")),
 });
 
 pub fn scripts() -> &'static Scripts {
@@ -65,7 +68,7 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 9] {
+    fn all(&self) -> [&Script; 10] {
         [
             &self.enqueue,
             &self.peek,
@@ -76,6 +79,7 @@ impl Scripts {
             &self.cancel,
             &self.purge,
             &self.limit_state,
+            &self.drive,
         ]
     }
 

@@ -9,7 +9,7 @@ use sluice_shared::scripts::{scripts, Invocation};
 use sluice_shared::Keys;
 use tokio::sync::mpsc;
 
-use crate::entry_keys::entry_keys;
+use crate::entry_keys::{entry_keys, parent_keys};
 use crate::execute::Outcome;
 
 /// Most executions acknowledged by one call.
@@ -22,6 +22,8 @@ pub struct Done {
     pub outcome: Outcome,
     /// The first retry's delay, from this worker's config for the job's path.
     pub backoff_ms: u64,
+    /// The flow run this job is a step of, or "".
+    pub parent: String,
 }
 
 /// Runs until every sender is gone and everything received is recorded.
@@ -87,13 +89,17 @@ fn ack_call(keys: &Keys, acks: &[Done]) -> Invocation {
     for k in keys.finish_indexes() {
         call.key(k);
     }
+    call.key(keys.ready());
     for a in acks {
         entry_keys(keys, &mut call, &a.entry, false);
+        parent_keys(keys, &mut call, &a.parent);
         let (outcome, payload) = match &a.outcome {
             Outcome::Ok(v) => ("ok", v.to_string()),
             Outcome::Err(e) => ("err", e.clone()),
             Outcome::Cancelled => ("cancelled", "cancelled by request".to_string()),
-            Outcome::Lost => unreachable!("lost attempts are never acknowledged"),
+            Outcome::Lost | Outcome::Parked => {
+                unreachable!("lost attempts and parked flows are never acknowledged")
+            }
         };
         call.arg(&a.entry)
             .arg(a.attempt)

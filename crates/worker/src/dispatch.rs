@@ -27,9 +27,16 @@ use crate::handler::Handler;
 use crate::running::{Running, Stop};
 use crate::{lease, metrics, retention, wake};
 
+/// What every execution may need.
+pub struct Shared {
+    pub config: Arc<Config>,
+    pub handlers: Arc<HashMap<String, Arc<dyn Handler>>>,
+    pub keys: Keys,
+    pub pool: Pool,
+}
+
 struct Dispatcher {
-    config: Arc<Config>,
-    handlers: Arc<HashMap<String, Arc<dyn Handler>>>,
+    shared: Arc<Shared>,
     keys: Keys,
     pool: Pool,
     running: Running,
@@ -91,8 +98,12 @@ pub async fn run<S: Future<Output = ()> + Send>(
     let grace = Duration::from_secs_f64(config.worker.grace_s);
     let d = Dispatcher {
         lease_ms: config.lease_ms(),
-        config: Arc::new(config),
-        handlers: Arc::new(handlers),
+        shared: Arc::new(Shared {
+            config: Arc::new(config),
+            handlers: Arc::new(handlers),
+            keys: keys.clone(),
+            pool: pool.clone(),
+        }),
         keys,
         pool,
         running: running.clone(),
@@ -209,12 +220,23 @@ impl Dispatcher {
                 failed,
                 cancelled,
             ];
+            // A dead step's flow must hear of it: read who the parents are.
+            let mut pipe = redis::pipe();
+            for e in &expired {
+                let id = Entry::parse(e)
+                    .and_then(|e| e.id().map(str::to_string))
+                    .unwrap_or_default();
+                pipe.hget(self.keys.job(&id), "parent");
+            }
+            let parents: Vec<Option<String>> = pipe.query_async(&mut **con).await?;
+            let parents: Vec<String> = parents.into_iter().map(Option::unwrap_or_default).collect();
             calls.push(per_entry_call(
                 &self.keys,
                 scripts().recover.call(),
                 &base,
                 &expired,
                 false,
+                Some(&parents),
             ));
         }
         if seen > 0 {
@@ -233,7 +255,9 @@ impl Dispatcher {
             let mut admit = scripts().admit.call();
             admit.arg(self.lease_ms).arg(due.len());
             let entries: Vec<String> = due.into_iter().chain(head).collect();
-            calls.push(per_entry_call(&self.keys, admit, &base, &entries, true));
+            calls.push(per_entry_call(
+                &self.keys, admit, &base, &entries, true, None,
+            ));
         }
         let mut taken = 0;
         let mut next_in = next_in;
@@ -269,9 +293,9 @@ impl Dispatcher {
         })
     }
 
-    /// Starts the admitted executions (9 values each, see admit.lua).
+    /// Starts the admitted executions (13 values each, see admit.lua).
     fn start(&self, flat: Vec<Value>) -> Result<()> {
-        for chunk in flat.chunks(9) {
+        for chunk in flat.chunks(13) {
             let s = |i: usize| -> Result<String> {
                 Ok(redis::from_redis_value_ref::<Option<String>>(&chunk[i])?.unwrap_or_default())
             };
@@ -289,6 +313,10 @@ impl Dispatcher {
                 workspace: s(3)?,
                 args: s(4)?,
                 ckey: s(5)?,
+                kind: s(9)?,
+                parent: s(10)?,
+                flow: s(11)?,
+                step: s(12)?,
             };
             ::metrics::counter!(metrics::STARTED, "path" => job.path.clone()).increment(1);
             ::metrics::histogram!(metrics::QUEUE_SECONDS).record(queued_ms.max(0) as f64 / 1000.0);
@@ -296,34 +324,30 @@ impl Dispatcher {
                 ::metrics::histogram!(metrics::LATENESS_SECONDS).record(late_ms as f64 / 1000.0);
             }
             let stop = self.running.insert(job.entry.clone(), attempt);
-            let config = self.config.clone();
-            let handlers = self.handlers.clone();
+            let shared = self.shared.clone();
             let tx = self.done_tx.clone();
-            let backoff_ms = config
-                .scripts
-                .get(&job.path)
-                .map(|s| (s.backoff_s * 1000.0).round() as u64)
-                .unwrap_or(1000);
+            let backoff_ms = crate::execute::settings(&shared.config, &job).2;
             let (running, freed) = (self.running.clone(), self.freed.clone());
             tokio::spawn(async move {
-                let outcome = execute(&config, &handlers, &job, stop).await;
+                let outcome = execute(&shared, &job, stop).await;
                 let counter = match &outcome {
                     Outcome::Ok(_) => Some(metrics::SUCCEEDED),
                     Outcome::Err(_) => Some(metrics::FAILED),
                     Outcome::Cancelled => Some(metrics::CANCELLED),
-                    Outcome::Lost => None,
+                    Outcome::Lost | Outcome::Parked => None,
                 };
                 if let Some(name) = counter {
                     ::metrics::counter!(name, "path" => job.path.clone()).increment(1);
                 }
                 running.remove(&job.entry);
                 freed.notify_one();
-                if !matches!(outcome, Outcome::Lost) {
+                if !matches!(outcome, Outcome::Lost | Outcome::Parked) {
                     let _ = tx.send(Done {
                         entry: job.entry,
                         attempt: job.attempt,
                         outcome,
                         backoff_ms,
+                        parent: job.parent,
                     });
                 }
             });

@@ -4,19 +4,24 @@ use sluice_shared::entry::Entry;
 use sluice_shared::scripts::Invocation;
 use sluice_shared::Keys;
 
-/// Adds KEYS `base`, then the per-entry keys and the entry as ARGV, per entry.
+/// Adds KEYS `base`, then the per-entry keys and the entry as ARGV, per
+/// entry; with `parents`, each entry's parent flow's keys follow its own.
 pub fn per_entry_call(
     keys: &Keys,
     mut call: Invocation,
     base: &[String],
     entries: &[String],
     with_args: bool,
+    parents: Option<&[String]>,
 ) -> Invocation {
     for k in base {
         call.key(k.clone());
     }
-    for e in entries {
+    for (i, e) in entries.iter().enumerate() {
         entry_keys(keys, &mut call, e, with_args);
+        if let Some(p) = parents {
+            parent_keys(keys, &mut call, &p[i]);
+        }
         call.arg(e);
     }
     call
@@ -34,4 +39,10 @@ pub fn entry_keys(keys: &Keys, call: &mut Invocation, entry: &str, with_args: bo
         call.key(keys.args(id));
     }
     call.key(keys.slots(ckey)).key(keys.wait(ckey));
+}
+
+/// The parent flow's job hash and state hash (any names when the job is no
+/// flow's step).
+pub fn parent_keys(keys: &Keys, call: &mut Invocation, parent: &str) {
+    call.key(keys.job(parent)).key(keys.flow_state(parent));
 }

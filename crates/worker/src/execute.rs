@@ -2,8 +2,6 @@
 //! configured command, under the script's timeout, stoppable at any time.
 //! Nothing a job does (bad args, a panic) can take the worker down.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -12,7 +10,7 @@ use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::command;
-use crate::handler::{Handler, JobContext};
+use crate::handler::JobContext;
 use crate::running::Stop;
 
 #[derive(Debug)]
@@ -22,6 +20,8 @@ pub enum Outcome {
     Cancelled,
     /// The attempt is no longer ours: nothing is reported.
     Lost,
+    /// A flow's driver handed its next steps over and parked the flow.
+    Parked,
 }
 
 impl Outcome {
@@ -44,14 +44,49 @@ pub struct Admitted {
     pub args: String,
     pub ckey: String,
     pub id: String,
+    /// "flow", "step", or "" for a script's job.
+    pub kind: String,
+    /// For a flow's step: the flow run's id, the flow's path, the step, the
+    /// for-each position.
+    pub parent: String,
+    pub flow: String,
+    pub step: String,
+}
+
+/// How a job runs: its command (none for a Rust handler), timeout and first
+/// retry delay. A flow's inline step has its own; anything else its script's.
+pub fn settings<'a>(
+    config: &'a Config,
+    job: &Admitted,
+) -> (Option<&'a Vec<String>>, Duration, u64) {
+    let step = (job.kind == "step")
+        .then(|| config.flows.get(&job.flow))
+        .flatten()
+        .and_then(|f| f.steps.iter().find(|s| s.id == job.step))
+        .filter(|s| s.command.is_some());
+    if let Some(s) = step {
+        return (
+            s.command.as_ref(),
+            Duration::from_secs_f64(s.timeout_s),
+            (s.backoff_s * 1000.0) as u64,
+        );
+    }
+    match config.scripts.get(&job.path) {
+        Some(s) => (
+            s.command.as_ref(),
+            Duration::from_secs_f64(s.timeout_s),
+            (s.backoff_s * 1000.0) as u64,
+        ),
+        None => (None, Duration::from_secs(300), 1000),
+    }
 }
 
 pub async fn execute(
-    config: &Config,
-    handlers: &HashMap<String, Arc<dyn Handler>>,
+    shared: &crate::dispatch::Shared,
     job: &Admitted,
     mut stop: watch::Receiver<Option<Stop>>,
 ) -> Outcome {
+    let (config, handlers) = (&*shared.config, &*shared.handlers);
     let span = tracing::info_span!("job", id = %job.id, path = %job.path, key = %job.ckey, attempt = job.attempt);
     async {
         let args: Value = match serde_json::from_str(&job.args) {
@@ -67,9 +102,11 @@ pub async fn execute(
             attempt: job.attempt,
             concurrency_key: (!job.ckey.is_empty()).then(|| job.ckey.clone()),
         };
-        let script = config.scripts.get(&job.path);
-        let timeout = Duration::from_secs_f64(script.map(|s| s.timeout_s).unwrap_or(300.0));
-        let outcome = if let Some(h) = handlers.get(&job.path) {
+        let (command, timeout, _) = settings(config, job);
+        let inline_step = job.kind == "step" && job.path == job.flow;
+        let outcome = if job.kind == "flow" {
+            crate::flow::drive(&shared.pool, &shared.keys, config, job).await
+        } else if let Some(h) = handlers.get(&job.path).filter(|_| !inline_step) {
             let task = tokio::spawn(h.call(ctx));
             let abort = task.abort_handle();
             tokio::select! {
@@ -88,7 +125,7 @@ pub async fn execute(
                     Outcome::from_stop(why)
                 }
             }
-        } else if let Some(argv) = script.and_then(|s| s.command.as_ref()) {
+        } else if let Some(argv) = command {
             command::run(argv, &ctx, timeout, &mut stop).await
         } else {
             Outcome::Err(format!(
@@ -101,6 +138,7 @@ pub async fn execute(
             Outcome::Err(e) => tracing::warn!(error = %e, "failed"),
             Outcome::Cancelled => tracing::info!("cancelled"),
             Outcome::Lost => tracing::warn!("lease lost: attempt stopped, result not reported"),
+            Outcome::Parked => tracing::debug!("flow parked until its next step ends"),
         }
         outcome
     }

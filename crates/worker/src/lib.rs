@@ -19,6 +19,7 @@ mod command;
 mod dispatch;
 mod entry_keys;
 mod execute;
+mod flow;
 mod handler;
 mod lease;
 mod metrics;

@@ -1,0 +1,316 @@
+//! A flow run's driver. Each time the flow job is admitted (first, and after
+//! each of its steps ends) the driver reads where the run stands, decides the
+//! next steps, and hands them over with drive.lua, which starts them and parks
+//! the flow atomically. Reads are a handful of fields, never the whole state,
+//! so each step or for-each iteration costs Redis the same small amount.
+
+use deadpool_redis::Pool;
+use serde_json::Value;
+use sluice_shared::config::{FlowConfig, StepConfig};
+use sluice_shared::flow::{fill, resolve, Scope};
+use sluice_shared::job::{NewJob, StepOf};
+use sluice_shared::scripts::scripts;
+use sluice_shared::{Config, Error, Keys, Result};
+
+use crate::execute::{Admitted, Outcome};
+
+/// Runs one drive of the flow job; `Parked` when it handed steps over.
+pub async fn drive(pool: &Pool, keys: &Keys, config: &Config, job: &Admitted) -> Outcome {
+    let Some(flow) = config.flows.get(&job.path) else {
+        return Outcome::Err(format!(
+            "flow {:?} is not in this worker's config",
+            job.path
+        ));
+    };
+    match plan(pool, keys, config, flow, job).await {
+        Ok(outcome) => outcome,
+        Err(e) => Outcome::Err(format!("driving the flow failed: {e}")),
+    }
+}
+
+struct Driver<'a> {
+    keys: &'a Keys,
+    state: String,
+    con: deadpool_redis::Connection,
+}
+
+impl Driver<'_> {
+    async fn get(&mut self, field: &str) -> Result<Option<String>> {
+        Ok(redis::cmd("HGET")
+            .arg(&self.state)
+            .arg(field)
+            .query_async(&mut *self.con)
+            .await?)
+    }
+    async fn set(&mut self, field: &str, value: &str) -> Result<()> {
+        Ok(redis::cmd("HSET")
+            .arg(&self.state)
+            .arg(field)
+            .arg(value)
+            .query_async(&mut *self.con)
+            .await?)
+    }
+}
+
+async fn plan(
+    pool: &Pool,
+    keys: &Keys,
+    config: &Config,
+    flow: &FlowConfig,
+    job: &Admitted,
+) -> Result<Outcome> {
+    let input: Value = serde_json::from_str(&job.args).unwrap_or(Value::Null);
+    let mut d = Driver {
+        keys,
+        state: keys.flow_state(&job.id),
+        con: pool.get().await?,
+    };
+    let fields: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(keys.job(&job.id))
+        .arg(&["fstep", "fe_total", "fe_next"])
+        .query_async(&mut *d.con)
+        .await?;
+    let num = |i: usize| fields[i].as_deref().and_then(|v| v.parse::<usize>().ok());
+    let (fstep, fe_total, fe_next) = (num(0), num(1), num(2));
+    let (failed, active): (Option<String>, Option<i64>) = redis::cmd("HMGET")
+        .arg(&d.state)
+        .arg(&["failed", "active"])
+        .query_async(&mut *d.con)
+        .await?;
+    if let Some(reason) = failed {
+        return Ok(Outcome::Err(reason));
+    }
+    let busy = active.unwrap_or(0) > 0;
+    let mut i = fstep.unwrap_or(0);
+    let (mut total, mut next) = (fe_total, fe_next.unwrap_or(0));
+    loop {
+        let Some(step) = flow.steps.get(i) else {
+            let last = &flow.steps[flow.steps.len() - 1].id;
+            let result = d.get(&format!("r:{last}")).await?.unwrap_or_default();
+            return Ok(Outcome::Ok(
+                serde_json::from_str(&result).unwrap_or(Value::String(result)),
+            ));
+        };
+        let previous = i.checked_sub(1).map(|p| flow.steps[p].id.clone());
+        let results = read_results(&mut d, step, previous.as_deref()).await?;
+        let lookup = |s: &str| {
+            results
+                .iter()
+                .find(|(id, _)| id == s)
+                .map(|(_, v)| v.clone())
+        };
+        let scope = Scope {
+            flow_input: &input,
+            result: &lookup,
+            previous_step: previous.as_deref(),
+            item: None,
+        };
+        let Some(each) = &step.for_each else {
+            if d.get(&format!("r:{}", step.id)).await?.is_some() {
+                i += 1;
+                continue;
+            }
+            if busy {
+                return park(&mut d, job, i, None, 0, vec![]).await;
+            }
+            let args = match &step.args {
+                Some(t) => fill(t, &scope),
+                None => Ok(input.clone()),
+            };
+            let args = match args {
+                Ok(a) if a.is_object() => a,
+                Ok(_) => {
+                    return Ok(Outcome::Err(format!(
+                        "step {}: its args are not a JSON object",
+                        step.id
+                    )))
+                }
+                Err(e) => return Ok(Outcome::Err(format!("step {}: {e}", step.id))),
+            };
+            let child = new_step(config, job, step, None, args)?;
+            return park(&mut d, job, i, None, 0, vec![child]).await;
+        };
+        // A for-each step: its elements are stored once, one field each, so
+        // that every later drive reads only the ones it starts.
+        let n = match total {
+            Some(n) => n,
+            None => {
+                let items = match resolve(each, &scope) {
+                    Ok(Value::Array(items)) => items,
+                    Ok(_) => {
+                        return Ok(Outcome::Err(format!(
+                            "step {}: for_each {each} is not an array",
+                            step.id
+                        )))
+                    }
+                    Err(e) => return Ok(Outcome::Err(format!("step {}: {e}", step.id))),
+                };
+                let mut pipe = redis::pipe();
+                for (k, item) in items.iter().enumerate() {
+                    pipe.hset(&d.state, format!("e:{}:{k}", step.id), item.to_string())
+                        .ignore();
+                }
+                pipe.query_async::<()>(&mut *d.con).await?;
+                next = 0;
+                items.len()
+            }
+        };
+        let done: usize = d
+            .get(&format!("d:{}", step.id))
+            .await?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if done >= n {
+            let fields: Vec<String> = (0..n).map(|k| format!("i:{}:{k}", step.id)).collect();
+            let parts: Vec<Option<String>> = if n == 0 {
+                vec![]
+            } else {
+                redis::cmd("HMGET")
+                    .arg(&d.state)
+                    .arg(&fields)
+                    .query_async(&mut *d.con)
+                    .await?
+            };
+            let array: Vec<Value> = parts
+                .into_iter()
+                .map(|p| {
+                    p.and_then(|p| serde_json::from_str(&p).ok())
+                        .unwrap_or(Value::Null)
+                })
+                .collect();
+            d.set(&format!("r:{}", step.id), &Value::Array(array).to_string())
+                .await?;
+            i += 1;
+            total = None;
+            next = 0;
+            continue;
+        }
+        let in_flight = next - done;
+        let start = (step.parallelism as usize)
+            .saturating_sub(in_flight)
+            .min(n - next);
+        let mut children = Vec::with_capacity(start);
+        if start > 0 {
+            let fields: Vec<String> = (next..next + start)
+                .map(|k| format!("e:{}:{k}", step.id))
+                .collect();
+            let items: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(&d.state)
+                .arg(&fields)
+                .query_async(&mut *d.con)
+                .await?;
+            for (k, item) in (next..).zip(items) {
+                let item: Value = item
+                    .and_then(|s| serde_json::from_str(&s).ok())
+                    .unwrap_or(Value::Null);
+                let scope = Scope {
+                    item: Some((&item, k)),
+                    ..scope
+                };
+                let args = match &step.args {
+                    Some(t) => match fill(t, &scope) {
+                        Ok(a) if a.is_object() => a,
+                        Ok(_) => {
+                            return Ok(Outcome::Err(format!(
+                                "step {}: its args are not a JSON object",
+                                step.id
+                            )))
+                        }
+                        Err(e) => return Ok(Outcome::Err(format!("step {}[{k}]: {e}", step.id))),
+                    },
+                    None => serde_json::json!({ "item": item, "index": k }),
+                };
+                children.push(new_step(config, job, step, Some(k), args)?);
+            }
+        }
+        return park(&mut d, job, i, Some(n), next + start, children).await;
+    }
+}
+
+/// Results the step's references may name: earlier steps' `r:` fields, read
+/// only for the steps it names (and the previous one).
+async fn read_results(
+    d: &mut Driver<'_>,
+    step: &StepConfig,
+    previous: Option<&str>,
+) -> Result<Vec<(String, Value)>> {
+    let mut refs = Vec::new();
+    if let Some(t) = &step.args {
+        sluice_shared::flow::references(t, &mut refs);
+    }
+    refs.extend(step.for_each.clone());
+    let mut names: Vec<String> = refs
+        .iter()
+        .filter_map(|r| match sluice_shared::flow::parse(r) {
+            Some((sluice_shared::flow::Root::Result(s), _)) => Some(s),
+            _ => None,
+        })
+        .collect();
+    names.extend(previous.map(str::to_string));
+    names.sort();
+    names.dedup();
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(v) = d.get(&format!("r:{name}")).await? {
+            out.push((name, serde_json::from_str(&v).unwrap_or(Value::String(v))));
+        }
+    }
+    Ok(out)
+}
+
+fn new_step(
+    config: &Config,
+    job: &Admitted,
+    step: &StepConfig,
+    iter: Option<usize>,
+    args: Value,
+) -> Result<NewJob> {
+    let of = StepOf {
+        flow_id: job.id.clone(),
+        flow_path: job.path.clone(),
+        step: step.id.clone(),
+        iter,
+    };
+    NewJob::step(config, of, &job.workspace, args)
+}
+
+/// Starts `children` and parks the flow at step `i`, atomically (drive.lua).
+async fn park(
+    d: &mut Driver<'_>,
+    job: &Admitted,
+    i: usize,
+    total: Option<usize>,
+    next: usize,
+    children: Vec<NewJob>,
+) -> Result<Outcome> {
+    let keys = d.keys;
+    let mut call = scripts().drive.call();
+    call.key(keys.ready())
+        .key(keys.delayed())
+        .key(keys.marker())
+        .key(keys.stats())
+        .key(keys.limits())
+        .key(keys.leases())
+        .key(keys.job(&job.id))
+        .key(d.state.clone());
+    let total = total.map(|t| t.to_string()).unwrap_or_default();
+    call.arg(&job.entry)
+        .arg(job.attempt)
+        .arg(3)
+        .arg("fstep")
+        .arg(i)
+        .arg("fe_total")
+        .arg(total)
+        .arg("fe_next")
+        .arg(next);
+    for c in &children {
+        c.push(keys, &mut call);
+    }
+    let outcome: String = call.query(&mut *d.con).await?;
+    Ok(match outcome.as_str() {
+        "parked" | "requeued" => Outcome::Parked,
+        "cancel" => Outcome::Cancelled,
+        "refused" => Outcome::Lost,
+        other => return Err(Error::invalid("drive.lua reply", other.to_string())),
+    })
+}
