@@ -168,10 +168,31 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Status { id, json } => {
             let client = Client::connect(config).await?;
             let job = client.job(&id).await?.ok_or(Error::JobNotFound(id))?;
+            let steps = if job.kind == "flow" {
+                client.flow_steps(&job.id, &job.path).await?
+            } else {
+                vec![]
+            };
             if json {
-                println!("{}", serde_json::to_string(&job).expect("job serializes"));
+                let mut v = serde_json::to_value(&job).expect("job serializes");
+                if job.kind == "flow" {
+                    v["steps"] = serde_json::to_value(&steps).expect("steps serialize");
+                }
+                println!("{v}");
             } else {
                 print_job(&job);
+                for s in &steps {
+                    let progress = match (s.done, s.total) {
+                        (Some(d), Some(t)) => format!(" ({d}/{t})"),
+                        _ => String::new(),
+                    };
+                    let result = s
+                        .result
+                        .as_ref()
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
+                    println!("  step {:<16} {}{progress}{result}", s.id, s.status);
+                }
             }
             Ok(0)
         }
@@ -381,10 +402,18 @@ fn print_job(job: &Job) {
     println!("id:         {}", job.id);
     println!("path:       {}", job.path);
     println!("workspace:  {}", job.workspace);
-    println!(
-        "status:     {} (attempt {} of {})",
-        job.status, job.attempt, job.max_attempts
-    );
+    if job.kind == "flow" {
+        println!("status:     {} (flow run)", job.status);
+    } else {
+        println!(
+            "status:     {} (attempt {} of {})",
+            job.status, job.attempt, job.max_attempts
+        );
+    }
+    if let (Some(parent), Some(step)) = (&job.parent, &job.step) {
+        let iter = job.iter.map(|i| format!("[{i}]")).unwrap_or_default();
+        println!("step:       {step}{iter} of flow run {parent}");
+    }
     match (&job.concurrency_key, job.max, job.window_ms) {
         (Some(k), Some(max), Some(w)) => {
             println!("limit:      {k} (max {max} per {} s)", w as f64 / 1000.0)
