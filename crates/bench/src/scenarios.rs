@@ -17,7 +17,7 @@ use crate::report;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// throughput, cmdstats, limited, many-keys, backlog, idle, memory, runs, or all
+    /// throughput, cmdstats, limited, many-keys, backlog, idle, memory, runs, flow, or all
     scenario: String,
     #[arg(long)]
     workers: Option<usize>,
@@ -49,6 +49,7 @@ pub async fn run(args: Args) -> BenchResult {
         "idle",
         "memory",
         "runs",
+        "flow",
     ];
     let list: Vec<&str> = if args.scenario == "all" {
         all.to_vec()
@@ -65,6 +66,7 @@ pub async fn run(args: Args) -> BenchResult {
             "idle" => idle(&args).await?,
             "memory" => memory(&args).await?,
             "runs" => runs(&args).await?,
+            "flow" => flow(&args).await?,
             other => {
                 return Err(format!(
                     "unknown scenario {other:?}; one of {} or all",
@@ -578,5 +580,42 @@ async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
         "used_memory_mb".into(),
         json!(info_field(&info, "used_memory").unwrap_or(0.0) / 1e6),
     );
+    Ok(f)
+}
+
+/// A flow whose for-each step (parallelism 20) feeds a step limited to 5:
+/// Redis work per iteration, for a small and a large array. It must not grow
+/// with the number of iterations waiting.
+async fn flow(args: &Args) -> BenchResult<Map<String, Value>> {
+    let sizes: Vec<usize> = if args.smoke { vec![100, 400] } else { vec![1_000, 10_000] };
+    let scripts = "[flows.\"bench/each\"]\n[[flows.\"bench/each\".steps]]\nid = \"each\"\n\
+        for_each = \"$flow_input.items\"\nparallelism = 20\nscript = \"bench/limited5\"\n\
+        [scripts.\"bench/limited5\"]\nconcurrency = { max = 5, window_s = 0 }\n";
+    let workers = args.workers.unwrap_or(1);
+    let mut calls_per = Map::new();
+    let mut commands_per = Map::new();
+    let mut rate = Map::new();
+    for n in sizes {
+        let mut b = Bench::new(args, "flow", scripts).await?;
+        let fleet = Fleet::start(workers, &b.config_path);
+        fleet.wait_idle(&mut b.con, workers)?;
+        reset(&mut b.con);
+        let t = Instant::now();
+        let items: Vec<usize> = (0..n).collect();
+        b.enqueue(&[JobRequest::new("bench/each", json!({ "items": items }))]).await?;
+        b.wait_done(1 + n)?;
+        let secs = t.elapsed().as_secs_f64();
+        let calls = command_calls(&mut b.con);
+        fleet.stop();
+        calls_per.insert(n.to_string(), json!(script_calls(&calls) as f64 / n as f64));
+        commands_per.insert(n.to_string(), json!(work_commands(&calls, 0, 0) as f64 / n as f64));
+        rate.insert(n.to_string(), json!((n as f64 / secs).round()));
+    }
+    let mut f = Map::new();
+    f.insert("workers".into(), json!(workers));
+    f.insert("jobs".into(), json!(calls_per.keys().cloned().collect::<Vec<_>>()));
+    f.insert("script_calls_per_iteration".into(), Value::Object(calls_per));
+    f.insert("redis_commands_per_iteration".into(), Value::Object(commands_per));
+    f.insert("iterations_per_s".into(), Value::Object(rate));
     Ok(f)
 }
