@@ -106,6 +106,27 @@ concurrency = { max = 2, window_s = 1, key = "\$workspace/api/\$args[tenant]" }
 # No limit: these run as soon as a worker is free, whatever the API keys do.
 [scripts."f/demo/report"]
 command = ["sh", "-c", "sleep 0.1; cat"]
+
+# A flow: list tenants, call the API for each (three at a time, under the
+# same per-tenant limit as every other call), then report. One run at a time.
+[flows."f/demo/sync_all"]
+concurrency = { max = 1, window_s = 0 }
+
+[[flows."f/demo/sync_all".steps]]
+id = "list"
+command = ["sh", "-c", "echo '{\"tenants\": [\"acme\", \"initech\", \"umbrella\"]}'"]
+
+[[flows."f/demo/sync_all".steps]]
+id = "call"
+for_each = "\$results.list.tenants"
+parallelism = 3
+script = "f/demo/call_api"
+args = { tenant = "\$item" }
+
+[[flows."f/demo/sync_all".steps]]
+id = "report"
+script = "f/demo/report"
+args = { calls = "\$previous_result" }
 EOF
 echo "config: $CFG"
 sed 's/^/    /' "$CFG"
@@ -130,6 +151,8 @@ say "enqueuing 10 calls for acme, 4 for globex, 5 reports"
     for i in $(seq 5);  do echo "{\"path\": \"f/demo/report\", \"args\": {\"n\": $i}}"; done
 } | sluice enqueue --batch - >"$TMP/ids"
 echo "$(wc -l <"$TMP/ids") jobs enqueued"
+FLOW_ID=$(sluice enqueue f/demo/sync_all)
+echo "flow run f/demo/sync_all: $FLOW_ID"
 
 # --- what is waiting, as seen with redis-cli --------------------------------------
 
@@ -164,6 +187,9 @@ if [ "$status" -ne 0 ]; then
     exit 1
 fi
 echo "all jobs succeeded"
+
+say "sluice status $FLOW_ID   (the flow run and its steps)"
+sluice status "$FLOW_ID"
 
 # --- when did each API call start? ------------------------------------------------
 

@@ -72,6 +72,12 @@ id = "after"
 command = ["cat"]
 args = { got = "$previous_result" }
 
+[flows."f/needs"]
+[[flows."f/needs".steps]]
+id = "use"
+command = ["cat"]
+args = { a = "$flow_input.account" }
+
 [flows."f/forever"]
 concurrency = { max = 1, window_s = 0 }
 [[flows."f/forever".steps]]
@@ -340,4 +346,19 @@ async fn cancelling_a_flow_cancels_its_steps_and_frees_its_slot() {
     let step = step_job(&client, &next[0], "wait").await;
     wait_for_status(&client, &step.id, "running").await;
     client.cancel(&next[0]).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_reference_fails_the_run_naming_it() {
+    let env = TestEnv::new(CONFIG);
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let ids = start(&client, "f/needs", json!({"other": 1}), 1).await;
+    let flow = env.finish(&client, &ids).await.remove(0);
+    assert_eq!(flow.status, "failed");
+    let reason = flow.error.unwrap();
+    assert!(reason.contains("$flow_input.account") && reason.contains("use"), "{reason}");
+    let ok = start(&client, "f/needs", json!({"account": "a-1"}), 1).await;
+    let flow = env.finish(&client, &ok).await.remove(0);
+    assert_eq!(flow.result, Some(json!({"a": "a-1"})));
 }
