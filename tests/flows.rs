@@ -357,7 +357,10 @@ async fn a_missing_reference_fails_the_run_naming_it() {
     let flow = env.finish(&client, &ids).await.remove(0);
     assert_eq!(flow.status, "failed");
     let reason = flow.error.unwrap();
-    assert!(reason.contains("$flow_input.account") && reason.contains("use"), "{reason}");
+    assert!(
+        reason.contains("$flow_input.account") && reason.contains("use"),
+        "{reason}"
+    );
     let ok = start(&client, "f/needs", json!({"account": "a-1"}), 1).await;
     let flow = env.finish(&client, &ok).await.remove(0);
     assert_eq!(flow.result, Some(json!({"a": "a-1"})));

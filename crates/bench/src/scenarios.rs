@@ -184,8 +184,7 @@ impl Bench {
                     "window_ms",
                 ]);
             }
-            let rows: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<String>)> =
-                pipe.query(&mut self.con).map_err(|e| e.to_string())?;
+            let rows: Vec<JobTimes> = pipe.query(&mut self.con).map_err(|e| e.to_string())?;
             for (c, s, e, w) in rows {
                 let (Some(c), Some(s), Some(e)) = (c, s, e) else {
                     return Err("a job has no recorded times".into());
@@ -204,6 +203,9 @@ impl Bench {
         Ok(out)
     }
 }
+
+/// created_at, started_at, ended_at, window_ms of one job.
+type JobTimes = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
 
 /// Runs jobs through N workers; returns figures common to job scenarios.
 async fn drive(
@@ -587,7 +589,11 @@ async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
 /// Redis work per iteration, for a small and a large array. It must not grow
 /// with the number of iterations waiting.
 async fn flow(args: &Args) -> BenchResult<Map<String, Value>> {
-    let sizes: Vec<usize> = if args.smoke { vec![100, 400] } else { vec![1_000, 10_000] };
+    let sizes: Vec<usize> = if args.smoke {
+        vec![100, 400]
+    } else {
+        vec![1_000, 10_000]
+    };
     let scripts = "[flows.\"bench/each\"]\n[[flows.\"bench/each\".steps]]\nid = \"each\"\n\
         for_each = \"$flow_input.items\"\nparallelism = 20\nscript = \"bench/limited5\"\n\
         [scripts.\"bench/limited5\"]\nconcurrency = { max = 5, window_s = 0 }\n";
@@ -602,20 +608,33 @@ async fn flow(args: &Args) -> BenchResult<Map<String, Value>> {
         reset(&mut b.con);
         let t = Instant::now();
         let items: Vec<usize> = (0..n).collect();
-        b.enqueue(&[JobRequest::new("bench/each", json!({ "items": items }))]).await?;
+        b.enqueue(&[JobRequest::new("bench/each", json!({ "items": items }))])
+            .await?;
         b.wait_done(1 + n)?;
         let secs = t.elapsed().as_secs_f64();
         let calls = command_calls(&mut b.con);
         fleet.stop();
         calls_per.insert(n.to_string(), json!(script_calls(&calls) as f64 / n as f64));
-        commands_per.insert(n.to_string(), json!(work_commands(&calls, 0, 0) as f64 / n as f64));
+        commands_per.insert(
+            n.to_string(),
+            json!(work_commands(&calls, 0, 0) as f64 / n as f64),
+        );
         rate.insert(n.to_string(), json!((n as f64 / secs).round()));
     }
     let mut f = Map::new();
     f.insert("workers".into(), json!(workers));
-    f.insert("jobs".into(), json!(calls_per.keys().cloned().collect::<Vec<_>>()));
-    f.insert("script_calls_per_iteration".into(), Value::Object(calls_per));
-    f.insert("redis_commands_per_iteration".into(), Value::Object(commands_per));
+    f.insert(
+        "jobs".into(),
+        json!(calls_per.keys().cloned().collect::<Vec<_>>()),
+    );
+    f.insert(
+        "script_calls_per_iteration".into(),
+        Value::Object(calls_per),
+    );
+    f.insert(
+        "redis_commands_per_iteration".into(),
+        Value::Object(commands_per),
+    );
     f.insert("iterations_per_s".into(), Value::Object(rate));
     Ok(f)
 }

@@ -135,38 +135,30 @@ impl Client {
         let mut pause = Duration::from_millis(10);
         loop {
             let mut con = self.pool.get().await?;
-            let ((active, succeeded, failed, cancelled, waiting), running): (
-                (
-                    Option<i64>,
-                    Option<u64>,
-                    Option<u64>,
-                    Option<u64>,
-                    Option<i64>,
-                ),
-                u64,
-            ) = redis::pipe()
+            let (counts, running): (Vec<Option<i64>>, u64) = redis::pipe()
                 .cmd("HMGET")
                 .arg(self.keys.stats())
                 .arg(&["active", "succeeded", "failed", "cancelled", "waiting"])
                 .zcard(self.keys.leases())
                 .query_async(&mut *con)
                 .await?;
+            let count = |i: usize| counts[i].unwrap_or(0).max(0) as u64;
+            let (active, succeeded, failed, cancelled, waiting) =
+                (count(0), count(1), count(2), count(3), count(4));
             drop(con);
-            let active = active.unwrap_or(0).max(0) as u64;
-            let waiting = waiting.unwrap_or(0).max(0) as u64;
             progress(&Progress {
                 total: None,
-                succeeded: succeeded.unwrap_or(0),
-                failed: failed.unwrap_or(0),
-                cancelled: cancelled.unwrap_or(0),
+                succeeded,
+                failed,
+                cancelled,
                 running,
                 waiting,
                 queued: active.saturating_sub(running + waiting),
             });
             let mut out = WaitOutcome {
-                succeeded: succeeded.unwrap_or(0),
-                failed: failed.unwrap_or(0),
-                cancelled: cancelled.unwrap_or(0),
+                succeeded,
+                failed,
+                cancelled,
                 ..Default::default()
             };
             if active == 0 {

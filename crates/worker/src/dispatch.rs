@@ -2,6 +2,7 @@
 //! 1. peek.lua, for as many entries as there is room for;
 //! 2. admit.lua, which takes and admits what peek.lua saw if it is still
 //!    there, pipelined with recover.lua for the expired leases peek.lua saw.
+//!
 //! Ended executions are recorded by the ack task meanwhile (see ack.rs).
 //! Between turns the loop sleeps until an execution ends, a wake-up token
 //! arrives, the next delayed entry or lease deadline falls due, or shutdown.
