@@ -13,27 +13,6 @@ command = ["sh", "-c", "sleep 1; echo $SLUICE_ATTEMPT"]
 concurrency = { max = 2, window_s = 0 }
 "#;
 
-async fn wait_running(client: &sluice_producer::Client, ids: &[String], n: usize) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    loop {
-        let jobs = client.jobs(ids).await.unwrap();
-        if jobs
-            .iter()
-            .flatten()
-            .filter(|j| j.status == "running")
-            .count()
-            >= n
-        {
-            return;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "jobs never started running"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_job_loses_nothing() {
     let env = TestEnv::new(CONFIG);

@@ -116,17 +116,6 @@ async fn jobs_of_key(client: &Client, key: &str) -> Vec<Job> {
         .collect()
 }
 
-async fn wait_for_status(client: &Client, id: &str, status: &str) {
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while client.job(id).await.unwrap().unwrap().status != status {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "job {id} never became {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 /// The one step job of a flow run with this step id, once it exists.
 async fn step_job(client: &Client, flow_id: &str, step: &str) -> Job {
     let deadline = std::time::Instant::now() + PATIENCE;
@@ -306,7 +295,7 @@ async fn a_worker_killed_mid_flow_loses_nothing() {
     let client = env.client().await;
     let ids = start(&client, "f/slow", json!({}), 1).await;
     let long = step_job(&client, &ids[0], "long").await;
-    wait_for_status(&client, &long.id, "running").await;
+    wait_running(&client, std::slice::from_ref(&long.id), 1).await;
     victim.signal("KILL");
     let _rescuer = env.worker(&[], &[]);
     let flow = env.finish(&client, &ids).await.remove(0);
@@ -327,7 +316,7 @@ async fn cancelling_a_flow_cancels_its_steps_and_frees_its_slot() {
     let client = env.client().await;
     let ids = start(&client, "f/forever", json!({}), 1).await;
     let step = step_job(&client, &ids[0], "wait").await;
-    wait_for_status(&client, &step.id, "running").await;
+    wait_running(&client, std::slice::from_ref(&step.id), 1).await;
     assert_eq!(
         client.cancel(&ids[0]).await.unwrap(),
         sluice_producer::CancelOutcome::Cancelled
@@ -344,7 +333,7 @@ async fn cancelling_a_flow_cancels_its_steps_and_frees_its_slot() {
     // So the next run is admitted at once.
     let next = start(&client, "f/forever", json!({}), 1).await;
     let step = step_job(&client, &next[0], "wait").await;
-    wait_for_status(&client, &step.id, "running").await;
+    wait_running(&client, std::slice::from_ref(&step.id), 1).await;
     client.cancel(&next[0]).await.unwrap();
 }
 

@@ -1,8 +1,6 @@
 //! Running scripts: results, retries, timeouts, cancellation, Rust handlers
 //! and bad records.
 
-use std::time::Duration;
-
 use sluice_tests::*;
 use sluice_worker::{JobContext, Worker};
 
@@ -124,11 +122,7 @@ async fn cancel_stops_a_running_job() {
     let _w = env.worker(&[], &[]);
     let client = env.client().await;
     let ids = env.enqueue(&client, "f/long", json!({}), 1).await;
-    let deadline = std::time::Instant::now() + PATIENCE;
-    while client.job(&ids[0]).await.unwrap().unwrap().status != "running" {
-        assert!(std::time::Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_running(&client, &ids, 1).await;
     assert_eq!(
         client.cancel(&ids[0]).await.unwrap(),
         sluice_producer::CancelOutcome::Requested

@@ -139,13 +139,7 @@ async fn full_key_waits_visibly_without_holding_back_other_work() {
     for id in &waiting {
         assert_eq!(client.job(id).await.unwrap().unwrap().status, "waiting");
     }
-    let slots: Vec<(String, f64)> = redis::cmd("ZRANGE")
-        .arg(env.key(&format!("slots:{key}")))
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
-        .query(&mut r)
-        .unwrap();
+    let slots = zrange_withscores::<f64>(&mut r, &env.key(&format!("slots:{key}")));
     assert_eq!(
         slots,
         vec![(format!("{}#r", waiting[0]), f64::INFINITY)],
@@ -177,13 +171,7 @@ async fn full_key_waits_visibly_without_holding_back_other_work() {
     assert!(delayed.is_empty(), "{delayed:?}");
     // The ended slot's own window is back in place, unreserved: handed from
     // waiter to waiter as each was cancelled, it ends with the last one.
-    let slots: Vec<(String, i64)> = redis::cmd("ZRANGE")
-        .arg(env.key(&format!("slots:{key}")))
-        .arg(0)
-        .arg(-1)
-        .arg("WITHSCORES")
-        .query(&mut r)
-        .unwrap();
+    let slots = zrange_withscores::<i64>(&mut r, &env.key(&format!("slots:{key}")));
     assert_eq!(
         slots,
         vec![(

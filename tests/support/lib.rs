@@ -325,3 +325,39 @@ pub fn write_file(dir: &Path, name: &str, body: &str) -> PathBuf {
     std::fs::write(&p, body).unwrap();
     p
 }
+
+/// Waits until at least `n` of `ids` are running.
+pub async fn wait_running(client: &Client, ids: &[String], n: usize) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let jobs = client.jobs(ids).await.unwrap();
+        if jobs
+            .iter()
+            .flatten()
+            .filter(|j| j.status == "running")
+            .count()
+            >= n
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{n} of the jobs never ran at once"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Every member of a sorted set with its score, lowest first (slots, delayed).
+pub fn zrange_withscores<S: redis::FromRedisValue>(
+    con: &mut redis::Connection,
+    key: &str,
+) -> Vec<(String, S)> {
+    redis::cmd("ZRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query(con)
+        .unwrap()
+}

@@ -528,38 +528,22 @@ async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
     let mut f = Map::new();
     f.insert("jobs".into(), json!(n));
     f.insert("workers".into(), json!(workers));
-    let queries: [(&str, RunsQuery); 4] = [
+    let q = |f: fn(&mut RunsQuery)| {
+        let mut q = RunsQuery {
+            limit: 50,
+            ..Default::default()
+        };
+        f(&mut q);
+        q
+    };
+    let queries = [
         (
             "concurrency_key_ms",
-            RunsQuery {
-                concurrency_key: Some("k/7".into()),
-                limit: 50,
-                ..Default::default()
-            },
+            q(|q| q.concurrency_key = Some("k/7".into())),
         ),
-        (
-            "status_ms",
-            RunsQuery {
-                status: Some(Status::Succeeded),
-                limit: 50,
-                ..Default::default()
-            },
-        ),
-        (
-            "path_ms",
-            RunsQuery {
-                path: Some("bench/keyed".into()),
-                limit: 50,
-                ..Default::default()
-            },
-        ),
-        (
-            "unfiltered_ms",
-            RunsQuery {
-                limit: 50,
-                ..Default::default()
-            },
-        ),
+        ("status_ms", q(|q| q.status = Some(Status::Succeeded))),
+        ("path_ms", q(|q| q.path = Some("bench/keyed".into()))),
+        ("unfiltered_ms", q(|_| {})),
     ];
     for (name, q) in queries {
         let mut times = Vec::new();

@@ -3,8 +3,8 @@
 --
 -- KEYS[1]  leases sorted set
 -- KEYS[2]  delayed sorted set
--- KEYS[3]  stats hash
--- KEYS[4]  ready list
+-- KEYS[3]  ready list
+-- KEYS[4]  stats hash
 -- KEYS[5]  marker list
 -- KEYS[6..9]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
 --          (a flow's driver entry, status running and drive "queued", is
@@ -29,7 +29,7 @@
 
 local now = now_ms()
 local now_s = ms_str(now)
-local leases, delayed, stats, ready, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local leases, delayed, ready, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local deadline_s = ms_str(now + tonumber(ARGV[1]))
 local n_due = tonumber(ARGV[2])
 local n = #ARGV - 2

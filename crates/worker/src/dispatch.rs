@@ -208,19 +208,9 @@ impl Dispatcher {
         // next due time it reports) includes what recovery put there.
         let seen = due.len() + head.len();
         let mut calls = Vec::new();
+        // admit.lua and recover.lua declare the same keys first.
+        let base = self.base_keys();
         if !expired.is_empty() {
-            let [done, succeeded, failed, cancelled] = self.keys.finish_indexes();
-            let base = [
-                self.keys.leases(),
-                self.keys.delayed(),
-                self.keys.ready(),
-                self.keys.stats(),
-                self.keys.marker(),
-                done,
-                succeeded,
-                failed,
-                cancelled,
-            ];
             // A dead step's flow must hear of it: read who the parents are.
             let mut pipe = redis::pipe();
             for e in &expired {
@@ -241,18 +231,6 @@ impl Dispatcher {
             ));
         }
         if seen > 0 {
-            let [done, succeeded, failed, cancelled] = self.keys.finish_indexes();
-            let base = [
-                self.keys.leases(),
-                self.keys.delayed(),
-                self.keys.stats(),
-                self.keys.ready(),
-                self.keys.marker(),
-                done,
-                succeeded,
-                failed,
-                cancelled,
-            ];
             let mut admit = scripts().admit.call();
             admit.arg(self.lease_ms).arg(due.len());
             let entries: Vec<String> = due.into_iter().chain(head).collect();
@@ -292,6 +270,19 @@ impl Dispatcher {
             more: seen == room || taken < seen,
             next_in: (next_in >= 0).then(|| Duration::from_millis(next_in as u64)),
         })
+    }
+
+    /// The keys admit.lua and recover.lua both declare first.
+    fn base_keys(&self) -> Vec<String> {
+        let mut base = vec![
+            self.keys.leases(),
+            self.keys.delayed(),
+            self.keys.ready(),
+            self.keys.stats(),
+            self.keys.marker(),
+        ];
+        base.extend(self.keys.finish_indexes());
+        base
     }
 
     /// Starts the admitted executions (13 values each, see admit.lua).
