@@ -223,3 +223,38 @@ concurrency = { max = 2, window_s = 0.3 }
         "no job ran 5 min ahead: {skews:?}"
     );
 }
+
+/// A job whose delay ran out does not overtake an older job of its key that
+/// was already waiting for a worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delay_running_out_does_not_overtake_older_jobs() {
+    let env = TestEnv::new(
+        r#"
+[worker]
+concurrency = 1
+[scripts."f/one"]
+command = ["sleep", "0.5"]
+concurrency = { max = 1, window_s = 0 }
+"#,
+    );
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let first = env.enqueue(&client, "f/one", json!({}), 1).await;
+    wait_running(&client, &first, 1).await;
+    let older = env.enqueue(&client, "f/one", json!({}), 1).await;
+    let mut later = sluice_producer::JobRequest::new("f/one", json!({}));
+    later.delay_ms = 50;
+    let delayed = client.enqueue(later).await.unwrap();
+    let jobs = env
+        .finish(&client, &[first, older, vec![delayed]].concat())
+        .await;
+    assert!(
+        jobs[1].started_at < jobs[2].started_at,
+        "the delayed job (due at {}) overtook the older one: {jobs:#?}",
+        jobs[2].ready_at.unwrap()
+    );
+    assert!(
+        jobs[2].ready_at.unwrap() < jobs[0].ended_at.unwrap(),
+        "its delay ran out while the key was busy"
+    );
+}

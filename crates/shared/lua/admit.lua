@@ -15,13 +15,19 @@
 --          are still passed so that every key touched is declared)
 -- ARGV[1]  lease length in ms
 -- ARGV[2]  D, how many of the entries come from the delayed set (they come first)
--- ARGV[2+i] the i-th entry: "<id>", "<id> <K>" or "wake <K>"
--- Returns: { admitted, dropped, taken, next_in_ms } where admitted is a flat
+-- ARGV[3]  room: how many jobs this worker takes at most
+-- ARGV[3+i] the i-th entry: "<id>", "<id> <K>" or "wake <K>"
+-- Returns: { admitted, dropped, more, next_in_ms } where admitted is a flat
 --   list of 13 values per admitted job: entry, attempt, path, workspace, args,
 --   ckey, window_ms, queued_ms (since it became ready), late_ms (since its
 --   reserved slot freed, or -1), kind, parent, flow, step; dropped lists the ids not run (cancelled, finished,
---   missing or corrupt); taken counts the entries that were still there to
---   take; next_in_ms is as in peek.lua, after this call's changes.
+--   missing or corrupt); more is 1 when entries were left for another turn
+--   (no room, or another worker took some); next_in_ms is as in peek.lua,
+--   after this call's changes.
+--
+-- Due delayed entries and the ready list's head are taken in the order they
+-- became ready (a delayed entry at its due time, a ready one at its ready_at
+-- or created_at), so a delay that ran out never overtakes an older job.
 --
 -- Taking and admitting in one atomic step keeps each key's jobs admitted in
 -- the order they became ready, however many workers race. Admission is the
@@ -32,7 +38,8 @@ local now_s = ms_str(now)
 local leases, delayed, ready, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local deadline_s = ms_str(now + tonumber(ARGV[1]))
 local n_due = tonumber(ARGV[2])
-local n = #ARGV - 2
+local room = tonumber(ARGV[3])
+local n = #ARGV - 3
 local head_before = delayed_head(delayed)
 local admitted, dropped, leased = {}, {}, {}
 
@@ -76,55 +83,96 @@ local function to_wait(job, id, max, slots, wait, ckey)
   redis.call('RPUSH', wait, id .. ' ' .. max)
 end
 
+-- A job that will not run gives back a slot reserved for it, if any.
+local function release_reservation(slots, wait, ckey, id)
+  if ckey ~= '' and redis.call('ZREM', slots, id .. '#r') == 1 then
+    count_waiting(-1)
+    expire_slots(slots, now)
+    settle(slots, wait, delayed, ckey, now)
+  end
+end
+
 local function fail_corrupt(job, id, created_at, reason)
   redis.call('HSET', job, 'status', 'failed', 'ended_at', now_s, 'error', 'corrupt job record: ' .. reason)
   finish('failed', id, created_at, now_s)
   dropped[#dropped + 1] = id
 end
 
+local FIELDS = { 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms', 'args',
+  'created_at', 'ready_at', 'drive', 'kind', 'parent', 'flow', 'step' }
+local function read(i)
+  return redis.call('HMGET', KEYS[4 * i + 6], unpack(FIELDS))
+end
+
 -- What is still there to take: due entries one by one (another worker may
 -- have taken some), and the longest prefix of the ready list's head as seen.
-local take, due_score = {}, {}
+local due_score, f_of = {}, {}
+local more = false
 for i = 1, n_due do
-  local score = tonumber(redis.call('ZSCORE', delayed, ARGV[2 + i]))
-  take[i] = score ~= nil and score <= now
-  due_score[i] = score
+  local score = tonumber(redis.call('ZSCORE', delayed, ARGV[3 + i]))
+  if score ~= nil and score <= now then due_score[i] = score else more = true end
 end
-local n_ready = n - n_due
+local n_ready, m = n - n_due, 0
 if n_ready > 0 then
   local head = redis.call('LRANGE', ready, 0, n_ready - 1)
-  local m = 0
-  while m < n_ready and head[m + 1] == ARGV[2 + n_due + m + 1] do m = m + 1 end
-  if m > 0 then redis.call('LTRIM', ready, m, -1) end
-  for i = 1, n_ready do take[n_due + i] = i <= m end
+  while m < n_ready and head[m + 1] == ARGV[3 + n_due + m + 1] do m = m + 1 end
+  if m < n_ready then more = true end
 end
-local taken_due = {}
-for i = 1, n_due do
-  if take[i] then taken_due[#taken_due + 1] = ARGV[2 + i] end
-end
-if #taken_due > 0 then redis.call('ZREM', delayed, unpack(taken_due)) end
 
-local taken = 0
-for i = 1, n do
-  local entry = ARGV[2 + i]
+-- Merge the two by ready time, up to `room` jobs; "wake" entries cost no room.
+local order, taken_due = {}, {}
+local d, r, picked = 1, 1, 0
+local function next_due()
+  while d <= n_due and due_score[d] == nil do d = d + 1 end
+  return d <= n_due
+end
+while true do
+  local has_due, has_ready = next_due(), r <= m
+  if not has_due and not has_ready then break end
+  local wake = has_due and string.sub(ARGV[3 + d], 1, 5) == 'wake '
+  if picked >= room and not wake then
+    more = true
+    break
+  end
+  local take_due = has_due
+  if has_due and has_ready and not wake then
+    local i = n_due + r
+    f_of[i] = read(i)
+    local ready_at = tonumber(f_of[i][10]) or tonumber(f_of[i][9]) or now
+    take_due = due_score[d] < ready_at
+  end
+  if take_due then
+    order[#order + 1] = d
+    taken_due[#taken_due + 1] = ARGV[3 + d]
+    if not wake then picked = picked + 1 end
+    d = d + 1
+  else
+    order[#order + 1] = n_due + r
+    picked = picked + 1
+    r = r + 1
+  end
+end
+-- A full take suggests more is waiting beyond what was peeked.
+if picked >= room then more = true end
+if #taken_due > 0 then redis.call('ZREM', delayed, unpack(taken_due)) end
+if r > 1 then redis.call('LTRIM', ready, r - 1, -1) end
+
+for _, i in ipairs(order) do
+  local entry = ARGV[3 + i]
   local job, args_key, slots, wait = KEYS[4 * i + 6], KEYS[4 * i + 7], KEYS[4 * i + 8], KEYS[4 * i + 9]
-  if not take[i] then
-    -- Taken by another worker meanwhile.
-  elseif string.sub(entry, 1, 5) == 'wake ' then
-    taken = taken + 1
+  if string.sub(entry, 1, 5) == 'wake ' then
     expire_slots(slots, now)
     settle(slots, wait, delayed, string.sub(entry, 6), now)
   else
-    taken = taken + 1
     local id = string.sub(entry, 1, 36)
     local ckey = string.sub(entry, 38)
-    local f = redis.call('HMGET', job, 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms', 'args',
-      'created_at', 'ready_at', 'drive', 'kind', 'parent', 'flow', 'step')
+    local f = f_of[i] or read(i)
     late_ms = -1
     local status = f[1]
     if status == 'running' and f[11] == 'queued' then
       admit(job, args_key, entry, id, f, slots, ckey)
     elseif status ~= 'queued' and status ~= 'scheduled' and status ~= 'waiting' then
+      release_reservation(slots, wait, ckey, id)
       dropped[#dropped + 1] = id
     elseif ckey == '' then
       if f[6] and f[6] ~= '' then fail_corrupt(job, id, f[9], 'concurrency key differs from its queue entry')
@@ -132,6 +180,7 @@ for i = 1, n do
     else
       local max = tonumber(f[3])
       if f[6] ~= ckey or max == nil or max < 1 or tonumber(f[7]) == nil then
+        release_reservation(slots, wait, ckey, id)
         fail_corrupt(job, id, f[9], 'max, window_ms or ckey missing or malformed')
       else
         expire_slots(slots, now)
@@ -175,4 +224,6 @@ if redis.call('LLEN', marker) == 0 then
   if more then redis.call('LPUSH', marker, '1') end
 end
 flush_finished(stats, index_keys(6))
-return { admitted, dropped, taken, next_in_ms(delayed, leases, now) }
+local more_n = 0
+if more then more_n = 1 end
+return { admitted, dropped, more_n, next_in_ms(delayed, leases, now) }

@@ -34,6 +34,7 @@ local entry = make_entry(id, ckey)
 redis.call('LREM', ready, 1, entry)
 local at = tonumber(redis.call('ZSCORE', delayed, entry))
 redis.call('ZREM', delayed, entry)
+local head_before = delayed_head(delayed)
 if parked_flow then
   -- Not driving: it holds its slot and nothing else, so it ends here.
   if ckey ~= '' then end_slot(slots, wait, delayed, ckey, f[7], tonumber(f[8]) or 0, now) end
@@ -55,4 +56,6 @@ if ckey ~= '' then
   expire_slots(slots, now)
   settle(slots, wait, delayed, ckey, now)
 end
+-- A slot handed to a waiter here must reach a worker's timer.
+wake_if_earlier(delayed, KEYS[13], head_before)
 return 'cancelled'

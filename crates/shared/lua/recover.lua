@@ -34,12 +34,13 @@ for i = 1, #ARGV do
       local id = string.sub(entry, 1, 36)
       local ckey = string.sub(entry, 38)
       local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms', 'created_at',
-        'kind', 'parent', 'step', 'iter')
+        'kind', 'parent', 'step', 'iter', 'cancel')
       local attempt = tonumber(f[2]) or 0
       if f[1] == 'running' and f[6] == 'flow' then
-        -- A flow's driver died: the flow keeps its slot and is driven again.
+        -- A flow's driver died: the flow keeps its slot and is driven again;
+        -- the new attempt fences off the old driver, should it come back.
         dead[#dead + 1] = id
-        redis.call('HSET', job, 'drive', 'queued')
+        redis.call('HSET', job, 'drive', 'queued', 'attempt', attempt + 1)
         redis.call('RPUSH', ready, entry)
         requeued = requeued + 1
       elseif f[1] == 'running' then
@@ -48,7 +49,15 @@ for i = 1, #ARGV do
           end_slot(slots, wait, delayed, ckey, id .. '#' .. attempt, tonumber(f[4]) or 0, now)
         end
         local reason = 'worker lost: lease expired during attempt ' .. attempt
-        if attempt >= max_attempts(f[3]) then
+        if f[10] == '1' then
+          -- It was asked to cancel: it ends here rather than running again.
+          redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now_s)
+          finish('cancelled', id, f[5], now_s)
+          if f[7] and f[7] ~= '' then
+            notify_parent(KEYS[5 * i + 8], KEYS[5 * i + 9], ready, id, f[8], f[9], 'cancelled', 'cancelled by request')
+            requeued = requeued + 1
+          end
+        elseif attempt >= max_attempts(f[3]) then
           redis.call('HSET', job, 'status', 'failed', 'error', reason, 'ended_at', now_s)
           finish('failed', id, f[5], now_s)
           if f[7] and f[7] ~= '' then

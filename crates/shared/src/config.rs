@@ -130,6 +130,11 @@ pub struct StepConfig {
     pub backoff_s: f64,
 }
 
+/// The most jobs one script call handles: a worker's concurrency and a
+/// for-each's parallelism. It keeps every list a script unpacks far below
+/// Lua's limit of about 8,000 values.
+pub const MAX_BATCH: i64 = 1000;
+
 fn default_redis_url() -> String {
     "redis://127.0.0.1:6379".into()
 }
@@ -247,10 +252,13 @@ impl Config {
                 format!("{:?} must be \"text\" or \"json\"", self.log_format),
             ));
         }
-        if self.worker.concurrency < 1 {
+        if !(1..=MAX_BATCH).contains(&self.worker.concurrency) {
             return Err(bad(
                 "worker.concurrency",
-                format!("must be at least 1, got {}", self.worker.concurrency),
+                format!(
+                    "must be 1 to {MAX_BATCH}, got {}; run more worker processes for more",
+                    self.worker.concurrency
+                ),
             ));
         }
         positive(self.worker.lease_s, "worker.lease_s")?;
@@ -353,10 +361,10 @@ impl Config {
         if let Some(l) = &step.concurrency {
             l.to_limit(&format!("{at}.concurrency"))?;
         }
-        if step.parallelism < 1 {
+        if !(1..=MAX_BATCH).contains(&step.parallelism) {
             return Err(bad(
                 &format!("{at}.parallelism"),
-                format!("must be at least 1, got {}", step.parallelism),
+                format!("must be 1 to {MAX_BATCH}, got {}", step.parallelism),
             ));
         }
         positive(step.timeout_s, &format!("{at}.timeout_s"))?;
@@ -597,6 +605,7 @@ concurrency = { max = 5, window_s = 1 }
             ),
             ("[scripts.\"a\"]\ntimeout_s = 0", "scripts.\"a\".timeout_s"),
             ("[worker]\nconcurrency = 0", "worker.concurrency"),
+            ("[worker]\nconcurrency = 5000", "worker.concurrency"),
             ("[worker]\nmetrics_addr = \"nope\"", "worker.metrics_addr"),
             ("[retention]\nkeep_max = -1", "retention.keep_max"),
             ("prefix = \"a{b}\"", "prefix"),

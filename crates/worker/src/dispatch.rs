@@ -232,13 +232,13 @@ impl Dispatcher {
         }
         if seen > 0 {
             let mut admit = scripts().admit.call();
-            admit.arg(self.lease_ms).arg(due.len());
+            admit.arg(self.lease_ms).arg(due.len()).arg(room);
             let entries: Vec<String> = due.into_iter().chain(head).collect();
             calls.push(per_entry_call(
                 &self.keys, admit, &base, &entries, true, None,
             ));
         }
-        let mut taken = 0;
+        let mut more = false;
         let mut next_in = next_in;
         if !calls.is_empty() {
             let timer = std::time::Instant::now();
@@ -247,12 +247,12 @@ impl Dispatcher {
             ::metrics::histogram!(metrics::SCRIPT_SECONDS, "script" => "admit")
                 .record(timer.elapsed().as_secs_f64());
             if seen > 0 {
-                let (admitted, dropped, n, after): (Vec<Value>, Vec<String>, usize, i64) =
+                let (admitted, dropped, left, after): (Vec<Value>, Vec<String>, i64, i64) =
                     redis::from_redis_value(replies.pop().expect("admit reply"))?;
                 for id in dropped {
                     tracing::debug!(job = %id, "entry not run (cancelled, finished or corrupt)");
                 }
-                taken = n;
+                more = left == 1;
                 next_in = after;
                 self.start(admitted)?;
             }
@@ -266,8 +266,8 @@ impl Dispatcher {
             }
         }
         Ok(Turn {
-            // Entries seen but taken by another worker meanwhile: look again.
-            more: seen == room || taken < seen,
+            // No room for all, or another worker took some: look again.
+            more: more || (seen == 0 && expired.len() == room),
             next_in: (next_in >= 0).then(|| Duration::from_millis(next_in as u64)),
         })
     }
@@ -331,7 +331,7 @@ impl Dispatcher {
                 if let Some(name) = counter {
                     ::metrics::counter!(name, "path" => job.path.clone()).increment(1);
                 }
-                running.remove(&job.entry);
+                running.remove(&job.entry, job.attempt);
                 freed.notify_one();
                 if !matches!(outcome, Outcome::Lost | Outcome::Parked) {
                     let _ = tx.send(Done {

@@ -24,7 +24,12 @@ pub async fn drive(pool: &Pool, keys: &Keys, config: &Config, job: &Admitted) ->
     };
     match plan(pool, keys, config, flow, job).await {
         Ok(outcome) => outcome,
-        Err(e) => Outcome::Err(format!("driving the flow failed: {e}")),
+        Err(e) => {
+            // Planning again is harmless: the run is driven anew once this
+            // drive's lease runs out.
+            tracing::warn!(error = %e, "driving the flow failed; it is driven again after its lease");
+            Outcome::Lost
+        }
     }
 }
 

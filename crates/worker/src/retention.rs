@@ -67,7 +67,8 @@ pub async fn purge_once(pool: &Pool, keys: &Keys, cfg: &RetentionConfig) -> Resu
     for (id, ckey) in ids.iter().zip(ckeys) {
         call.key(keys.job(id))
             .key(keys.args(id))
-            .key(keys.idx_key(ckey.as_deref().unwrap_or("")));
+            .key(keys.idx_key(ckey.as_deref().unwrap_or("")))
+            .key(keys.flow_state(id));
         call.arg(id);
     }
     call.query(&mut *con).await

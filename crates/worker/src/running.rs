@@ -36,8 +36,13 @@ impl Running {
         rx
     }
 
-    pub fn remove(&self, entry: &str) {
-        self.0.lock().unwrap().remove(entry);
+    /// Forgets `attempt` of `entry`; a newer attempt of the same job that
+    /// this worker took meanwhile stays.
+    pub fn remove(&self, entry: &str, attempt: u32) {
+        let mut map = self.0.lock().unwrap();
+        if map.get(entry).is_some_and(|x| x.attempt == attempt) {
+            map.remove(entry);
+        }
     }
 
     pub fn len(&self) -> usize {
