@@ -40,14 +40,16 @@ pub struct Args {
 const NOOP: &str = "[scripts.\"bench/noop\"]\n";
 
 pub async fn run(args: Args) -> BenchResult {
+    // memory first: it reads used_memory, which is most telling on a server
+    // that holds nothing else yet.
     let all = [
+        "memory",
         "throughput",
         "cmdstats",
         "limited",
         "many-keys",
         "backlog",
         "idle",
-        "memory",
         "runs",
         "flow",
     ];
@@ -451,7 +453,7 @@ async fn backlog(args: &Args) -> BenchResult<Map<String, Value>> {
 
 async fn idle(args: &Args) -> BenchResult<Map<String, Value>> {
     let workers = args.workers.unwrap_or(1);
-    let secs = if args.smoke { 3 } else { 30 };
+    let secs = if args.smoke { 3 } else { 90 };
     let mut b = Bench::new(args, "idle", NOOP).await?;
     let fleet = Fleet::start(workers, &b.config_path);
     fleet.wait_idle(&mut b.con, workers)?;

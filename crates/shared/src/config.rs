@@ -160,7 +160,7 @@ fn default_keep_max() -> i64 {
     1_000_000
 }
 fn default_every_s() -> f64 {
-    10.0
+    60.0
 }
 fn default_parallelism() -> i64 {
     10

@@ -9,8 +9,9 @@ use sluice_shared::{redis_conn, Keys};
 use tokio::sync::{watch, Notify};
 
 /// A blocked BLPOP also returns after this long, as a safety net for a token
-/// lost with a crashed worker: one command per this period while idle.
-const SAFETY_WAKE: Duration = Duration::from_secs(10);
+/// lost with a crashed worker (each costs a BLPOP and a peek while idle).
+/// Dead workers' leases do not depend on it: workers keep a timer for those.
+const SAFETY_WAKE: Duration = Duration::from_secs(30);
 
 pub async fn listen(
     url: String,
