@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/install.sh
-ensure_packages redis-server faketime
+ensure_packages redis-server faketime openssl
 
 cargo build --workspace --bins --quiet
 cargo test --workspace --no-fail-fast "$@"

@@ -29,12 +29,21 @@ impl RedisServer {
             return RedisServer { child: None, url };
         }
         let port = free_port();
+        RedisServer::spawn(
+            &["--port", &port.to_string()],
+            format!("redis://127.0.0.1:{port}"),
+        )
+    }
+
+    /// A server of this test's own with extra arguments (TLS, ACL users),
+    /// reached at `url`; ready once `url` answers PING.
+    pub fn spawn(args: &[&str], url: String) -> RedisServer {
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(args)
             .stdout(Stdio::null())
             .spawn()
             .expect("redis-server must be installed (apt-get install redis-server) or SLUICE_TEST_REDIS_URL set");
-        let url = format!("redis://127.0.0.1:{port}");
         let server = RedisServer {
             child: Some(child),
             url,
@@ -44,22 +53,34 @@ impl RedisServer {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Ok(mut c) =
-                redis::Client::open(self.url.as_str()).and_then(|c| c.get_connection())
-            {
-                if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+        // Through the same client stack as Sluice (TLS included), on a thread
+        // of its own: tests call this from inside their async runtime.
+        let url = self.url.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            let deadline = Instant::now() + Duration::from_secs(10);
+            loop {
+                let ping = rt.block_on(async {
+                    let mut c = redis::Client::open(url.as_str())?
+                        .get_multiplexed_async_connection()
+                        .await?;
+                    redis::cmd("PING").query_async::<String>(&mut c).await
+                });
+                if ping.is_ok() {
                     return;
                 }
+                assert!(
+                    Instant::now() < deadline,
+                    "redis-server did not start at {url}"
+                );
+                std::thread::sleep(Duration::from_millis(20));
             }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server did not start at {}",
-                self.url
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        })
+        .join()
+        .expect("redis-server did not start");
     }
 }
 
@@ -104,7 +125,11 @@ pub struct TestEnv {
 impl TestEnv {
     /// `body` is the config without `redis_url` and `prefix`, which are added.
     pub fn new(body: &str) -> TestEnv {
-        let redis = RedisServer::start();
+        TestEnv::with_redis(RedisServer::start(), body)
+    }
+
+    /// The same, against a server the test started itself.
+    pub fn with_redis(redis: RedisServer, body: &str) -> TestEnv {
         let prefix = format!("t-{}", uuid::Uuid::now_v7().simple());
         let dir = std::env::temp_dir().join(&prefix);
         std::fs::create_dir_all(&dir).unwrap();

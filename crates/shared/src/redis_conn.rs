@@ -13,7 +13,14 @@ use crate::error::{Error, Result};
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(10);
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// rediss:// needs a TLS crypto provider chosen for the process; without one
+/// rustls panics at the first TLS connection.
+fn tls_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 pub fn pool(url: &str, size: usize) -> Result<Pool> {
+    tls_provider();
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(Some(RESPONSE_TIMEOUT));
@@ -29,6 +36,7 @@ pub fn pool(url: &str, size: usize) -> Result<Pool> {
 
 /// A connection of its own for blocking commands: no response timeout.
 pub async fn blocking_connection(url: &str) -> Result<MultiplexedConnection> {
+    tls_provider();
     let cfg = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(CONNECT_TIMEOUT))
         .set_response_timeout(None);
