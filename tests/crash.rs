@@ -112,3 +112,44 @@ async fn sigterm_drains_running_jobs_then_exits() {
         "{jobs:#?}"
     );
 }
+
+/// Redis restarted with persistence on, while jobs run and wait: nothing is
+/// lost, and the workers reconnect by themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restart_loses_nothing_and_workers_reconnect() {
+    let port = free_port();
+    let data = std::env::temp_dir().join(format!("sluice-aof-{}", uuid::Uuid::now_v7().simple()));
+    std::fs::create_dir_all(&data).unwrap();
+    let args = [
+        "--port",
+        &port.to_string(),
+        "--appendonly",
+        "yes",
+        "--dir",
+        data.to_str().unwrap(),
+    ];
+    let url = format!("redis://127.0.0.1:{port}");
+    let env = TestEnv::with_redis(
+        RedisServer::spawn(&args, url.clone()),
+        CONFIG.replace("lease_s = 1", "lease_s = 30").as_str(),
+    );
+    let _workers: Vec<_> = (0..2).map(|_| env.worker(&[], &[])).collect();
+    let client = env.client().await;
+    let ids = env.enqueue(&client, "f/work", json!({}), 6).await;
+    wait_running(&client, &ids, 2).await;
+
+    let mut env = env;
+    env.redis.stop();
+    env.redis = RedisServer::spawn(&args, url);
+    let client = env.client().await;
+    let jobs = env.finish(&client, &ids).await;
+    assert!(
+        jobs.iter().all(|j| j.status == "succeeded"),
+        "{jobs:#?}\n{}",
+        env.logs()
+    );
+    assert!(max_slots_held(&jobs) <= 2);
+    let logs = env.logs();
+    assert!(logs.contains("retrying") || logs.contains("reconnecting"), "the restart went unnoticed:\n{logs}");
+    let _ = std::fs::remove_dir_all(&data);
+}

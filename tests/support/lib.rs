@@ -84,6 +84,20 @@ impl RedisServer {
     }
 }
 
+impl RedisServer {
+    /// Stops the server as an operator would (SIGTERM: it writes its
+    /// append-only file and exits) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = Command::new("kill")
+                .args(["-TERM", &c.id().to_string()])
+                .status();
+            let _ = c.wait();
+        }
+        self.child = None;
+    }
+}
+
 impl Drop for RedisServer {
     fn drop(&mut self) {
         if let Some(c) = &mut self.child {
