@@ -150,6 +150,9 @@ async fn a_redis_restart_loses_nothing_and_workers_reconnect() {
     );
     assert!(max_slots_held(&jobs) <= 2);
     let logs = env.logs();
-    assert!(logs.contains("retrying") || logs.contains("reconnecting"), "the restart went unnoticed:\n{logs}");
+    assert!(
+        logs.contains("retrying") || logs.contains("reconnecting"),
+        "the restart went unnoticed:\n{logs}"
+    );
     let _ = std::fs::remove_dir_all(&data);
 }

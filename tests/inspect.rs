@@ -341,3 +341,32 @@ async fn metrics_count_the_jobs_run_and_health_answers() {
     assert!(body.contains(r#""status":"ok""#));
     assert_eq!(http_get(port, "/nope").0, 404);
 }
+
+/// `log_format = "json"`: one JSON object a line, and a job's lines carry its
+/// span with id, path, concurrency key and attempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_job_span() {
+    let env = TestEnv::new(CONFIG);
+    let w = env.worker(&[], &[("SLUICE_LOG_FORMAT", "json")]);
+    let client = env.client().await;
+    let ids = env.enqueue(&client, "f/fail", json!({}), 1).await;
+    env.finish(&client, &ids).await;
+    w.wait_for_log("\"failed\"");
+    let line = w
+        .log_text()
+        .lines()
+        .find(|l| l.contains("\"failed\""))
+        .unwrap()
+        .to_string();
+    let v: serde_json::Value =
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("{e}: {line}"));
+    assert_eq!(v["level"], "WARN");
+    assert_eq!(v["span"]["id"], json!(ids[0]));
+    assert_eq!(v["span"]["path"], "f/fail");
+    assert_eq!(v["span"]["attempt"], 1);
+    assert!(v["span"].get("key").is_some(), "{line}");
+    assert!(w
+        .log_text()
+        .lines()
+        .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+}
