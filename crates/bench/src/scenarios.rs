@@ -283,32 +283,28 @@ fn noop_jobs(n: usize) -> Vec<JobRequest> {
         .collect()
 }
 
-async fn throughput(args: &Args) -> BenchResult<Map<String, Value>> {
-    let n = size(args, 20_000, 2_000);
-    let (f, _, _) = drive(
-        args,
-        "throughput",
-        NOOP,
-        noop_jobs(n),
-        args.workers.unwrap_or(1),
-        args.prefill,
+/// No-op jobs through one worker unless told otherwise.
+async fn noop_run(
+    args: &Args,
+    name: &str,
+    full: usize,
+    smoke: usize,
+    prefill: bool,
+) -> BenchResult<Map<String, Value>> {
+    let jobs = noop_jobs(size(args, full, smoke));
+    Ok(
+        drive(args, name, NOOP, jobs, args.workers.unwrap_or(1), prefill)
+            .await?
+            .0,
     )
-    .await?;
-    Ok(f)
+}
+
+async fn throughput(args: &Args) -> BenchResult<Map<String, Value>> {
+    noop_run(args, "throughput", 20_000, 2_000, args.prefill).await
 }
 
 async fn cmdstats(args: &Args) -> BenchResult<Map<String, Value>> {
-    let n = size(args, 5_000, 1_000);
-    let (f, _, _) = drive(
-        args,
-        "cmdstats",
-        NOOP,
-        noop_jobs(n),
-        args.workers.unwrap_or(1),
-        false,
-    )
-    .await?;
-    Ok(f)
+    noop_run(args, "cmdstats", 5_000, 1_000, false).await
 }
 
 fn check_limit(f: &mut Map<String, Value>, spans: &[Span], max: usize) -> BenchResult {

@@ -118,19 +118,9 @@ async fn plan(
             if busy {
                 return park(&mut d, job, i, None, 0, vec![]).await;
             }
-            let args = match &step.args {
-                Some(t) => fill(t, &scope),
-                None => Ok(input.clone()),
-            };
-            let args = match args {
-                Ok(a) if a.is_object() => a,
-                Ok(_) => {
-                    return Ok(Outcome::Err(format!(
-                        "step {}: its args are not a JSON object",
-                        step.id
-                    )))
-                }
-                Err(e) => return Ok(Outcome::Err(format!("step {}: {e}", step.id))),
+            let args = match step_args(step, &scope, &step.id, || input.clone()) {
+                Ok(a) => a,
+                Err(reason) => return Ok(Outcome::Err(reason)),
             };
             let child = new_step(config, job, step, None, args)?;
             return park(&mut d, job, i, None, 0, vec![child]).await;
@@ -212,18 +202,15 @@ async fn plan(
                     item: Some((&item, k)),
                     ..scope
                 };
-                let args = match &step.args {
-                    Some(t) => match fill(t, &scope) {
-                        Ok(a) if a.is_object() => a,
-                        Ok(_) => {
-                            return Ok(Outcome::Err(format!(
-                                "step {}: its args are not a JSON object",
-                                step.id
-                            )))
-                        }
-                        Err(e) => return Ok(Outcome::Err(format!("step {}[{k}]: {e}", step.id))),
-                    },
-                    None => serde_json::json!({ "item": item, "index": k }),
+                let label = format!("{}[{k}]", step.id);
+                let args = match step_args(
+                    step,
+                    &scope,
+                    &label,
+                    || serde_json::json!({ "item": item, "index": k }),
+                ) {
+                    Ok(a) => a,
+                    Err(reason) => return Ok(Outcome::Err(reason)),
                 };
                 children.push(new_step(config, job, step, Some(k), args)?);
             }
@@ -261,6 +248,24 @@ async fn read_results(
         }
     }
     Ok(out)
+}
+
+/// A step's args: its template filled in, or `default` without one; the
+/// error, naming the step (`label`), fails the run.
+fn step_args(
+    step: &StepConfig,
+    scope: &Scope,
+    label: &str,
+    default: impl FnOnce() -> Value,
+) -> Result<Value, String> {
+    let args = match &step.args {
+        Some(t) => fill(t, scope).map_err(|e| format!("step {label}: {e}"))?,
+        None => default(),
+    };
+    if !args.is_object() {
+        return Err(format!("step {label}: its args are not a JSON object"));
+    }
+    Ok(args)
 }
 
 fn new_step(
