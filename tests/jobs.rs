@@ -191,3 +191,35 @@ async fn rust_handlers_and_bad_jobs_do_not_stop_the_worker() {
     stop_tx.send(()).unwrap();
     running.await.unwrap().unwrap();
 }
+
+/// A delayed job is scheduled, visible in the delayed set at its moment, and
+/// starts no earlier than that moment (all by Redis time).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_delayed_job_starts_no_earlier_than_its_delay() {
+    let env = TestEnv::new(CONFIG);
+    let _w = env.worker(&[], &[]);
+    let out = env.sluice(
+        &["enqueue", "f/echo", "--delay-s", "0.4", "--args", "{}"],
+        None,
+    );
+    assert!(out.status.success());
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let client = env.client().await;
+    let mut r = env.redis();
+    let due: Option<i64> = redis::cmd("ZSCORE")
+        .arg(env.key("delayed"))
+        .arg(&id)
+        .query(&mut r)
+        .unwrap();
+    let job = env
+        .finish(&client, std::slice::from_ref(&id))
+        .await
+        .remove(0);
+    let ready_at = job.ready_at.unwrap();
+    assert_eq!(ready_at, job.created_at.unwrap() + 400);
+    if let Some(due) = due {
+        assert_eq!(due, ready_at, "the delayed set holds it at its moment");
+    }
+    assert!(job.started_at.unwrap() >= ready_at, "{job:?}");
+    assert_eq!(job.status, "succeeded");
+}
