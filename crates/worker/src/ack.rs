@@ -14,8 +14,6 @@ use crate::execute::Outcome;
 
 /// Most executions acknowledged by one call.
 const BATCH: usize = 500;
-/// How long the first ended execution waits for others to share its call.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(1);
 
 /// An execution that ended, to be acknowledged.
 pub struct Done {
@@ -40,17 +38,10 @@ pub async fn ack_loop(pool: Pool, keys: Keys, mut rx: mpsc::UnboundedReceiver<Do
                 None => return,
             }
         }
-        // Gather what ends within a moment more: each ack.lua call has a fixed
-        // cost, and a millisecond on the end of a job is invisible to it.
-        let gather = tokio::time::sleep(GATHER);
-        tokio::pin!(gather);
         while batch.len() < BATCH {
-            tokio::select! {
-                d = rx.recv() => match d {
-                    Some(d) => batch.push(d),
-                    None => break,
-                },
-                _ = &mut gather => break,
+            match rx.try_recv() {
+                Ok(d) => batch.push(d),
+                Err(_) => break,
             }
         }
         match send(&pool, &keys, &mut held, &batch).await {
