@@ -221,11 +221,7 @@ impl NewJob {
         }
         if let Some(flow) = config.flows.get(&req.path) {
             let at = format!("flows.{:?}.concurrency", req.path);
-            let limit = flow
-                .concurrency
-                .as_ref()
-                .map(|l| l.to_limit(&at))
-                .transpose()?;
+            let limit = stamped_limit(&flow.concurrency, &at)?;
             let default_key = format!("{}/flow/{}", req.workspace, req.path);
             // A flow's driver is not retried: a failed step already had its retries.
             return NewJob::new(req, limit, default_key, 1, JobKind::Flow, None);
@@ -235,11 +231,7 @@ impl NewJob {
             .get(&req.path)
             .ok_or_else(|| Error::UnknownPath(req.path.clone()))?;
         let at = format!("scripts.{:?}.concurrency", req.path);
-        let limit = script
-            .concurrency
-            .as_ref()
-            .map(|l| l.to_limit(&at))
-            .transpose()?;
+        let limit = stamped_limit(&script.concurrency, &at)?;
         let default_key = format!("{}/script/{}", req.workspace, req.path);
         NewJob::new(
             req,
@@ -276,11 +268,7 @@ impl NewJob {
                 let script = &config.scripts[script_path];
                 req.path = script_path.clone();
                 let at = format!("scripts.{script_path:?}.concurrency");
-                let limit = script
-                    .concurrency
-                    .as_ref()
-                    .map(|l| l.to_limit(&at))
-                    .transpose()?;
+                let limit = stamped_limit(&script.concurrency, &at)?;
                 (
                     limit,
                     format!("{workspace}/script/{script_path}"),
@@ -289,11 +277,7 @@ impl NewJob {
             }
             None => {
                 let at = format!("flows.{:?}.steps[{i}].concurrency", step_of.flow_path);
-                let limit = step
-                    .concurrency
-                    .as_ref()
-                    .map(|l| l.to_limit(&at))
-                    .transpose()?;
+                let limit = stamped_limit(&step.concurrency, &at)?;
                 (
                     limit,
                     format!("{workspace}/script/{}/{}", step_of.flow_path, step.id),
@@ -380,6 +364,11 @@ impl NewJob {
     pub fn entry(&self) -> String {
         Entry::job(&self.id, &self.ckey)
     }
+}
+
+/// A limit setting as a job stamps it; `at` names the setting in errors.
+fn stamped_limit(cfg: &Option<crate::config::LimitConfig>, at: &str) -> Result<Option<Limit>> {
+    cfg.as_ref().map(|l| l.to_limit(at)).transpose()
 }
 
 fn json_kind(v: &Value) -> &'static str {
