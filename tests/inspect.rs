@@ -254,12 +254,12 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
     let mut r = env.redis();
     wait_until("retention to keep three finished jobs", || {
         redis::cmd("ZCARD")
-            .arg(env.key("idx:done"))
+            .arg(env.key("idx:status:succeeded"))
             .query::<usize>(&mut r)
             .unwrap()
             == 3
     });
-    // The three that finished first go.
+    // The three created first go.
     let kept = client
         .runs(&RunsQuery {
             status: Some(Status::Succeeded),
@@ -270,10 +270,13 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
         .unwrap();
     assert_eq!(ids_of(&kept), newest_first(ids[3..].to_vec()));
     for (i, id) in ids.iter().enumerate() {
-        let exists: bool = redis::cmd("EXISTS")
-            .arg(env.key(&format!("job:{id}")))
-            .query(&mut r)
-            .unwrap();
+        let exists: bool = ["jobs", "state", "results"].iter().all(|h| {
+            redis::cmd("HEXISTS")
+                .arg(env.key(h))
+                .arg(id)
+                .query(&mut r)
+                .unwrap()
+        });
         let in_key_idx: Option<f64> = redis::cmd("ZSCORE")
             .arg(env.key(&format!("idx:key:w1/acct/{i}")))
             .arg(id)

@@ -154,12 +154,19 @@ async fn rust_handlers_and_bad_jobs_do_not_stop_the_worker() {
     let client = env.client().await;
     let panics = env.enqueue(&client, "f/panic", json!({}), 1).await;
     let corrupt = env.enqueue(&client, "f/rust", json!({"n": 1}), 1).await;
-    // Damaged before any worker runs.
+    // Its args damaged before any worker runs.
     let mut r = env.redis();
+    let spec: String = redis::cmd("HGET")
+        .arg(env.key("jobs"))
+        .arg(&corrupt[0])
+        .query(&mut r)
+        .unwrap();
+    let damaged = spec.replace(r#""args":{"n":1}"#, r#""args":{not json"#);
+    assert_ne!(spec, damaged);
     let _: () = redis::cmd("HSET")
-        .arg(env.key(&format!("job:{}", corrupt[0])))
-        .arg("args")
-        .arg("{not json")
+        .arg(env.key("jobs"))
+        .arg(&corrupt[0])
+        .arg(damaged)
         .query(&mut r)
         .unwrap();
     let fine = env.enqueue(&client, "f/rust", json!({"n": 21}), 1).await;

@@ -89,6 +89,11 @@ impl Fleet {
         }
     }
 
+    /// CPU seconds the worker processes have used so far (user + system).
+    pub fn cpu_s(&self) -> f64 {
+        self.children.iter().map(|c| process_cpu_s(c.id())).sum()
+    }
+
     /// SIGTERM, wait, and sum the round trips the workers report.
     pub fn stop(mut self) -> u64 {
         let mut total = 0;
@@ -122,4 +127,23 @@ impl Drop for Fleet {
             let _ = c.wait();
         }
     }
+}
+
+/// CPU seconds (user + system) a process has used, from /proc; 0 where that
+/// is not readable.
+pub fn process_cpu_s(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = [11, 12]
+        .iter()
+        .filter_map(|&i| f.get(i).and_then(|v| v.parse::<f64>().ok()))
+        .sum();
+    // USER_HZ is 100 on every Linux this runs on.
+    ticks / 100.0
 }

@@ -174,30 +174,23 @@ impl Bench {
         Ok(())
     }
 
-    fn spans(&mut self, ids: &[String]) -> BenchResult<Vec<(i64, Span)>> {
+    async fn spans(&mut self, ids: &[String]) -> BenchResult<Vec<(i64, Span)>> {
         let mut out = Vec::with_capacity(ids.len());
         for chunk in ids.chunks(5000) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&[
-                    "created_at",
-                    "started_at",
-                    "ended_at",
-                    "window_ms",
-                ]);
-            }
-            let rows: Vec<JobTimes> = pipe.query(&mut self.con).map_err(|e| e.to_string())?;
-            for (c, s, e, w) in rows {
-                let (Some(c), Some(s), Some(e)) = (c, s, e) else {
+            let jobs = self.client.jobs(chunk).await.map_err(|e| e.to_string())?;
+            for job in jobs {
+                let times = job
+                    .as_ref()
+                    .and_then(|j| Some((j.created_at?, j.started_at?, j.ended_at?, j.window_ms)));
+                let Some((c, s, e, w)) = times else {
                     return Err("a job has no recorded times".into());
                 };
-                let window = w.and_then(|w| w.parse().ok()).unwrap_or(0);
                 out.push((
                     c,
                     Span {
                         start: s,
                         end: e,
-                        window,
+                        window: w.unwrap_or(0) as i64,
                     },
                 ));
             }
@@ -205,9 +198,6 @@ impl Bench {
         Ok(out)
     }
 }
-
-/// created_at, started_at, ended_at, window_ms of one job.
-type JobTimes = (Option<i64>, Option<i64>, Option<i64>, Option<String>);
 
 /// Runs jobs through N workers; returns figures common to job scenarios.
 async fn drive(
@@ -222,6 +212,7 @@ async fn drive(
     let n = reqs.len();
     let rt0 = sluice_shared::scripts::round_trips();
     let cpu0 = redis_cpu_s(&mut b.con);
+    let own0 = crate::fleet::process_cpu_s(std::process::id());
     let (ids, fleet) = if prefill {
         reset(&mut b.con);
         let ids = b.enqueue(&reqs).await?;
@@ -233,11 +224,14 @@ async fn drive(
         (b.enqueue(&reqs).await?, fleet)
     };
     b.wait_done(n)?;
+    // Includes the workers' start-up, a few ms.
+    let worker_cpu = fleet.cpu_s();
+    let own_cpu = crate::fleet::process_cpu_s(std::process::id()) - own0;
     let calls = command_calls(&mut b.con);
     let redis_cpu = redis_cpu_s(&mut b.con) - cpu0;
     let driver_rt = sluice_shared::scripts::round_trips() - rt0;
     let worker_rt = fleet.stop();
-    let spans = b.spans(&ids)?;
+    let spans = b.spans(&ids).await?;
     let first_created = spans.iter().map(|(c, _)| *c).min().unwrap_or(0);
     let first_start = spans.iter().map(|(_, s)| s.start).min().unwrap_or(0);
     let last_end = spans.iter().map(|(_, s)| s.end).max().unwrap_or(0);
@@ -266,6 +260,16 @@ async fn drive(
     let us = redis_cpu * 1e6 / n as f64;
     f.insert("redis_cpu_us_per_job".into(), json!(us));
     f.insert("redis_bound_jobs_per_s".into(), json!((1e6 / us).round()));
+    // Where the rest of the machine's CPU went: the worker processes, and this
+    // process (the producer, and its polling for the end).
+    f.insert(
+        "worker_cpu_us_per_job".into(),
+        json!(worker_cpu * 1e6 / n as f64),
+    );
+    f.insert(
+        "producer_cpu_us_per_job".into(),
+        json!(own_cpu * 1e6 / n as f64),
+    );
     let created: Vec<i64> = spans.iter().map(|(c, _)| *c).collect();
     Ok((f, spans.into_iter().map(|(_, s)| s).collect(), created))
 }

@@ -1,9 +1,9 @@
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use deadpool_redis::Pool;
 use sluice_shared::error::{Error, Result};
 use sluice_shared::job::{Job, JobRequest, NewJob};
+use sluice_shared::records::{read_jobs, read_specs};
 use sluice_shared::scripts::scripts;
 use sluice_shared::{redis_conn, Config, Keys};
 
@@ -73,12 +73,7 @@ impl Client {
             .collect::<Result<Vec<_>>>()?;
         let mut con = self.pool.get().await?;
         for chunk in jobs.chunks(BATCH_CHUNK) {
-            let mut call = scripts().enqueue.call();
-            call.key(self.keys.ready())
-                .key(self.keys.delayed())
-                .key(self.keys.marker())
-                .key(self.keys.stats())
-                .key(self.keys.limits());
+            let mut call = scripts().enqueue.call_in(&self.keys);
             for job in chunk {
                 job.push(&self.keys, &mut call);
             }
@@ -94,18 +89,8 @@ impl Client {
 
     /// Reads several jobs in one round trip.
     pub async fn jobs(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
-        let mut pipe = redis::pipe();
-        for id in ids {
-            pipe.hgetall(self.keys.job(id)).get(self.keys.args(id));
-        }
         let mut con = self.pool.get().await?;
-        let parts: Vec<(HashMap<String, String>, Option<String>)> =
-            pipe.query_async(&mut *con).await?;
-        Ok(ids
-            .iter()
-            .zip(parts)
-            .map(|(id, (h, a))| Job::from_parts(id, h, a))
-            .collect())
+        read_jobs(&mut *con, &self.keys, ids).await
     }
 
     /// Cancels a job that has not finished. For a flow run, the flow first
@@ -113,12 +98,8 @@ impl Client {
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
         let outcome = self.cancel_one(id).await?;
         let mut con = self.pool.get().await?;
-        let kind: Option<String> = redis::cmd("HGET")
-            .arg(self.keys.job(id))
-            .arg("kind")
-            .query_async(&mut *con)
-            .await?;
-        if kind.as_deref() == Some("flow") {
+        let spec = read_specs(&mut *con, &self.keys, &[id.to_string()]).await?;
+        if spec[0].kind == "flow" {
             let fields: Vec<String> = redis::cmd("HKEYS")
                 .arg(self.keys.flow_state(id))
                 .query_async(&mut *con)
@@ -133,26 +114,14 @@ impl Client {
 
     async fn cancel_one(&self, id: &str) -> Result<CancelOutcome> {
         let mut con = self.pool.get().await?;
-        let (ckey, parent): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.keys.job(id))
-            .arg(&["ckey", "parent"])
-            .query_async(&mut *con)
-            .await?;
-        let ckey = ckey.unwrap_or_default();
-        let parent = parent.unwrap_or_default();
-        let mut call = scripts().cancel.call();
-        call.key(self.keys.ready())
-            .key(self.keys.delayed())
-            .key(self.keys.stats())
-            .key(self.keys.job(id))
-            .key(self.keys.slots(&ckey))
-            .key(self.keys.wait(&ckey));
-        for k in self.keys.finish_indexes() {
-            call.key(k);
-        }
-        call.key(self.keys.job(&parent))
-            .key(self.keys.flow_state(&parent))
-            .key(self.keys.marker());
+        let spec = read_specs(&mut *con, &self.keys, &[id.to_string()])
+            .await?
+            .remove(0);
+        let ckey = spec.ckey;
+        let mut call = scripts().cancel.call_in(&self.keys);
+        call.key(self.keys.slots(&ckey))
+            .key(self.keys.wait(&ckey))
+            .key(self.keys.flow_state(&spec.parent));
         call.arg(id).arg(&ckey);
         let outcome: String = call.query(&mut *con).await?;
         match outcome.as_str() {

@@ -27,12 +27,11 @@ impl Client {
             return Ok(vec![]);
         };
         let mut con = self.pool.get().await?;
-        let (fstep, total): (Option<String>, Option<String>) = redis::cmd("HMGET")
-            .arg(self.keys.job(id))
-            .arg(&["fstep", "fe_total"])
-            .query_async(&mut *con)
-            .await?;
-        let mut fields = vec!["failed".to_string()];
+        let mut fields = vec![
+            "failed".to_string(),
+            "fstep".to_string(),
+            "fe_total".to_string(),
+        ];
         for s in &flow.steps {
             fields.push(format!("r:{}", s.id));
             fields.push(format!("d:{}", s.id));
@@ -48,7 +47,8 @@ impl Client {
             .zip(values)
             .filter_map(|(f, v)| v.map(|v| (f, v)))
             .collect();
-        let current: usize = fstep.and_then(|s| s.parse().ok()).unwrap_or(0);
+        let current: usize = v.get("fstep").and_then(|s| s.parse().ok()).unwrap_or(0);
+        let total = v.get("fe_total").cloned();
         let failed = v.get("failed").cloned().unwrap_or_default();
         Ok(flow
             .steps

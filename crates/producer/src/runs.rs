@@ -6,11 +6,12 @@
 //! queued jobs cost no index memory. Path and workspace filters are applied to
 //! what those sources yield.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use sluice_shared::entry::Entry;
 use sluice_shared::error::Result;
 use sluice_shared::job::{Job, Status};
+use sluice_shared::records::read_jobs;
 
 use crate::Client;
 
@@ -18,17 +19,6 @@ use crate::Client;
 const PAGE: isize = 200;
 /// Most entries read from each live structure when listing unfinished jobs.
 const ACTIVE_CAP: isize = 100_000;
-const FIELDS: [&str; 9] = [
-    "path",
-    "workspace",
-    "ckey",
-    "status",
-    "created_at",
-    "started_at",
-    "ended_at",
-    "attempt",
-    "error",
-];
 
 #[derive(Clone, Debug, Default)]
 pub struct RunsQuery {
@@ -135,25 +125,17 @@ impl Client {
             .collect())
     }
 
-    /// The listed fields of these jobs (no args, no result), skipping ids
-    /// whose record is gone.
+    /// These jobs, skipping ids whose records are gone.
     async fn read(&self, ids: &[String]) -> Result<Vec<Job>> {
         let mut out = Vec::with_capacity(ids.len());
         let mut con = self.pool.get().await?;
         for chunk in ids.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for id in chunk {
-                pipe.cmd("HMGET").arg(self.keys.job(id)).arg(&FIELDS[..]);
-            }
-            let rows: Vec<Vec<Option<String>>> = pipe.query_async(&mut *con).await?;
-            for (id, row) in chunk.iter().zip(rows) {
-                let h: HashMap<String, String> = FIELDS
-                    .iter()
-                    .zip(row)
-                    .filter_map(|(f, v)| v.map(|v| (f.to_string(), v)))
-                    .collect();
-                out.extend(Job::from_parts(id, h, None));
-            }
+            out.extend(
+                read_jobs(&mut *con, &self.keys, chunk)
+                    .await?
+                    .into_iter()
+                    .flatten(),
+            );
         }
         Ok(out)
     }

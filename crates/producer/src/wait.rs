@@ -81,13 +81,14 @@ impl Client {
             };
             let mut con = self.pool.get().await?;
             for chunk in pending.chunks(5000) {
-                let mut pipe = redis::pipe();
-                for id in chunk {
-                    pipe.hget(self.keys.job(id), "status");
-                }
-                let statuses: Vec<Option<String>> = pipe.query_async(&mut *con).await?;
-                for (id, st) in chunk.iter().zip(statuses) {
-                    match st.as_deref().and_then(Status::parse) {
+                let states: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(self.keys.state())
+                    .arg(chunk)
+                    .query_async(&mut *con)
+                    .await?;
+                for (id, st) in chunk.iter().zip(states) {
+                    let status = st.as_deref().and_then(|s| s.split(' ').next());
+                    match status.and_then(Status::parse) {
                         None => out.missing.push(id.clone()),
                         Some(Status::Succeeded) => out.succeeded += 1,
                         Some(Status::Failed) => out.failed += 1,

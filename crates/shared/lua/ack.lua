@@ -1,76 +1,110 @@
 -- ack.lua: record the end of executions and free (or keep) their slots.
 --
--- KEYS[1]  leases sorted set
--- KEYS[2]  delayed sorted set
--- KEYS[3]  stats hash
--- KEYS[4]  marker list
--- KEYS[5..8]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
--- KEYS[9]  ready list (a flow whose step ended goes back on it)
--- then, per execution i: KEYS[5i+5] job hash, KEYS[5i+6] slots:K, KEYS[5i+7] wait:K,
---          KEYS[5i+8] the parent flow's job hash, KEYS[5i+9] its state hash
---          (any names for a job that is not a flow's step)
--- ARGV, per execution i, 5 values from ARGV[5i-4]:
---   entry, attempt, outcome ("ok", "err" or "cancelled"), payload (the result
---   for "ok", the reason otherwise), backoff_ms (the first retry's delay)
+-- KEYS[1..12]  the namespace keys (records.lua)
+-- then, per execution i: KEYS[12+3i-2] slots:K, KEYS[12+3i-1] wait:K,
+--          KEYS[12+3i] the state hash of the flow the job is a step of
+--          (any names for keys a job does not have)
+-- ARGV, per execution i, 6 values from ARGV[6i-5]:
+--   entry, attempt, started (the ms in its running state, as admit.lua
+--   returned it), outcome, payload (the result for "ok", the reason
+--   otherwise), created (the created_at of its spec)
+--   where outcome is "ok", "err <backoff_ms>" (backoff_ms: the first retry's
+--   delay) or "cancelled", followed by " step" for a flow's step
 -- Returns: the entries refused because their attempt is no longer current
 --   (the lease was lost and the job recovered): such a late result is dropped.
 --
 -- A failed attempt is retried through the delayed set after
--- backoff_ms * 2^(attempt-1) while attempts remain (max_attempts, stamped at
--- enqueue when not the default 3); a cancel request turns any outcome into "cancelled".
+-- backoff_ms * 2^(attempt-1) while attempts remain (max_attempts in the spec,
+-- default 3); a cancel request turns any outcome into "cancelled".
 
 local now = now_ms()
 local now_s = ms_str(now)
-local leases, delayed, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
 local refused, ended = {}, {}
 local requeued = false
-local head_before = delayed_head(delayed)
+local head_before = delayed_head(DELAYED)
+local n = #ARGV / 6
+local ids = {}
+for i = 1, n do
+  local e = ARGV[6 * i - 5]
+  if #e == 36 then ids[i] = e else ids[i] = string.sub(e, 1, 36) end
+end
+local states = redis.call('HMGET', STATE, unpack(ids))
 
-for i = 1, #ARGV / 5 do
-  local a = 5 * i - 5
-  local entry, attempt, outcome, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 3], ARGV[a + 4]
-  local job, slots, wait = KEYS[5 * i + 5], KEYS[5 * i + 6], KEYS[5 * i + 7]
-  local f = redis.call('HMGET', job, 'status', 'attempt', 'window_ms', 'cancel', 'max_attempts', 'created_at',
-    'slot', 'parent', 'step', 'iter')
-  if f[1] ~= 'running' or tonumber(f[2]) ~= attempt then
+-- Anything but a plain success of a job without a key or flow.
+local function slow(i, a)
+  local entry, attempt, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 5]
+  local outcome, rest = string.match(ARGV[a + 4], '^(%a+)(.*)$')
+  local is_step = string.find(rest or '', ' step', 1, true) ~= nil
+  local id = ids[i]
+  state_cache[id] = states[i] or false
+  local st = state_of(id)
+  if not st or st.status ~= 'running' or st.attempt ~= attempt then
     refused[#refused + 1] = entry
+    return
+  end
+  ended[#ended + 1] = entry
+  local ckey = string.sub(entry, 38)
+  local spec = nil
+  if ckey ~= '' then
+    spec = spec_of(id)
+    -- A flow holds the slot its first driver took, whatever attempt ends it.
+    local token = id .. '#' .. attempt
+    if st.words.drive then token = id .. '#f' end
+    local window = tonumber(spec and spec.window_ms) or 0
+    end_slot(KEYS[NS + 3 * i - 2], KEYS[NS + 3 * i - 1], DELAYED, ckey, token, window, now)
+  end
+  if st.words.cancel and outcome ~= 'cancelled' then
+    outcome = 'cancelled'
+    payload = 'cancelled by request'
+  end
+  local final = nil
+  local started = { started = st.at, ready = st.words.ready }
+  if outcome == 'ok' then
+    set_state(id, 'succeeded', attempt, now_s, started)
+    set_result(id, payload)
+    final = 'succeeded'
+  elseif outcome == 'cancelled' then
+    set_state(id, 'cancelled', attempt, now_s, started)
+    final = 'cancelled'
   else
-    ended[#ended + 1] = entry
-    local id, ckey = string.sub(entry, 1, 36), string.sub(entry, 38)
-    if ckey ~= '' then
-      -- A flow holds the slot its first driver took, whatever attempt ends it.
-      local token = f[7]
-      if not token or token == '' then token = id .. '#' .. attempt end
-      end_slot(slots, wait, delayed, ckey, token, tonumber(f[3]) or 0, now)
-    end
-    local final = nil
-    if f[4] == '1' then outcome = 'cancelled' end
-    if outcome == 'ok' then
-      redis.call('HSET', job, 'status', 'succeeded', 'result', payload, 'ended_at', now_s)
-      finish('succeeded', id, f[6], now_s)
-      final = 'succeeded'
-    elseif outcome == 'cancelled' then
-      redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now_s)
-      finish('cancelled', id, f[6], now_s)
-      final = 'cancelled'
-    elseif attempt < max_attempts(f[5]) then
-      local at = now + tonumber(ARGV[a + 5]) * 2 ^ (attempt - 1)
-      redis.call('HSET', job, 'status', 'scheduled', 'error', payload, 'ready_at', ms_str(at))
-      redis.call('ZADD', delayed, ms_str(at), entry)
+    if spec == nil then spec = spec_of(id) end
+    if attempt < max_attempts(spec and spec.max_attempts) then
+      local backoff = tonumber(string.match(rest, '^ (%d+)')) or 1000
+      local at = ms_str(now + backoff * 2 ^ (attempt - 1))
+      set_state(id, 'scheduled', attempt, at)
+      set_result(id, payload)
+      redis.call('ZADD', DELAYED, at, entry)
     else
-      redis.call('HSET', job, 'status', 'failed', 'error', payload, 'ended_at', now_s)
-      finish('failed', id, f[6], now_s)
+      set_state(id, 'failed', attempt, now_s, started)
+      set_result(id, payload)
       final = 'failed'
     end
-    if final and f[8] and f[8] ~= '' then
-      if notify_parent(KEYS[5 * i + 8], KEYS[5 * i + 9], KEYS[9], id, f[9], f[10], final, payload) then
-        requeued = true
-      end
-    end
+  end
+  if final then
+    local created = ARGV[a + 6]
+    if created == '' then created = created_of(id, now_s) end
+    finish(final, id, created)
+    if is_step and notify_if_step(id, KEYS[NS + 3 * i], final, payload) then requeued = true end
   end
 end
-if #ended > 0 then redis.call('ZREM', leases, unpack(ended)) end
-wake_if_earlier(delayed, marker, head_before)
-if requeued and redis.call('LLEN', marker) == 0 then redis.call('LPUSH', marker, '1') end
-flush_finished(stats, index_keys(5))
+
+for i = 1, n do
+  local a = 6 * i - 6
+  local entry, attempt, started = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+  if ARGV[a + 4] == 'ok' and #entry == 36 and states[i] == 'running ' .. attempt .. ' ' .. started then
+    -- The common case, kept to the fewest Lua operations.
+    local id = ids[i]
+    put_state(id, 'succeeded ' .. attempt .. ' ' .. now_s .. ' started=' .. started)
+    set_result(id, ARGV[a + 5])
+    finish('succeeded', id, ARGV[a + 6])
+    ended[#ended + 1] = entry
+  else
+    slow(i, a)
+  end
+end
+if #ended > 0 then redis.call('ZREM', LEASES, unpack(ended)) end
+flush_records()
+flush_finished()
+wake_if_earlier(DELAYED, MARKER, head_before)
+if requeued and redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
 return refused

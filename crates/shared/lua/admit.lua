@@ -1,33 +1,28 @@
--- admit.lua: take the entries peek.lua saw, if they are still there, and
--- admit them, or send them to wait for their key.
+-- admit.lua: take what is due and ready, in the order it became ready, and
+-- admit it, or send it to wait for its key. One call per turn of a worker.
 --
--- KEYS[1]  leases sorted set
--- KEYS[2]  delayed sorted set
--- KEYS[3]  ready list
--- KEYS[4]  stats hash
--- KEYS[5]  marker list
--- KEYS[6..9]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
---          (a flow's driver entry, status running and drive "queued", is
---          resumed: it already holds its flow's slot)
--- then, per entry i: KEYS[4i+6] job hash, KEYS[4i+7] args string, KEYS[4i+8] slots:K,
---          KEYS[4i+9] wait:K
---          (for an entry without a key, or a "wake K" entry, the unused names
---          are still passed so that every key touched is declared)
+-- KEYS[1..12]  the namespace keys (records.lua)
+-- KEYS[12+2j-1], KEYS[12+2j]  slots:K and wait:K of the j-th key in ARGV
 -- ARGV[1]  lease length in ms
--- ARGV[2]  D, how many of the entries come from the delayed set (they come first)
--- ARGV[3]  room: how many jobs this worker takes at most
--- ARGV[3+i] the i-th entry: "<id>", "<id> <K>" or "wake <K>"
--- Returns: { admitted, dropped, more, next_in_ms } where admitted is a flat
---   list of 13 values per admitted job: entry, attempt, path, workspace, args,
---   ckey, window_ms, queued_ms (since it became ready), late_ms (since its
---   reserved slot freed, or -1), kind, parent, flow, step; dropped lists the ids not run (cancelled, finished,
---   missing or corrupt); more is 1 when entries were left for another turn
---   (no room, or another worker took some); next_in_ms is as in peek.lua,
---   after this call's changes.
+-- ARGV[2]  room: how many jobs this worker takes at most
+-- ARGV[3]  m, how many concurrency keys follow
+-- ARGV[3+j]  the j-th concurrency key K this call declares keys for
+-- Returns: { admitted, dropped, more, next_in_ms, expired, need, late }
+--   admitted: 3 values per admitted job: entry, spec (JSON), and its new
+--     state (which holds the attempt and the start, see records.lua);
+--   dropped: ids not run (cancelled, finished, missing or corrupt);
+--   more: 1 when entries were left for another turn (no room, or keys to declare);
+--   next_in_ms: ms until the next delayed entry or lease deadline, or -1;
+--   expired: lease entries past their deadline (at most room), for recover.lua;
+--   need: concurrency keys of entries that came next but whose keys this call
+--     did not declare: call again declaring them. Nothing after the first
+--     such entry is taken, so each key's jobs are still admitted in order;
+--   late: entry and late_ms pairs for jobs admitted to a slot reserved for
+--     them: how long after the slot freed they were admitted.
 --
 -- Due delayed entries and the ready list's head are taken in the order they
--- became ready (a delayed entry at its due time, a ready one at its ready_at
--- or created_at), so a delay that ran out never overtakes an older job.
+-- became ready (a delayed entry at its due time, a ready one at the time in
+-- its state), so a delay that ran out never overtakes an older job.
 --
 -- Taking and admitting in one atomic step keeps each key's jobs admitted in
 -- the order they became ready, however many workers race. Admission is the
@@ -35,195 +30,249 @@
 
 local now = now_ms()
 local now_s = ms_str(now)
-local leases, delayed, ready, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local deadline_s = ms_str(now + tonumber(ARGV[1]))
-local n_due = tonumber(ARGV[2])
-local room = tonumber(ARGV[3])
-local n = #ARGV - 3
-local head_before = delayed_head(delayed)
-local admitted, dropped, leased = {}, {}, {}
+local room = tonumber(ARGV[2])
+local declared = {}
+for j = 1, tonumber(ARGV[3]) do
+  declared[ARGV[3 + j]] = { slots = KEYS[NS + 2 * j - 1], wait = KEYS[NS + 2 * j] }
+end
+local head_before = delayed_head(DELAYED)
+local admitted, dropped, leased, lates = {}, {}, {}, {}
+-- The state of every job admitted for its first attempt by this call.
+local first_run = 'running 1 ' .. now_s
 
-local late_ms = -1
+local function id_of(entry)
+  if #entry == 36 then return entry end
+  return string.sub(entry, 1, 36)
+end
 
-local function admit(job, args_key, entry, id, f, slots, ckey)
-  local attempt = (tonumber(f[2]) or 0) + 1
-  if f[11] == 'queued' then
-    -- A flow's driver resumed: same run, same slot, a new attempt to fence with.
-    redis.call('HSET', job, 'attempt', attempt, 'drive', 'active')
+local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'WITHSCORES', 'LIMIT', 0, room)
+local head = redis.call('LRANGE', READY, 0, room - 1)
+
+-- When both have candidates, the ready ones' states tell when they became ready.
+if #due > 0 and #head > 0 then
+  local ids = {}
+  for i, e in ipairs(head) do ids[i] = id_of(e) end
+  load_states(ids)
+end
+local function ready_time(entry)
+  local st = state_of(id_of(entry))
+  if st then return tonumber(st.at) end
+  return now
+end
+
+-- Merge the two by ready time, up to `room` jobs; "wake" entries cost no room.
+-- ord_due[k] is the due time of a delayed entry, false for a ready one.
+local ord, ord_due, ord_ckey, ord_wake = {}, {}, {}, {}
+local need, need_seen = {}, {}
+local d, r, picked, blocked, more = 1, 1, 0, false, false
+while d <= #due or r <= #head do
+  local take_due = d <= #due
+  if take_due and r <= #head then take_due = tonumber(due[d + 1]) < ready_time(head[r]) end
+  local entry, due_at = head[r], false
+  if take_due then entry, due_at = due[d], tonumber(due[d + 1]) end
+  local wake = take_due and string.sub(entry, 1, 5) == 'wake '
+  if picked >= room and not wake then
+    more = true
+    break
+  end
+  local ckey = ''
+  if wake then ckey = string.sub(entry, 6) elseif #entry > 36 then ckey = string.sub(entry, 38) end
+  if blocked or (ckey ~= '' and not declared[ckey]) then
+    blocked, more = true, true
+    if ckey ~= '' and not declared[ckey] and not need_seen[ckey] then
+      need_seen[ckey] = true
+      need[#need + 1] = ckey
+    end
   else
-    redis.call('HSET', job, 'status', 'running', 'started_at', now_s, 'attempt', attempt)
-    if ckey ~= '' then redis.call('ZADD', slots, '+inf', id .. '#' .. attempt) end
-    if f[12] == 'flow' then
-      local slot = ''
-      if ckey ~= '' then slot = id .. '#' .. attempt end
-      redis.call('HSET', job, 'drive', 'active', 'entry', entry, 'slot', slot)
+    local k = #ord + 1
+    ord[k], ord_due[k], ord_ckey[k], ord_wake[k] = entry, due_at, ckey, wake
+  end
+  if not wake then picked = picked + 1 end
+  if take_due then d = d + 2 else r = r + 1 end
+end
+-- A full take suggests more is waiting beyond what was looked at.
+if picked >= room then more = true end
+
+local taken_due, n_ready, job_ids = {}, 0, {}
+for k, entry in ipairs(ord) do
+  if ord_due[k] then taken_due[#taken_due + 1] = entry else n_ready = n_ready + 1 end
+  if not ord_wake[k] then job_ids[#job_ids + 1] = id_of(entry) end
+end
+if #taken_due > 0 then redis.call('ZREM', DELAYED, unpack(taken_due)) end
+if n_ready > 0 then redis.call('LTRIM', READY, n_ready, -1) end
+local states, specs = {}, {}
+if #job_ids > 0 then
+  states = redis.call('HMGET', STATE, unpack(job_ids))
+  specs = redis.call('HMGET', JOBS, unpack(job_ids))
+end
+
+-- When a job became ready: a waiting job keeps the moment it had.
+local function ready_of(st)
+  return st.words.ready or st.at
+end
+
+local function admit(id, entry, st, ckey, slots)
+  local attempt = st.attempt + 1
+  local spec = raw_spec(id)
+  if st.status == 'running' then
+    -- A flow's driver resumed: same run, same slot, a new attempt to fence with.
+    st.words.drive = 'active'
+    set_state(id, 'running', attempt, st.at, st.words)
+  else
+    local flow = is_flow_spec(spec)
+    local words = {}
+    if flow then words.drive = 'active' end
+    -- Kept for `sluice status` when it differs from creation (a delay, a retry).
+    local ready = ready_of(st)
+    if ready ~= created_of(id, ready) then words.ready = ready end
+    set_state(id, 'running', attempt, now_s, words)
+    if ckey ~= '' then
+      -- A flow holds one slot for its whole run, whatever attempt drives it.
+      local token = id .. '#' .. attempt
+      if flow then token = id .. '#f' end
+      redis.call('ZADD', slots, '+inf', token)
     end
   end
   leased[#leased + 1] = deadline_s
   leased[#leased + 1] = entry
   local n = #admitted
   admitted[n + 1] = entry
-  admitted[n + 2] = attempt
-  admitted[n + 3] = f[4]
-  admitted[n + 4] = f[5]
-  admitted[n + 5] = f[8] or redis.call('GET', args_key)
-  admitted[n + 6] = ckey
-  admitted[n + 7] = f[7] or '0'
-  admitted[n + 8] = now - (tonumber(f[10]) or tonumber(f[9]) or now)
-  admitted[n + 9] = late_ms
-  admitted[n + 10] = f[12] or ''
-  admitted[n + 11] = f[13] or ''
-  admitted[n + 12] = f[14] or ''
-  admitted[n + 13] = f[15] or ''
+  admitted[n + 2] = spec
+  admitted[n + 3] = state_cache[id]
 end
 
-local function to_wait(job, id, max, slots, wait, ckey)
-  redis.call('HSET', job, 'status', 'waiting')
+local function to_wait(id, st, max, wait)
+  set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st) })
   count_waiting(1)
   redis.call('RPUSH', wait, id .. ' ' .. max)
 end
 
 -- A job that will not run gives back a slot reserved for it, if any.
-local function release_reservation(slots, wait, ckey, id)
-  if ckey ~= '' and redis.call('ZREM', slots, id .. '#r') == 1 then
+local function release_reservation(ckey, id)
+  local k = declared[ckey]
+  if ckey ~= '' and redis.call('ZREM', k.slots, id .. '#r') == 1 then
     count_waiting(-1)
-    expire_slots(slots, now)
-    settle(slots, wait, delayed, ckey, now)
+    expire_slots(k.slots, now)
+    settle(k.slots, k.wait, DELAYED, ckey, now)
   end
 end
 
-local function fail_corrupt(job, id, created_at, reason)
-  redis.call('HSET', job, 'status', 'failed', 'ended_at', now_s, 'error', 'corrupt job record: ' .. reason)
-  finish('failed', id, created_at, now_s)
+local function fail_corrupt(id, st, reason)
+  local attempt = 0
+  if st then attempt = st.attempt end
+  set_state(id, 'failed', attempt, now_s)
+  set_result(id, 'corrupt job record: ' .. reason)
+  finish('failed', id, created_of(id, now_s))
   dropped[#dropped + 1] = id
 end
 
-local FIELDS = { 'status', 'attempt', 'max', 'path', 'workspace', 'ckey', 'window_ms', 'args',
-  'created_at', 'ready_at', 'drive', 'kind', 'parent', 'flow', 'step' }
-local function read(i)
-  return redis.call('HMGET', KEYS[4 * i + 6], unpack(FIELDS))
+-- Whether a spec names a concurrency key (or is cut short).
+local function names_ckey(spec)
+  local cut = string.find(spec, ',"args":', 1, true)
+  local k = string.find(spec, ',"ckey":', 1, true)
+  return cut == nil or (k ~= nil and k < cut)
 end
 
--- What is still there to take: due entries one by one (another worker may
--- have taken some), and the longest prefix of the ready list's head as seen.
-local due_score, f_of = {}, {}
-local more = false
-for i = 1, n_due do
-  local score = tonumber(redis.call('ZSCORE', delayed, ARGV[3 + i]))
-  if score ~= nil and score <= now then due_score[i] = score else more = true end
-end
-local n_ready, m = n - n_due, 0
-if n_ready > 0 then
-  local head = redis.call('LRANGE', ready, 0, n_ready - 1)
-  while m < n_ready and head[m + 1] == ARGV[3 + n_due + m + 1] do m = m + 1 end
-  if m < n_ready then more = true end
-end
-
--- Merge the two by ready time, up to `room` jobs; "wake" entries cost no room.
-local order, taken_due = {}, {}
-local d, r, picked = 1, 1, 0
-local function next_due()
-  while d <= n_due and due_score[d] == nil do d = d + 1 end
-  return d <= n_due
-end
-while true do
-  local has_due, has_ready = next_due(), r <= m
-  if not has_due and not has_ready then break end
-  local wake = has_due and string.sub(ARGV[3 + d], 1, 5) == 'wake '
-  if picked >= room and not wake then
-    more = true
-    break
+local function limited(id, entry, st, ckey, due_at)
+  local k = declared[ckey]
+  local spec = spec_of(id)
+  local max = spec and tonumber(spec.max)
+  if not spec or spec.ckey ~= ckey or max == nil or max < 1 or tonumber(spec.window_ms) == nil then
+    release_reservation(ckey, id)
+    fail_corrupt(id, st, 'max, window_ms or ckey missing or malformed')
+    return
   end
-  local take_due = has_due
-  if has_due and has_ready and not wake then
-    local i = n_due + r
-    f_of[i] = read(i)
-    local ready_at = tonumber(f_of[i][10]) or tonumber(f_of[i][9]) or now
-    take_due = due_score[d] < ready_at
-  end
-  if take_due then
-    order[#order + 1] = d
-    taken_due[#taken_due + 1] = ARGV[3 + d]
-    if not wake then picked = picked + 1 end
-    d = d + 1
+  expire_slots(k.slots, now)
+  if redis.call('ZREM', k.slots, id .. '#r') == 1 then
+    count_waiting(-1)
+    if due_at then
+      lates[#lates + 1] = entry
+      lates[#lates + 1] = now - due_at
+    end
+    admit(id, entry, st, ckey, k.slots)
+  elseif redis.call('LLEN', k.wait) > 0 then
+    to_wait(id, st, max, k.wait)
   else
-    order[#order + 1] = n_due + r
-    picked = picked + 1
-    r = r + 1
-  end
-end
--- A full take suggests more is waiting beyond what was peeked.
-if picked >= room then more = true end
-if #taken_due > 0 then redis.call('ZREM', delayed, unpack(taken_due)) end
-if r > 1 then redis.call('LTRIM', ready, r - 1, -1) end
-
-for _, i in ipairs(order) do
-  local entry = ARGV[3 + i]
-  local job, args_key, slots, wait = KEYS[4 * i + 6], KEYS[4 * i + 7], KEYS[4 * i + 8], KEYS[4 * i + 9]
-  if string.sub(entry, 1, 5) == 'wake ' then
-    expire_slots(slots, now)
-    settle(slots, wait, delayed, string.sub(entry, 6), now)
-  else
-    local id = string.sub(entry, 1, 36)
-    local ckey = string.sub(entry, 38)
-    local f = f_of[i] or read(i)
-    late_ms = -1
-    local status = f[1]
-    if status == 'running' and f[11] == 'queued' then
-      admit(job, args_key, entry, id, f, slots, ckey)
-    elseif status ~= 'queued' and status ~= 'scheduled' and status ~= 'waiting' then
-      release_reservation(slots, wait, ckey, id)
-      dropped[#dropped + 1] = id
-    elseif ckey == '' then
-      if f[6] and f[6] ~= '' then fail_corrupt(job, id, f[9], 'concurrency key differs from its queue entry')
-      else admit(job, args_key, entry, id, f, slots, ckey) end
+    local held = redis.call('ZCARD', k.slots)
+    if held < max then
+      admit(id, entry, st, ckey, k.slots)
     else
-      local max = tonumber(f[3])
-      if f[6] ~= ckey or max == nil or max < 1 or tonumber(f[7]) == nil then
-        release_reservation(slots, wait, ckey, id)
-        fail_corrupt(job, id, f[9], 'max, window_ms or ckey missing or malformed')
+      local first = first_timed_slot(k.slots)
+      if first ~= nil and held == max then
+        -- Take over the earliest slot that frees at a known time.
+        redis.call('ZREM', k.slots, first[1])
+        redis.call('ZADD', k.slots, '+inf', id .. '#r')
+        redis.call('ZADD', DELAYED, first[2], entry)
+        set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st) })
+        count_waiting(1)
       else
-        expire_slots(slots, now)
-        if redis.call('ZREM', slots, id .. '#r') == 1 then
-          count_waiting(-1)
-          if due_score[i] then late_ms = now - due_score[i] end
-          admit(job, args_key, entry, id, f, slots, ckey)
-        elseif redis.call('LLEN', wait) > 0 then
-          to_wait(job, id, max, slots, wait, ckey)
+        to_wait(id, st, max, k.wait)
+        if first ~= nil then redis.call('ZADD', DELAYED, 'LT', first[2], 'wake ' .. ckey) end
+      end
+    end
+  end
+end
+
+local j = 0
+for k, entry in ipairs(ord) do
+  local ckey = ord_ckey[k]
+  if ord_wake[k] then
+    local kk = declared[ckey]
+    expire_slots(kk.slots, now)
+    settle(kk.slots, kk.wait, DELAYED, ckey, now)
+  else
+    j = j + 1
+    local id, s, spec = job_ids[j], states[j], specs[j]
+    if ckey == '' and s and spec and string.find(s, 'queued 0 ', 1, true) == 1 and not is_flow_spec(spec) then
+      -- The common case, kept to the fewest Lua operations: a first attempt
+      -- of a job without a key.
+      put_state(id, first_run)
+      leased[#leased + 1] = deadline_s
+      leased[#leased + 1] = entry
+      local n = #admitted
+      admitted[n + 1] = entry
+      admitted[n + 2] = spec
+      admitted[n + 3] = first_run
+    else
+      state_cache[id] = s or false
+      raw_specs[id] = spec or false
+      local st = state_of(id)
+      if not spec then
+        if st and (st.status == 'queued' or st.status == 'scheduled' or st.status == 'waiting') then
+          fail_corrupt(id, st, 'spec missing')
         else
-          local held = redis.call('ZCARD', slots)
-          if held < max then
-            admit(job, args_key, entry, id, f, slots, ckey)
-          else
-            local first = first_timed_slot(slots)
-            if first ~= nil and held == max then
-              -- Take over the earliest slot that frees at a known time.
-              redis.call('ZREM', slots, first[1])
-              redis.call('ZADD', slots, '+inf', id .. '#r')
-              redis.call('ZADD', delayed, first[2], entry)
-              redis.call('HSET', job, 'status', 'waiting')
-              count_waiting(1)
-            else
-              to_wait(job, id, max, slots, wait, ckey)
-              if first ~= nil then redis.call('ZADD', delayed, 'LT', first[2], 'wake ' .. ckey) end
-            end
-          end
+          dropped[#dropped + 1] = id
         end
+      elseif not st then
+        fail_corrupt(id, nil, 'state missing or malformed')
+      elseif st.status == 'running' then
+        if st.words.drive == 'queued' then admit(id, entry, st, ckey, nil) else dropped[#dropped + 1] = id end
+      elseif st.status ~= 'queued' and st.status ~= 'scheduled' and st.status ~= 'waiting' then
+        if ckey ~= '' then release_reservation(ckey, id) end
+        dropped[#dropped + 1] = id
+      elseif ckey == '' then
+        if names_ckey(spec) then fail_corrupt(id, st, 'concurrency key differs from its queue entry')
+        else admit(id, entry, st, ckey, nil) end
+      else
+        limited(id, entry, st, ckey, ord_due[k])
       end
     end
   end
 end
 -- The running executions' leases, renewed by the worker until they end.
-if #leased > 0 then redis.call('ZADD', leases, unpack(leased)) end
-wake_if_earlier(delayed, marker, head_before)
+if #leased > 0 then redis.call('ZADD', LEASES, unpack(leased)) end
+flush_records()
+flush_finished()
+wake_if_earlier(DELAYED, MARKER, head_before)
 -- This worker took all it had room for and more remains: pass the wake-up on
 -- to another idle worker.
-if redis.call('LLEN', marker) == 0 then
-  local more = redis.call('LLEN', ready) > 0
-  if not more then more = #redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, 1) > 0 end
-  if more then redis.call('LPUSH', marker, '1') end
+if more and redis.call('LLEN', MARKER) == 0 then
+  local left = redis.call('LLEN', READY) > 0
+  if not left then left = #redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, 1) > 0 end
+  if left then redis.call('LPUSH', MARKER, '1') end
 end
-flush_finished(stats, index_keys(6))
+local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, room)
 local more_n = 0
 if more then more_n = 1 end
-return { admitted, dropped, more_n, next_in_ms(delayed, leases, now) }
+return { admitted, dropped, more_n, next_in_ms(DELAYED, LEASES, now), expired, need, lates }

@@ -1,20 +1,14 @@
 -- drive.lua: a flow's driver hands over its plan: the steps to start now,
--- and its own state; then the flow parks, holding its slot but no worker,
+-- and its own progress; then the flow parks, holding its slot but no worker,
 -- until a step ends (see notify_parent in jobs.lua).
 --
--- KEYS[1]  ready list
--- KEYS[2]  delayed sorted set
--- KEYS[3]  marker list
--- KEYS[4]  stats hash
--- KEYS[5]  limits hash
--- KEYS[6]  leases sorted set
--- KEYS[7]  the flow's job hash
--- KEYS[8]  the flow's state hash ({p}:flow:<id>)
--- then, per step job i: KEYS[3i+6] job hash, KEYS[3i+7] args string, KEYS[3i+8] idx:key:K
+-- KEYS[1..12]  the namespace keys (records.lua)
+-- KEYS[13]  the flow's state hash ({p}:flow:<id>)
+-- KEYS[13+i]  idx:key:K of the i-th step job's concurrency key (any name without one)
 -- ARGV[1]  the flow's entry
 -- ARGV[2]  the driver's attempt (fencing)
--- ARGV[3]  U, then U field/value pairs to set on the flow's job hash
--- then 14 values per step job, as enqueue.lua takes them
+-- ARGV[3]  U, then U field/value pairs to set on the flow's state hash
+-- then 6 values per step job, as enqueue.lua takes them
 -- Returns: "parked", "requeued" (a step ended while driving: drive again),
 --   "cancel" (cancel requested: nothing started) or "refused" (the attempt
 --   is no longer this driver's).
@@ -24,44 +18,39 @@
 
 local now = now_ms()
 local now_s = ms_str(now)
-local job, state, entry = KEYS[7], KEYS[8], ARGV[1]
-local f = redis.call('HMGET', job, 'status', 'attempt', 'cancel', 'dirty')
-if f[1] ~= 'running' or tonumber(f[2]) ~= tonumber(ARGV[2]) then return 'refused' end
-if f[3] == '1' then return 'cancel' end
+local fstate, entry = KEYS[13], ARGV[1]
+local id = string.sub(entry, 1, 36)
+local st = state_of(id)
+if not st or st.status ~= 'running' or st.attempt ~= tonumber(ARGV[2]) then return 'refused' end
+if st.words.cancel then return 'cancel' end
 
 local u = tonumber(ARGV[3])
-if u > 0 then
-  local pairs_ = {}
-  for i = 1, 2 * u do pairs_[i] = ARGV[3 + i] end
-  redis.call('HSET', job, unpack(pairs_))
-end
+local pairs_ = { 'entry', entry }
+for i = 1, 2 * u do pairs_[2 + i] = ARGV[3 + i] end
+redis.call('HSET', fstate, unpack(pairs_))
 
 local first = 4 + 2 * u
 local n = (#ARGV - first + 1) / JOB_ARGS
-local ready_list, limits_seen = {}, {}
+local acc = new_jobs(now_s)
 for i = 1, n do
   local a = first - 1 + JOB_ARGS * (i - 1)
-  local keys = { job = KEYS[3 * i + 6], args = KEYS[3 * i + 7], idx_key = KEYS[3 * i + 8], limits = KEYS[5] }
-  local ready = write_job(keys, a, now, now_s, limits_seen)
-  if ready then ready_list[#ready_list + 1] = ready end
-  redis.call('HSET', state, 'c:' .. string.sub(ARGV[a + 2], 1, 36), '1')
+  write_job(acc, KEYS[13 + i], a, now, now_s)
+  redis.call('HSET', fstate, 'c:' .. ARGV[a + 1], '1')
 end
-if n > 0 then
-  redis.call('HINCRBY', state, 'active', n)
-  redis.call('HINCRBY', KEYS[4], 'active', n)
-end
+if n > 0 then redis.call('HINCRBY', fstate, 'active', n) end
 
-redis.call('ZREM', KEYS[6], entry)
+redis.call('ZREM', LEASES, entry)
 local outcome = 'parked'
-if f[4] == '1' then
-  redis.call('HSET', job, 'dirty', '0', 'drive', 'queued')
-  ready_list[#ready_list + 1] = entry
+if st.words.dirty then
+  st.words.dirty = nil
+  st.words.drive = 'queued'
+  acc.ready[#acc.ready + 1] = entry
   outcome = 'requeued'
 else
-  redis.call('HSET', job, 'drive', 'parked')
+  st.words.drive = 'parked'
 end
-if #ready_list > 0 then
-  redis.call('RPUSH', KEYS[1], unpack(ready_list))
-  if redis.call('LLEN', KEYS[3]) == 0 then redis.call('LPUSH', KEYS[3], '1') end
-end
+set_state(id, 'running', st.attempt, st.at, st.words)
+flush_jobs(acc)
+flush_records()
+if #acc.ready > 0 and redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
 return outcome

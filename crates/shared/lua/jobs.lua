@@ -1,85 +1,97 @@
--- jobs.lua: helpers prepended to every script, next to slots.lua, for the
--- scripts that write new jobs (enqueue.lua, and drive.lua for a flow's steps)
--- and those that tell a flow that one of its steps has finished.
+-- jobs.lua: helpers prepended to every script, after records.lua and
+-- slots.lua, for the scripts that write new jobs (enqueue.lua, and drive.lua
+-- for a flow's steps) and those that tell a flow that one of its steps has
+-- finished.
 
--- Values per job in the ARGV of a script that writes jobs.
-local JOB_ARGS = 14
+-- Values per job in the ARGV of a script that writes jobs: id, delay_ms,
+-- ckey ("" for none), max, window_ms, and the spec after its created_at:
+-- '"path":...,"args":...}' (see NewJob::spec_tail in job.rs).
+local JOB_ARGS = 6
 
--- Args up to this size stay in the job hash; Redis keeps a hash compact only
--- while every value is at most 64 bytes (hash-max-listpack-value).
-local INLINE_ARGS = 48
+-- What a batch of new jobs writes, gathered to be sent by flush_jobs().
+local function new_jobs(now_s)
+  return { specs = {}, ready = {}, delayed = {}, limits_seen = {}, n = 0, fresh = 'queued 0 ' .. now_s }
+end
 
--- Writes the job whose 14 values start at ARGV[a + 1]: delay_ms, entry, path,
--- workspace, args, ckey, max, window_ms, max_attempts ("" for the default),
--- kind ("" for a script), parent, flow, step, iter ("" when not a flow's).
--- keys = { job, args, idx_key, limits }. Returns the entry when it is ready
--- now (the caller pushes those on the ready list in one go), else nil.
-local function write_job(keys, a, now, now_s, limits_seen)
-  local delay_ms, entry = tonumber(ARGV[a + 1]), ARGV[a + 2]
-  local job, ckey = keys.job, ARGV[a + 6]
-  local status = 'queued'
-  if delay_ms > 0 then status = 'scheduled' end
-  if ckey == '' then
-    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now_s)
-  else
-    redis.call('HSET', job, 'path', ARGV[a + 3], 'workspace', ARGV[a + 4], 'status', status, 'created_at', now_s,
-      'ckey', ckey, 'max', ARGV[a + 7], 'window_ms', ARGV[a + 8])
-    redis.call('ZADD', keys.idx_key, now_s, string.sub(entry, 1, 36))
-    local stamp = ARGV[a + 7] .. ' ' .. ARGV[a + 8]
-    if limits_seen[ckey] ~= stamp then
-      limits_seen[ckey] = stamp
-      redis.call('HSET', keys.limits, ckey, stamp)
-    end
+-- Adds the job whose values start at ARGV[a + 1]; idx_key is idx:key:K for
+-- its concurrency key (unused without one).
+local function write_job(acc, idx_key, a, now, now_s)
+  local id, ckey = ARGV[a + 1], ARGV[a + 3]
+  local specs = acc.specs
+  specs[#specs + 1] = id
+  specs[#specs + 1] = '{"created_at":' .. now_s .. ',' .. ARGV[a + 6]
+  acc.n = acc.n + 1
+  if ckey == '' and ARGV[a + 2] == '0' then
+    -- The common case, kept to the fewest Lua operations: ready now, no key.
+    put_state(id, acc.fresh)
+    acc.ready[#acc.ready + 1] = id
+    return
   end
-  if ARGV[a + 9] ~= '' then redis.call('HSET', job, 'max_attempts', ARGV[a + 9]) end
-  if ARGV[a + 10] ~= '' then
-    redis.call('HSET', job, 'kind', ARGV[a + 10])
-    if ARGV[a + 11] ~= '' then
-      redis.call('HSET', job, 'parent', ARGV[a + 11], 'flow', ARGV[a + 12], 'step', ARGV[a + 13], 'iter', ARGV[a + 14])
+  local delay_ms = tonumber(ARGV[a + 2])
+  local entry = make_entry(id, ckey)
+  if ckey ~= '' then
+    redis.call('ZADD', idx_key, now_s, id)
+    local stamp = ARGV[a + 4] .. ' ' .. ARGV[a + 5]
+    if acc.limits_seen[ckey] ~= stamp then
+      acc.limits_seen[ckey] = stamp
+      redis.call('HSET', LIMITS, ckey, stamp)
     end
-  end
-  local args = ARGV[a + 5]
-  if #args <= INLINE_ARGS then
-    redis.call('HSET', job, 'args', args)
-  else
-    redis.call('SET', keys.args, args)
   end
   if delay_ms > 0 then
     local at = ms_str(now + delay_ms)
-    redis.call('HSET', job, 'ready_at', at)
-    redis.call('ZADD', KEYS[2], at, entry)
-    return nil
+    set_state(id, 'scheduled', 0, at)
+    acc.delayed[#acc.delayed + 1] = at
+    acc.delayed[#acc.delayed + 1] = entry
+  else
+    put_state(id, acc.fresh)
+    acc.ready[#acc.ready + 1] = entry
   end
-  return entry
+end
+
+local function flush_jobs(acc)
+  if #acc.specs > 0 then redis.call('HSET', JOBS, unpack(acc.specs)) end
+  if #acc.ready > 0 then redis.call('RPUSH', READY, unpack(acc.ready)) end
+  if #acc.delayed > 0 then redis.call('ZADD', DELAYED, unpack(acc.delayed)) end
+  if acc.n > 0 then redis.call('HINCRBY', STATS, 'active', acc.n) end
 end
 
 -- A step of a flow reached a final state: record it in the flow's state hash
--- and get the flow driven again. A parked flow goes back on the ready list; one
--- whose driver is queued or running is marked dirty, and its driver looks again
--- before it parks. `state` is the flow's state hash, `parent` its job hash.
--- Returns true when the parent was put on the ready list.
-local function notify_parent(parent, state, ready, id, step, iter, status, payload)
-  if redis.call('HGET', parent, 'status') ~= 'running' then return false end
-  redis.call('HDEL', state, 'c:' .. id)
-  redis.call('HINCRBY', state, 'active', -1)
+-- (fstate) and get the flow driven again. A parked flow goes back on the
+-- ready list; one whose driver is queued or running is marked dirty, and its
+-- driver looks again before it parks. Returns true when the flow was put on
+-- the ready list.
+local function notify_parent(parent, fstate, id, step, iter, status, payload)
+  local p = state_of(parent)
+  if not p or p.status ~= 'running' then return false end
+  redis.call('HDEL', fstate, 'c:' .. id)
+  redis.call('HINCRBY', fstate, 'active', -1)
   if status == 'succeeded' then
-    if iter and iter ~= '' then
-      redis.call('HSET', state, 'i:' .. step .. ':' .. iter, payload)
-      redis.call('HINCRBY', state, 'd:' .. step, 1)
+    if iter ~= nil then
+      redis.call('HSET', fstate, 'i:' .. step .. ':' .. iter, payload)
+      redis.call('HINCRBY', fstate, 'd:' .. step, 1)
     else
-      redis.call('HSET', state, 'r:' .. step, payload)
+      redis.call('HSET', fstate, 'r:' .. step, payload)
     end
-  elseif redis.call('HEXISTS', state, 'failed') == 0 then
+  elseif redis.call('HEXISTS', fstate, 'failed') == 0 then
     local label = step
-    if iter and iter ~= '' then label = step .. '[' .. iter .. ']' end
-    redis.call('HSET', state, 'failed', 'step ' .. label .. ' ' .. status .. ': ' .. (payload or ''))
+    if iter ~= nil then label = step .. '[' .. iter .. ']' end
+    redis.call('HSET', fstate, 'failed', 'step ' .. label .. ' ' .. status .. ': ' .. (payload or ''))
   end
-  local drive = redis.call('HGET', parent, 'drive')
-  if drive == 'parked' then
-    redis.call('HSET', parent, 'drive', 'queued')
-    redis.call('RPUSH', ready, redis.call('HGET', parent, 'entry'))
+  if p.words.drive == 'parked' then
+    p.words.drive = 'queued'
+    set_state(parent, p.status, p.attempt, p.at, p.words)
+    redis.call('RPUSH', READY, redis.call('HGET', fstate, 'entry'))
     return true
   end
-  redis.call('HSET', parent, 'dirty', '1')
+  p.words.dirty = true
+  set_state(parent, p.status, p.attempt, p.at, p.words)
   return false
+end
+
+-- Tells a step's flow that the step ended, if the job is a flow's step
+-- (fstate: the flow's state hash, as the caller declared it).
+local function notify_if_step(id, fstate, status, payload)
+  local spec = spec_of(id)
+  if not spec or type(spec.parent) ~= 'string' or spec.parent == '' then return false end
+  return notify_parent(spec.parent, fstate, id, spec.step, spec.iter, status, payload)
 end

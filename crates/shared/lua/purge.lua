@@ -1,28 +1,36 @@
 -- purge.lua: remove finished jobs past retention, with their index entries.
 --
--- KEYS[1..4]  idx:done (scored by end, Unix ms), idx:status:succeeded, :failed, :cancelled
--- then, per job i: KEYS[4i+1] job hash, KEYS[4i+2] args string, KEYS[4i+3] idx:key:K,
---          KEYS[4i+4] flow state (for a flow run; any name otherwise)
--- ARGV[1]  cutoff: jobs that finished at or before this Unix ms go
+-- KEYS[1..12]  the namespace keys (records.lua)
+-- then, per job i: KEYS[12+2i-1] idx:key:K of its concurrency key, KEYS[12+2i]
+--          its flow state (for a flow run; any names otherwise)
+-- ARGV[1]  cutoff: finished jobs created at or before this Unix ms go
 -- ARGV[2]  keep: at most this many finished jobs stay, the newest
--- ARGV[2+i] the i-th job id, oldest first, as read from idx:done
+-- ARGV[2+i] the i-th job id, oldest first by creation
 -- Returns: how many jobs were removed.
 --
--- Each id is checked again here: one not finished (no longer in idx:done) or
+-- Each id is checked again here: one not finished (in no idx:status:S) or
 -- within both limits is left alone.
 
 local cutoff, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
-local done = KEYS[1]
-local over = redis.call('ZCARD', done) - keep
-local removed = 0
+local over = -keep
+for _, idx in pairs(IDX) do over = over + redis.call('ZCARD', idx) end
+local removed = {}
 for i = 1, #ARGV - 2 do
   local id = ARGV[2 + i]
-  local ended = tonumber(redis.call('ZSCORE', done, id))
-  if ended ~= nil and (ended <= cutoff or redis.call('ZRANK', done, id) < over) then
-    redis.call('DEL', KEYS[4 * i + 1], KEYS[4 * i + 2], KEYS[4 * i + 4])
-    for k = 1, 4 do redis.call('ZREM', KEYS[k], id) end
-    redis.call('ZREM', KEYS[4 * i + 3], id)
-    removed = removed + 1
+  for _, idx in pairs(IDX) do
+    local created = tonumber(redis.call('ZSCORE', idx, id))
+    if created ~= nil and (created <= cutoff or over > 0) then
+      redis.call('ZREM', idx, id)
+      redis.call('ZREM', KEYS[NS + 2 * i - 1], id)
+      redis.call('DEL', KEYS[NS + 2 * i])
+      removed[#removed + 1] = id
+      over = over - 1
+    end
   end
 end
-return removed
+if #removed > 0 then
+  redis.call('HDEL', JOBS, unpack(removed))
+  redis.call('HDEL', STATE, unpack(removed))
+  redis.call('HDEL', RESULTS, unpack(removed))
+end
+return #removed

@@ -1,15 +1,11 @@
 -- recover.lua: take back executions whose lease ran out (their worker died,
 -- froze or lost Redis) and run them again.
 --
--- KEYS[1]  leases sorted set
--- KEYS[2]  delayed sorted set
--- KEYS[3]  ready list
--- KEYS[4]  stats hash
--- KEYS[5]  marker list
--- KEYS[6..9]  indexes of finished jobs: idx:done, idx:status:succeeded, :failed, :cancelled
--- then, per entry i: KEYS[5i+5] job hash, KEYS[5i+6] slots:K, KEYS[5i+7] wait:K,
---          KEYS[5i+8] the parent flow's job hash, KEYS[5i+9] its state hash
--- ARGV[i]  the i-th expired lease entry, as peek.lua returned it
+-- KEYS[1..12]  the namespace keys (records.lua)
+-- then, per entry i: KEYS[12+3i-2] slots:K, KEYS[12+3i-1] wait:K,
+--          KEYS[12+3i] the state hash of the flow the job is a step of
+--          (any names for keys a job does not have)
+-- ARGV[i]  the i-th expired lease entry, as admit.lua returned it
 -- Returns: the ids of executions found dead (status was running).
 --
 -- Each entry is checked again here, atomically: one renewed meanwhile, or
@@ -18,62 +14,62 @@
 
 local now = now_ms()
 local now_s = ms_str(now)
-local leases, delayed, ready, stats, marker = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local dead, requeued = {}, 0
-local head_before = delayed_head(delayed)
+local head_before = delayed_head(DELAYED)
 
 for i = 1, #ARGV do
   local entry = ARGV[i]
-  local job, slots, wait = KEYS[5 * i + 5], KEYS[5 * i + 6], KEYS[5 * i + 7]
-  local score = tonumber(redis.call('ZSCORE', leases, entry))
+  local slots, wait, fstate = KEYS[NS + 3 * i - 2], KEYS[NS + 3 * i - 1], KEYS[NS + 3 * i]
+  local score = tonumber(redis.call('ZSCORE', LEASES, entry))
   if score ~= nil and score <= now then
-    redis.call('ZREM', leases, entry)
+    redis.call('ZREM', LEASES, entry)
     if string.sub(entry, 1, 5) == 'wake ' then
-      redis.call('ZADD', delayed, 'LT', now, entry)
+      redis.call('ZADD', DELAYED, 'LT', now, entry)
     else
       local id = string.sub(entry, 1, 36)
       local ckey = string.sub(entry, 38)
-      local f = redis.call('HMGET', job, 'status', 'attempt', 'max_attempts', 'window_ms', 'created_at',
-        'kind', 'parent', 'step', 'iter', 'cancel')
-      local attempt = tonumber(f[2]) or 0
-      if f[1] == 'running' and f[6] == 'flow' then
+      local st = state_of(id)
+      if st and st.status == 'running' and st.words.drive then
         -- A flow's driver died: the flow keeps its slot and is driven again;
         -- the new attempt fences off the old driver, should it come back.
         dead[#dead + 1] = id
-        redis.call('HSET', job, 'drive', 'queued', 'attempt', attempt + 1)
-        redis.call('RPUSH', ready, entry)
+        st.words.drive = 'queued'
+        set_state(id, 'running', st.attempt + 1, st.at, st.words)
+        redis.call('RPUSH', READY, entry)
         requeued = requeued + 1
-      elseif f[1] == 'running' then
+      elseif st and st.status == 'running' then
         dead[#dead + 1] = id
+        local attempt = st.attempt
+        local spec = spec_of(id) or {}
         if ckey ~= '' then
-          end_slot(slots, wait, delayed, ckey, id .. '#' .. attempt, tonumber(f[4]) or 0, now)
+          end_slot(slots, wait, DELAYED, ckey, id .. '#' .. attempt, tonumber(spec.window_ms) or 0, now)
         end
         local reason = 'worker lost: lease expired during attempt ' .. attempt
-        if f[10] == '1' then
+        local final = nil
+        if st.words.cancel then
           -- It was asked to cancel: it ends here rather than running again.
-          redis.call('HSET', job, 'status', 'cancelled', 'ended_at', now_s)
-          finish('cancelled', id, f[5], now_s)
-          if f[7] and f[7] ~= '' then
-            notify_parent(KEYS[5 * i + 8], KEYS[5 * i + 9], ready, id, f[8], f[9], 'cancelled', 'cancelled by request')
-            requeued = requeued + 1
-          end
-        elseif attempt >= max_attempts(f[3]) then
-          redis.call('HSET', job, 'status', 'failed', 'error', reason, 'ended_at', now_s)
-          finish('failed', id, f[5], now_s)
-          if f[7] and f[7] ~= '' then
-            notify_parent(KEYS[5 * i + 8], KEYS[5 * i + 9], ready, id, f[8], f[9], 'failed', reason)
-            requeued = requeued + 1
-          end
+          set_state(id, 'cancelled', attempt, now_s, { started = st.at, ready = st.words.ready })
+          final, reason = 'cancelled', 'cancelled by request'
+        elseif attempt >= max_attempts(spec.max_attempts) then
+          set_state(id, 'failed', attempt, now_s, { started = st.at, ready = st.words.ready })
+          set_result(id, reason)
+          final = 'failed'
         else
-          redis.call('HSET', job, 'status', 'queued', 'error', reason, 'ready_at', now_s)
-          redis.call('RPUSH', ready, entry)
+          set_state(id, 'queued', attempt, now_s)
+          set_result(id, reason)
+          redis.call('RPUSH', READY, entry)
           requeued = requeued + 1
+        end
+        if final then
+          finish(final, id, created_of(id, now_s))
+          if notify_if_step(id, fstate, final, reason) then requeued = requeued + 1 end
         end
       end
     end
   end
 end
-if requeued > 0 and redis.call('LLEN', marker) == 0 then redis.call('LPUSH', marker, '1') end
-wake_if_earlier(delayed, marker, head_before)
-flush_finished(stats, index_keys(6))
+flush_records()
+flush_finished()
+if requeued > 0 and redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
+wake_if_earlier(DELAYED, MARKER, head_before)
 return dead

@@ -19,8 +19,8 @@ local function now_ms()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
--- A job hash without max_attempts has the default: it is stamped only when
--- the script's config sets another, to keep queued jobs small.
+-- A spec without max_attempts has the default: it is stamped only when the
+-- script's config sets another, to keep queued jobs small.
 local DEFAULT_MAX_ATTEMPTS = 3
 
 local function max_attempts(v)
@@ -98,7 +98,6 @@ end
 -- and written once per call, by flush_finished.
 local final_counts = {}
 local by_status = {}
-local done_members = {}
 local waiting_delta = 0
 
 -- A job entered (+1) or left (-1) the waiting state: the `waiting` counter
@@ -107,35 +106,29 @@ local function count_waiting(d)
   waiting_delta = waiting_delta + d
 end
 
-local function finish(status, id, created_at, now_s)
+-- A job reached a final status: counted, and indexed by its creation time
+-- (`created`, Unix ms as a string; see created_of in records.lua).
+local function finish(status, id, created)
   final_counts[status] = (final_counts[status] or 0) + 1
   local t = by_status[status]
   if t == nil then
     t = {}
     by_status[status] = t
   end
-  t[#t + 1] = created_at or now_s
+  t[#t + 1] = created
   t[#t + 1] = id
-  done_members[#done_members + 1] = now_s
-  done_members[#done_members + 1] = id
 end
 
--- idx = { done = key, succeeded = key, failed = key, cancelled = key }
-local function flush_finished(stats, idx)
+local function flush_finished()
   local total = 0
   for status, n in pairs(final_counts) do
-    redis.call('HINCRBY', stats, status, n)
+    redis.call('HINCRBY', STATS, status, n)
     total = total + n
   end
-  if total > 0 then redis.call('HINCRBY', stats, 'active', -total) end
-  if waiting_delta ~= 0 then redis.call('HINCRBY', stats, 'waiting', waiting_delta) end
-  for status, members in pairs(by_status) do redis.call('ZADD', idx[status], unpack(members)) end
-  if #done_members > 0 then redis.call('ZADD', idx.done, unpack(done_members)) end
-end
-
--- The four index keys, passed in KEYS from position i on.
-local function index_keys(i)
-  return { done = KEYS[i], succeeded = KEYS[i + 1], failed = KEYS[i + 2], cancelled = KEYS[i + 3] }
+  if total > 0 then redis.call('HINCRBY', STATS, 'active', -total) end
+  if waiting_delta ~= 0 then redis.call('HINCRBY', STATS, 'waiting', waiting_delta) end
+  for status, members in pairs(by_status) do redis.call('ZADD', IDX[status], unpack(members)) end
+  final_counts, by_status, waiting_delta = {}, {}, 0
 end
 
 -- Workers sleep until the earliest delayed entry they know of. A script that

@@ -1,7 +1,6 @@
-//! The job model: what a job hash holds, and how a new job is built and
+//! The job model: what a job's records hold, and how a new job is built and
 //! stamped with its limit at enqueue.
 
-use std::collections::HashMap;
 use std::fmt;
 
 use serde::Serialize;
@@ -109,52 +108,146 @@ pub struct Job {
 }
 
 impl Job {
-    /// Builds a job from its hash and its args key (used when the args were
-    /// too long to keep in the hash); `None` for an empty hash (no such job).
-    pub fn from_parts(
+    /// Builds a job from its three records (see keys.rs): its spec, its
+    /// state and its result or error; `None` when it has neither spec nor
+    /// state (no such job).
+    pub fn from_records(
         id: &str,
-        mut h: HashMap<String, String>,
-        args: Option<String>,
+        spec: Option<String>,
+        state: Option<String>,
+        result: Option<String>,
     ) -> Option<Job> {
-        if h.is_empty() {
+        if spec.is_none() && state.is_none() {
             return None;
         }
-        let mut take = |k: &str| h.remove(k).filter(|v| !v.is_empty());
-        let num = |v: Option<String>| v.and_then(|s| s.parse::<i64>().ok());
-        let ckey = take("ckey");
-        let args = take("args").or(args);
+        let spec = spec
+            .as_deref()
+            .and_then(|s| serde_json::from_str::<Spec>(s).ok())
+            .unwrap_or_default();
+        let st = state.as_deref().map(State::parse).unwrap_or_default();
+        let status = st.status.clone();
+        let finished = Status::parse(&status).is_some_and(Status::is_final);
+        let since = Some(st.since).filter(|&t| t > 0);
+        let limited = !spec.ckey.is_empty();
         Some(Job {
             id: id.to_string(),
-            path: take("path").unwrap_or_default(),
-            workspace: take("workspace").unwrap_or_default(),
-            kind: take("kind").unwrap_or_else(|| "script".into()),
-            args: args
-                .map(|a| serde_json::from_str(&a).unwrap_or(Value::String(a)))
-                .unwrap_or(Value::Null),
-            max: num(take("max"))
-                .map(|v| v as u32)
-                .filter(|_| ckey.is_some()),
-            window_ms: num(take("window_ms"))
-                .map(|v| v as u64)
-                .filter(|_| ckey.is_some()),
-            concurrency_key: ckey,
-            status: take("status").unwrap_or_default(),
-            attempt: num(take("attempt")).unwrap_or(0) as u32,
-            max_attempts: num(take("max_attempts")).unwrap_or(DEFAULT_MAX_ATTEMPTS as i64) as u32,
-            created_at: num(take("created_at")),
-            ready_at: num(take("ready_at")),
-            started_at: num(take("started_at")),
-            ended_at: num(take("ended_at")),
-            result: take("result").map(|r| serde_json::from_str(&r).unwrap_or(Value::String(r))),
-            error: take("error"),
-            parent: take("parent"),
-            step: take("step"),
-            iter: num(take("iter")).map(|i| i as u32),
+            path: spec.path,
+            workspace: spec.workspace,
+            kind: if spec.kind.is_empty() {
+                "script".into()
+            } else {
+                spec.kind
+            },
+            args: spec.args,
+            max: spec.max.filter(|_| limited),
+            window_ms: spec.window_ms.filter(|_| limited),
+            concurrency_key: limited.then_some(spec.ckey),
+            attempt: st.attempt,
+            max_attempts: spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
+            created_at: Some(spec.created_at).filter(|&t| t > 0),
+            ready_at: if matches!(status.as_str(), "queued" | "scheduled") {
+                since
+            } else {
+                st.ready.or(Some(spec.created_at).filter(|&t| t > 0))
+            },
+            started_at: if finished {
+                st.started
+            } else {
+                since.filter(|_| status == "running")
+            },
+            ended_at: since.filter(|_| finished),
+            result: result
+                .clone()
+                .filter(|_| status == "succeeded")
+                .map(|r| serde_json::from_str(&r).unwrap_or(Value::String(r))),
+            error: result.filter(|_| status != "succeeded"),
+            parent: Some(spec.parent).filter(|p| !p.is_empty()),
+            step: Some(spec.step).filter(|s| !s.is_empty()),
+            iter: spec.iter,
+            status,
         })
     }
 
     pub fn status(&self) -> Option<Status> {
         Status::parse(&self.status)
+    }
+}
+
+/// A job's spec as stored in `{p}:jobs`: what it runs, written once.
+#[derive(Clone, Debug, Default, serde::Deserialize)]
+pub struct Spec {
+    #[serde(default)]
+    pub created_at: i64,
+    #[serde(default)]
+    pub path: String,
+    #[serde(default)]
+    pub workspace: String,
+    #[serde(default)]
+    pub ckey: String,
+    pub max: Option<u32>,
+    pub window_ms: Option<u64>,
+    pub max_attempts: Option<u32>,
+    /// "flow", "step", or "" for a script's job.
+    #[serde(default)]
+    pub kind: String,
+    /// For a flow's step: the flow run's id, the flow's path, the step id and
+    /// the for-each position.
+    #[serde(default)]
+    pub parent: String,
+    #[serde(default)]
+    pub flow: String,
+    #[serde(default)]
+    pub step: String,
+    pub iter: Option<u32>,
+    #[serde(default)]
+    pub args: Value,
+}
+
+/// A job's state as stored in `{p}:state` (see keys.rs).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct State {
+    pub status: String,
+    pub attempt: u32,
+    /// When it entered this status (for scheduled: when it falls due), Unix ms.
+    pub since: i64,
+    /// When a finished job's last attempt started.
+    pub started: Option<i64>,
+    /// When a waiting, running or finished job became ready, if not at its
+    /// creation.
+    pub ready: Option<i64>,
+    pub drive: Option<String>,
+    pub cancel: bool,
+}
+
+impl State {
+    /// Reads a state; a malformed one keeps its text as the status.
+    pub fn parse(s: &str) -> State {
+        let mut parts = s.split(' ');
+        let status = parts.next().unwrap_or_default().to_string();
+        let attempt = parts.next().and_then(|v| v.parse().ok());
+        let since = parts.next().and_then(|v| v.parse().ok());
+        let (Some(attempt), Some(since)) = (attempt, since) else {
+            return State {
+                status: s.to_string(),
+                ..State::default()
+            };
+        };
+        let mut st = State {
+            status,
+            attempt,
+            since,
+            ..State::default()
+        };
+        for w in parts {
+            match w.split_once('=') {
+                Some(("started", v)) => st.started = v.parse().ok(),
+                Some(("ready", v)) => st.ready = v.parse().ok(),
+                Some(("drive", v)) => st.drive = Some(v.to_string()),
+                _ if w == "cancel" => st.cancel = true,
+                _ => {}
+            }
+        }
+        st
     }
 }
 
@@ -184,8 +277,8 @@ pub struct StepOf {
     pub iter: Option<usize>,
 }
 
-/// Attempts a job gets when its script's config says nothing; a job hash
-/// stamps `max_attempts` only when it differs (see slots.lua).
+/// Attempts a job gets when its script's config says nothing; a spec stamps
+/// `max_attempts` only when it differs (see slots.lua).
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 
 /// What a producer asks for.
@@ -322,43 +415,60 @@ impl NewJob {
         })
     }
 
-    /// Adds this job's keys and its 14 values to an enqueue.lua or drive.lua
+    /// Adds this job's key and its 6 values to an enqueue.lua or drive.lua
     /// call (see write_job in jobs.lua).
     pub fn push(&self, keys: &crate::Keys, call: &mut crate::scripts::Invocation) {
         let (max, window) = match self.limit {
             Some((m, w)) => (m.to_string(), w.to_string()),
             None => (String::new(), String::new()),
         };
-        let attempts = if self.max_attempts == DEFAULT_MAX_ATTEMPTS {
-            String::new()
-        } else {
-            self.max_attempts.to_string()
-        };
-        let kind = match self.kind {
-            JobKind::Script => "",
-            other => other.as_str(),
-        };
-        call.key(keys.job(&self.id))
-            .key(keys.args(&self.id))
-            .key(keys.idx_key(&self.ckey));
-        call.arg(self.delay_ms)
-            .arg(self.entry())
-            .arg(&self.path)
-            .arg(&self.workspace)
-            .arg(&self.args)
+        call.key(keys.idx_key(&self.ckey));
+        call.arg(&self.id)
+            .arg(self.delay_ms)
             .arg(&self.ckey)
             .arg(max)
             .arg(window)
-            .arg(attempts)
-            .arg(kind);
-        match &self.parent {
-            Some(p) => call
-                .arg(&p.flow_id)
-                .arg(&p.flow_path)
-                .arg(&p.step)
-                .arg(p.iter.map(|i| i.to_string()).unwrap_or_default()),
-            None => call.arg("").arg("").arg("").arg(""),
-        };
+            .arg(self.spec_tail());
+    }
+
+    /// The spec after its `created_at`, which the script writes from Redis
+    /// time: `"path":...,"args":{...}}`. Fields at their default are left
+    /// out, the kind (when not a script) comes first and args last
+    /// (records.lua reads the fields before them).
+    pub fn spec_tail(&self) -> String {
+        let q = |s: &str| Value::String(s.to_string()).to_string();
+        // The kind first: admit.lua tells a flow from its spec's first bytes.
+        let mut out = String::new();
+        if self.kind != JobKind::Script {
+            out += &format!("\"kind\":{},", q(self.kind.as_str()));
+        }
+        out += &format!(
+            "\"path\":{},\"workspace\":{}",
+            q(&self.path),
+            q(&self.workspace)
+        );
+        if let Some((max, window)) = self.limit {
+            out += &format!(
+                ",\"ckey\":{},\"max\":{max},\"window_ms\":{window}",
+                q(&self.ckey)
+            );
+        }
+        if self.max_attempts != DEFAULT_MAX_ATTEMPTS {
+            out += &format!(",\"max_attempts\":{}", self.max_attempts);
+        }
+        if let Some(p) = &self.parent {
+            out += &format!(
+                ",\"parent\":{},\"flow\":{},\"step\":{}",
+                q(&p.flow_id),
+                q(&p.flow_path),
+                q(&p.step)
+            );
+            if let Some(i) = p.iter {
+                out += &format!(",\"iter\":{i}");
+            }
+        }
+        out += &format!(",\"args\":{}}}", self.args);
+        out
     }
 
     pub fn entry(&self) -> String {
@@ -429,6 +539,34 @@ command = ["true"]
         assert_eq!(uuid::Uuid::parse_str(&j.id).unwrap().get_version_num(), 7);
         assert_eq!(build("f/b", json!({})).unwrap().ckey, "acme/script/f/b");
         assert_eq!(build("f/free", json!({})).unwrap().ckey, "");
+    }
+
+    #[test]
+    fn records_read_back_as_a_job() {
+        let j = build(
+            "f/a",
+            json!({"account": 42, "note": "a \"quoted\" ,\"args\": text"}),
+        )
+        .unwrap();
+        let spec = format!("{{\"created_at\":1700000000000,{}", j.spec_tail());
+        let parsed: Spec = serde_json::from_str(&spec).unwrap();
+        assert_eq!(parsed.ckey, "acme/acct/42");
+        assert_eq!((parsed.max, parsed.window_ms), (Some(2), Some(1500)));
+        assert_eq!(parsed.args["note"], "a \"quoted\" ,\"args\": text");
+        let state = "succeeded 2 1700000000900 started=1700000000500".to_string();
+        let job =
+            Job::from_records(&j.id, Some(spec), Some(state), Some("{\"ok\":1}".into())).unwrap();
+        assert_eq!(job.status, "succeeded");
+        assert_eq!(job.attempt, 2);
+        assert_eq!(job.created_at, Some(1700000000000));
+        assert_eq!(job.started_at, Some(1700000000500));
+        assert_eq!(job.ended_at, Some(1700000000900));
+        assert_eq!(job.result, Some(json!({"ok": 1})));
+        assert_eq!(job.error, None);
+        assert_eq!(job.concurrency_key.as_deref(), Some("acme/acct/42"));
+        let st = State::parse("running 1 5 drive=parked cancel");
+        assert_eq!((st.drive.as_deref(), st.cancel), (Some("parked"), true));
+        assert!(Job::from_records("x", None, None, None).is_none());
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
-//! | `{p}:job:<id>` | hash | one job: path, workspace, stamped limit, status, times, result |
-//! | `{p}:args:<id>` | string | the job's args (JSON) when over 48 bytes; shorter ones are the hash's `args` field |
+//! | `{p}:jobs` | hash | job id -> its spec, JSON written once at enqueue: `created_at`, `path`, `workspace`, the stamped limit (`ckey`, `max`, `window_ms`), `max_attempts` when not 3, `kind`, `parent`, `flow`, `step`, `iter` for a flow's step, and `args` last |
+//! | `{p}:state` | hash | job id -> `<status> <attempt> <since>[ <word>...]`: status, attempts started, the Unix ms it entered that status (for scheduled: when it falls due), then `ready=<ms>` once waiting, running or finished when it became ready other than at its creation, `started=<ms>` once finished, `drive=active\|parked\|queued` for a flow run, `cancel` when a cancel was requested while running, `dirty` when a step of a driving flow ended |
+//! | `{p}:results` | hash | job id -> its result JSON (succeeded) or its last error text |
 //! | `{p}:ready` | list | entries ready to run, FIFO |
 //! | `{p}:delayed` | zset | entries due at a known Unix ms: delayed jobs, retries, waiting jobs at their slot |
 //! | `{p}:leases` | zset | entries of running executions, scored by lease deadline (Unix ms) |
@@ -13,13 +14,14 @@
 //! | `{p}:stats` | hash | `active` (unfinished jobs), `succeeded`, `failed`, `cancelled` counts |
 //! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#r` reserved; score = Unix ms the slot frees, `+inf` while open-ended |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
-//! | `{p}:flow:<id>` | hash | a flow run's state: step results, for-each progress, steps running |
+//! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results, for-each progress, steps running |
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped |
 //! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
-//! | `{p}:idx:status:<S>` | zset | ids of finished jobs of status S (succeeded, failed, cancelled), by creation |
-//! | `{p}:idx:done` | zset | ids of finished jobs, by the moment they finished: retention's order |
+//! | `{p}:idx:status:<S>` | zset | ids of finished jobs of status S (succeeded, failed, cancelled), by creation (Unix ms): `runs --status` and retention read these |
 //!
 //! An entry is the job id, then a space and its concurrency key if it has one.
+//! Jobs live in three namespace-wide hashes rather than a key each, so that a
+//! script reads or writes a whole batch of jobs with one command per hash.
 
 #[derive(Clone, Debug)]
 pub struct Keys {
@@ -37,11 +39,17 @@ impl Keys {
         format!("{}{name}", self.base)
     }
 
-    pub fn job(&self, id: &str) -> String {
-        self.key(&format!("job:{id}"))
+    /// Job id -> spec (JSON).
+    pub fn jobs(&self) -> String {
+        self.key("jobs")
     }
-    pub fn args(&self, id: &str) -> String {
-        self.key(&format!("args:{id}"))
+    /// Job id -> "<status> <attempt> <since>[ <word>...]".
+    pub fn state(&self) -> String {
+        self.key("state")
+    }
+    /// Job id -> result JSON or last error.
+    pub fn results(&self) -> String {
+        self.key("results")
     }
     pub fn ready(&self) -> String {
         self.key("ready")
@@ -72,24 +80,31 @@ impl Keys {
     pub fn idx_key(&self, ckey: &str) -> String {
         self.key(&format!("idx:key:{ckey}"))
     }
-    /// Finished jobs by the moment they finished (Unix ms): what retention reads.
-    pub fn idx_done(&self) -> String {
-        self.key("idx:done")
-    }
     /// Finished jobs of one final status, by creation (Unix ms).
     pub fn idx_status(&self, status: &str) -> String {
         self.key(&format!("idx:status:{status}"))
     }
-    /// The four finished-job indexes, in the order the scripts declare them.
-    pub fn finish_indexes(&self) -> [String; 4] {
-        [
-            self.idx_done(),
+    /// The keys every script but limit_state.lua declares first, in the
+    /// order records.lua names them.
+    pub fn namespace(&self) -> Vec<String> {
+        vec![
+            self.jobs(),
+            self.state(),
+            self.results(),
+            self.ready(),
+            self.delayed(),
+            self.leases(),
+            self.marker(),
+            self.stats(),
+            self.limits(),
             self.idx_status("succeeded"),
             self.idx_status("failed"),
             self.idx_status("cancelled"),
         ]
     }
-    /// A flow run's state: `r:<step>` results, `i:<step>:<n>` for-each
+    /// A flow run's state: `entry` (its queue entry), `fstep` (the step it
+    /// is at), `fe_total`/`fe_next` (that for-each step's size and next
+    /// element), `r:<step>` results, `i:<step>:<n>` for-each
     /// results, `d:<step>` iterations done, `c:<id>` steps running, `active`
     /// their count, `failed` the first failure.
     pub fn flow_state(&self, flow_id: &str) -> String {
@@ -108,19 +123,20 @@ mod tests {
     #[test]
     fn keys_share_the_hash_tag() {
         let k = Keys::new("sluice");
-        assert_eq!(k.job("abc"), "{sluice}:job:abc");
+        assert_eq!(k.jobs(), "{sluice}:jobs");
         assert_eq!(
             k.slots("default/script/f/x"),
             "{sluice}:slots:default/script/f/x"
         );
-        for key in [
+        assert_eq!(k.namespace().len(), 12);
+        for key in k.namespace().into_iter().chain([
             k.ready(),
             k.delayed(),
             k.leases(),
             k.marker(),
             k.stats(),
             k.wait("a"),
-        ] {
+        ]) {
             assert!(key.starts_with("{sluice}:"), "{key}");
         }
     }

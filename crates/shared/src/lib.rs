@@ -8,6 +8,7 @@ pub mod flow;
 pub mod job;
 pub mod keys;
 pub mod logging;
+pub mod records;
 pub mod redis_conn;
 pub mod scripts;
 pub mod template;

@@ -1,6 +1,6 @@
 //! The one place that owns the Lua scripts. Each lives in its own file under
 //! `lua/`, with a header listing its KEYS, ARGV and return value; every one
-//! gets the helper files `lua/slots.lua` and `lua/jobs.lua` prepended. Calls go out as EVALSHA,
+//! gets the helper files `lua/records.lua`, `lua/slots.lua` and `lua/jobs.lua` prepended. Calls go out as EVALSHA,
 //! singly or pipelined, and a NOSCRIPT reply (a restarted Redis) loads every
 //! script again and retries once.
 
@@ -11,6 +11,7 @@ use redis::{aio::ConnectionLike, FromRedisValue, ToRedisArgs};
 
 use crate::error::Result;
 
+const RECORDS_LIB: &str = include_str!("../lua/records.lua");
 const SLOTS_LIB: &str = include_str!("../lua/slots.lua");
 const JOBS_LIB: &str = include_str!("../lua/jobs.lua");
 
@@ -22,7 +23,7 @@ pub struct Script {
 
 impl Script {
     fn new(name: &'static str, body: &str) -> Self {
-        let source = format!("{SLOTS_LIB}\n{JOBS_LIB}\n{body}");
+        let source = format!("{RECORDS_LIB}\n{SLOTS_LIB}\n{JOBS_LIB}\n{body}");
         let hash = redis::Script::new(&source).get_hash().to_string();
         Script { name, source, hash }
     }
@@ -35,11 +36,20 @@ impl Script {
             args: Vec::new(),
         }
     }
+
+    /// Starts a call that declares the namespace's keys first, as every
+    /// script but limit_state.lua expects (see records.lua).
+    pub fn call_in(&'static self, keys: &crate::Keys) -> Invocation {
+        Invocation {
+            script: self,
+            keys: keys.namespace(),
+            args: Vec::new(),
+        }
+    }
 }
 
 pub struct Scripts {
     pub enqueue: Script,
-    pub peek: Script,
     pub admit: Script,
     pub ack: Script,
     pub recover: Script,
@@ -52,7 +62,6 @@ pub struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new("enqueue", include_str!("../lua/enqueue.lua")),
-    peek: Script::new("peek", include_str!("../lua/peek.lua")),
     admit: Script::new("admit", include_str!("../lua/admit.lua")),
     ack: Script::new("ack", include_str!("../lua/ack.lua")),
     recover: Script::new("recover", include_str!("../lua/recover.lua")),
@@ -68,10 +77,9 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 10] {
+    fn all(&self) -> [&Script; 9] {
         [
             &self.enqueue,
-            &self.peek,
             &self.admit,
             &self.ack,
             &self.recover,

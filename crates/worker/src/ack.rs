@@ -9,7 +9,7 @@ use sluice_shared::scripts::{scripts, Invocation};
 use sluice_shared::Keys;
 use tokio::sync::mpsc;
 
-use crate::entry_keys::{entry_keys, parent_keys};
+use crate::entry_keys::entry_keys;
 use crate::execute::Outcome;
 
 /// Most executions acknowledged by one call.
@@ -24,6 +24,10 @@ pub struct Done {
     pub backoff_ms: u64,
     /// The flow run this job is a step of, or "".
     pub parent: String,
+    /// The start in its running state and its spec's created_at (Unix ms),
+    /// as admit.lua handed them over: ack.lua checks the state against them.
+    pub started: i64,
+    pub created: i64,
 }
 
 /// Runs until every sender is gone and everything received is recorded.
@@ -81,31 +85,26 @@ async fn send(
 }
 
 fn ack_call(keys: &Keys, acks: &[Done]) -> Invocation {
-    let mut call = scripts().ack.call();
-    call.key(keys.leases())
-        .key(keys.delayed())
-        .key(keys.stats())
-        .key(keys.marker());
-    for k in keys.finish_indexes() {
-        call.key(k);
-    }
-    call.key(keys.ready());
+    let mut call = scripts().ack.call_in(keys);
     for a in acks {
-        entry_keys(keys, &mut call, &a.entry, false);
-        parent_keys(keys, &mut call, &a.parent);
-        let (outcome, payload) = match &a.outcome {
-            Outcome::Ok(v) => ("ok", v.to_string()),
-            Outcome::Err(e) => ("err", e.clone()),
-            Outcome::Cancelled => ("cancelled", "cancelled by request".to_string()),
+        entry_keys(keys, &mut call, &a.entry, &a.parent);
+        let (mut outcome, payload) = match &a.outcome {
+            Outcome::Ok(v) => ("ok".to_string(), v.to_string()),
+            Outcome::Err(e) => (format!("err {}", a.backoff_ms), e.clone()),
+            Outcome::Cancelled => ("cancelled".to_string(), "cancelled by request".to_string()),
             Outcome::Lost | Outcome::Parked => {
                 unreachable!("lost attempts and parked flows are never acknowledged")
             }
         };
+        if !a.parent.is_empty() {
+            outcome += " step";
+        }
         call.arg(&a.entry)
             .arg(a.attempt)
+            .arg(a.started)
             .arg(outcome)
             .arg(payload)
-            .arg(a.backoff_ms);
+            .arg(a.created);
     }
     call
 }

@@ -1,7 +1,7 @@
-//! The worker's fetch loop. Each turn is at most two round trips to Redis:
-//! 1. peek.lua, for as many entries as there is room for;
-//! 2. admit.lua, which takes and admits what peek.lua saw if it is still
-//!    there, pipelined with recover.lua for the expired leases peek.lua saw.
+//! The worker's fetch loop. Each turn is one round trip to Redis, admit.lua,
+//! which takes and admits as many entries as there is room for; a second one
+//! only when it reports expired leases to recover (recover.lua) or
+//! concurrency keys to declare before their jobs can be taken.
 //!
 //! Ended executions are recorded by the ack task meanwhile (see ack.rs).
 //! Between turns the loop sleeps until an execution ends, a wake-up token
@@ -16,13 +16,14 @@ use deadpool_redis::Pool;
 use redis::Value;
 use sluice_shared::entry::Entry;
 use sluice_shared::error::Result;
-use sluice_shared::scripts::{query_pipelined, scripts};
+use sluice_shared::records::read_specs;
+use sluice_shared::scripts::scripts;
 use sluice_shared::{redis_conn, Config, Keys};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
 use crate::ack::{ack_loop, Done};
-use crate::entry_keys::per_entry_call;
+use crate::entry_keys::entry_keys;
 use crate::execute::{execute, Admitted, Outcome};
 use crate::handler::Handler;
 use crate::running::{Running, Stop};
@@ -115,6 +116,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     let mut shutdown = std::pin::pin!(shutdown);
     let mut draining: Option<Instant> = None;
     let mut held = None;
+    let mut ckeys = Vec::new();
     let mut want_claim = true;
     let mut timer: Option<Instant> = None;
     let mut retry_pause = Duration::from_millis(50);
@@ -125,7 +127,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
             concurrency.saturating_sub(d.running.len())
         };
         if room > 0 && want_claim {
-            match d.turn(&mut held, room).await {
+            match d.turn(&mut held, &mut ckeys, room).await {
                 Ok(turn) => {
                     retry_pause = Duration::from_millis(50);
                     // A full batch suggests more is waiting; otherwise sleep
@@ -184,136 +186,99 @@ async fn sleep_until(at: Option<Instant>) {
 
 impl Dispatcher {
     /// One turn on `held`, a connection kept across turns: a pooled one would
-    /// be health-checked with a PING at every checkout.
+    /// be health-checked with a PING at every checkout. `ckeys` are the
+    /// concurrency keys to declare, as the last turn learned them.
     async fn turn(
         &self,
         held: &mut Option<deadpool_redis::Connection>,
+        ckeys: &mut Vec<String>,
         room: usize,
     ) -> Result<Turn> {
         if held.is_none() {
             *held = Some(self.pool.get().await?);
         }
         let con = held.as_mut().expect("connection just set");
-        let mut peek = scripts().peek.call();
-        peek.key(self.keys.ready())
-            .key(self.keys.delayed())
-            .key(self.keys.leases())
-            .arg(room);
+        let mut admit = scripts().admit.call_in(&self.keys);
+        admit.arg(self.lease_ms).arg(room).arg(ckeys.len());
+        for k in ckeys.iter() {
+            admit.key(self.keys.slots(k)).key(self.keys.wait(k)).arg(k);
+        }
         let timer = std::time::Instant::now();
-        let (due, head, expired, next_in): (Vec<String>, Vec<String>, Vec<String>, i64) =
-            peek.query(&mut **con).await?;
-        ::metrics::histogram!(metrics::SCRIPT_SECONDS, "script" => "peek")
+        type Reply = (
+            Vec<Value>,
+            Vec<String>,
+            i64,
+            i64,
+            Vec<String>,
+            Vec<String>,
+            Vec<(String, i64)>,
+        );
+        let (admitted, dropped, left, next_in, expired, need, late): Reply =
+            admit.query(&mut **con).await?;
+        ::metrics::histogram!(metrics::SCRIPT_SECONDS, "script" => "admit")
             .record(timer.elapsed().as_secs_f64());
-        // Recover first, so that admit's view of the delayed set (and the
-        // next due time it reports) includes what recovery put there.
-        let seen = due.len() + head.len();
-        let mut calls = Vec::new();
-        // admit.lua and recover.lua declare the same keys first.
-        let base = self.base_keys();
+        for id in dropped {
+            tracing::debug!(job = %id, "entry not run (cancelled, finished or corrupt)");
+        }
+        // A steady key stays declared; new ones replace it when they come next.
+        if !need.is_empty() {
+            *ckeys = need;
+        }
+        for (_, ms) in late {
+            ::metrics::histogram!(metrics::LATENESS_SECONDS).record(ms as f64 / 1000.0);
+        }
+        self.start(admitted)?;
         if !expired.is_empty() {
-            // A dead step's flow must hear of it: read who the parents are.
-            let mut pipe = redis::pipe();
-            for e in &expired {
-                let id = Entry::parse(e)
-                    .and_then(|e| e.id().map(str::to_string))
-                    .unwrap_or_default();
-                pipe.hget(self.keys.job(&id), "parent");
-            }
-            let parents: Vec<Option<String>> = pipe.query_async(&mut **con).await?;
-            let parents: Vec<String> = parents.into_iter().map(Option::unwrap_or_default).collect();
-            calls.push(per_entry_call(
-                &self.keys,
-                scripts().recover.call(),
-                &base,
-                &expired,
-                false,
-                Some(&parents),
-            ));
-        }
-        if seen > 0 {
-            let mut admit = scripts().admit.call();
-            admit.arg(self.lease_ms).arg(due.len()).arg(room);
-            let entries: Vec<String> = due.into_iter().chain(head).collect();
-            calls.push(per_entry_call(
-                &self.keys, admit, &base, &entries, true, None,
-            ));
-        }
-        let mut more = false;
-        let mut next_in = next_in;
-        if !calls.is_empty() {
-            let timer = std::time::Instant::now();
-            let mut replies: Vec<Value> =
-                query_pipelined(&mut **con, &calls.iter().collect::<Vec<_>>()).await?;
-            ::metrics::histogram!(metrics::SCRIPT_SECONDS, "script" => "admit")
-                .record(timer.elapsed().as_secs_f64());
-            if seen > 0 {
-                let (admitted, dropped, left, after): (Vec<Value>, Vec<String>, i64, i64) =
-                    redis::from_redis_value(replies.pop().expect("admit reply"))?;
-                for id in dropped {
-                    tracing::debug!(job = %id, "entry not run (cancelled, finished or corrupt)");
-                }
-                more = left == 1;
-                next_in = after;
-                self.start(admitted)?;
-            }
-            if !expired.is_empty() {
-                let dead: Vec<String> =
-                    redis::from_redis_value(replies.pop().expect("recover reply"))?;
-                for id in dead {
-                    ::metrics::counter!(metrics::RECOVERED).increment(1);
-                    tracing::warn!(job = %id, "recovered a job whose worker was lost; it runs again");
-                }
-            }
+            self.recover(con, &expired).await?;
         }
         Ok(Turn {
-            // No room for all, or another worker took some: look again.
-            more: more || (seen == 0 && expired.len() == room),
+            more: left == 1 || expired.len() == room,
             next_in: (next_in >= 0).then(|| Duration::from_millis(next_in as u64)),
         })
     }
 
-    /// The keys admit.lua and recover.lua both declare first.
-    fn base_keys(&self) -> Vec<String> {
-        let mut base = vec![
-            self.keys.leases(),
-            self.keys.delayed(),
-            self.keys.ready(),
-            self.keys.stats(),
-            self.keys.marker(),
-        ];
-        base.extend(self.keys.finish_indexes());
-        base
+    /// Runs recover.lua on expired leases; a dead step's flow must hear of
+    /// it, so the parents are read first.
+    async fn recover(
+        &self,
+        con: &mut deadpool_redis::Connection,
+        expired: &[String],
+    ) -> Result<()> {
+        let ids: Vec<String> = expired
+            .iter()
+            .map(|e| {
+                Entry::parse(e)
+                    .and_then(|e| e.id().map(str::to_string))
+                    .unwrap_or_default()
+            })
+            .collect();
+        let specs = read_specs(&mut **con, &self.keys, &ids).await?;
+        let mut call = scripts().recover.call_in(&self.keys);
+        for (e, spec) in expired.iter().zip(&specs) {
+            entry_keys(&self.keys, &mut call, e, &spec.parent);
+            call.arg(e);
+        }
+        let dead: Vec<String> = call.query(&mut **con).await?;
+        for id in dead {
+            ::metrics::counter!(metrics::RECOVERED).increment(1);
+            tracing::warn!(job = %id, "recovered a job whose worker was lost; it runs again");
+        }
+        Ok(())
     }
 
-    /// Starts the admitted executions (13 values each, see admit.lua).
+    /// Starts the admitted executions (3 values each, see admit.lua).
     fn start(&self, flat: Vec<Value>) -> Result<()> {
-        for chunk in flat.chunks(13) {
-            let s = |i: usize| -> Result<String> {
-                Ok(redis::from_redis_value_ref::<Option<String>>(&chunk[i])?.unwrap_or_default())
-            };
-            let entry = s(0)?;
-            let attempt: u32 = redis::from_redis_value_ref(&chunk[1])?;
-            let queued_ms: i64 = redis::from_redis_value_ref(&chunk[7])?;
-            let late_ms: i64 = redis::from_redis_value_ref(&chunk[8])?;
-            let job = Admitted {
-                id: Entry::parse(&entry)
-                    .and_then(|e| e.id().map(str::to_string))
-                    .unwrap_or_default(),
-                entry,
-                attempt,
-                path: s(2)?,
-                workspace: s(3)?,
-                args: s(4)?,
-                ckey: s(5)?,
-                kind: s(9)?,
-                parent: s(10)?,
-                flow: s(11)?,
-                step: s(12)?,
-            };
+        for chunk in flat.chunks(3) {
+            let entry: String = redis::from_redis_value_ref(&chunk[0])?;
+            let spec: String = redis::from_redis_value_ref(&chunk[1])?;
+            let state: String = redis::from_redis_value_ref(&chunk[2])?;
+            let job = Admitted::new(entry, &spec, &state);
+            let attempt = job.attempt;
             ::metrics::counter!(metrics::STARTED, "path" => job.path.clone()).increment(1);
-            ::metrics::histogram!(metrics::QUEUE_SECONDS).record(queued_ms.max(0) as f64 / 1000.0);
-            if late_ms >= 0 {
-                ::metrics::histogram!(metrics::LATENESS_SECONDS).record(late_ms as f64 / 1000.0);
+            if job.kind != "flow" {
+                let queued_ms = job.started - job.ready_at;
+                ::metrics::histogram!(metrics::QUEUE_SECONDS)
+                    .record(queued_ms.max(0) as f64 / 1000.0);
             }
             let stop = self.running.insert(job.entry.clone(), attempt);
             let shared = self.shared.clone();
@@ -340,6 +305,8 @@ impl Dispatcher {
                         outcome,
                         backoff_ms,
                         parent: job.parent,
+                        started: job.started,
+                        created: job.created_at,
                     });
                 }
             });

@@ -5,6 +5,8 @@
 use std::time::Duration;
 
 use serde_json::Value;
+use sluice_shared::entry::Entry;
+use sluice_shared::job::{Spec, State};
 use sluice_shared::Config;
 use tokio::sync::watch;
 use tracing::Instrument;
@@ -41,7 +43,7 @@ pub struct Admitted {
     pub attempt: u32,
     pub path: String,
     pub workspace: String,
-    pub args: String,
+    pub args: Value,
     pub ckey: String,
     pub id: String,
     /// "flow", "step", or "" for a script's job.
@@ -51,6 +53,51 @@ pub struct Admitted {
     pub parent: String,
     pub flow: String,
     pub step: String,
+    /// Why the job cannot run, when its spec is damaged.
+    pub corrupt: Option<String>,
+    /// Redis times (Unix ms): its creation, when it became ready, and the
+    /// start of this attempt.
+    pub created_at: i64,
+    pub ready_at: i64,
+    pub started: i64,
+}
+
+impl Admitted {
+    /// From an admitted entry, its spec as stored (JSON) and its new state.
+    pub fn new(entry: String, spec: &str, state: &str) -> Admitted {
+        let state = State::parse(state);
+        let parsed = Entry::parse(&entry);
+        let id = parsed.as_ref().and_then(|e| e.id()).unwrap_or_default();
+        let ckey = parsed.as_ref().map(|e| e.ckey()).unwrap_or_default();
+        let (spec, corrupt) = match serde_json::from_str::<Spec>(spec) {
+            Ok(s) if s.args.is_object() => (s, None),
+            Ok(s) => (
+                s,
+                Some("corrupt job record: args are not a JSON object".to_string()),
+            ),
+            Err(e) => (
+                Spec::default(),
+                Some(format!("corrupt job record: spec is not valid JSON: {e}")),
+            ),
+        };
+        Admitted {
+            id: id.to_string(),
+            ckey: ckey.to_string(),
+            entry,
+            attempt: state.attempt,
+            created_at: spec.created_at,
+            ready_at: state.ready.unwrap_or(spec.created_at),
+            started: state.since,
+            path: spec.path,
+            workspace: spec.workspace,
+            args: spec.args,
+            kind: spec.kind,
+            parent: spec.parent,
+            flow: spec.flow,
+            step: spec.step,
+            corrupt,
+        }
+    }
 }
 
 /// How a job runs: its command (none for a Rust handler), timeout and first
@@ -89,11 +136,10 @@ pub async fn execute(
     let (config, handlers) = (&*shared.config, &*shared.handlers);
     let span = tracing::info_span!("job", id = %job.id, path = %job.path, key = %job.ckey, attempt = job.attempt);
     async {
-        let args: Value = match serde_json::from_str(&job.args) {
-            Ok(v @ Value::Object(_)) => v,
-            Ok(_) => return Outcome::Err("corrupt job record: args are not a JSON object".into()),
-            Err(e) => return Outcome::Err(format!("corrupt job record: args are not JSON: {e}")),
-        };
+        if let Some(reason) = &job.corrupt {
+            return Outcome::Err(reason.clone());
+        }
+        let args = job.args.clone();
         let ctx = JobContext {
             id: job.id.clone(),
             path: job.path.clone(),

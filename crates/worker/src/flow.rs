@@ -64,24 +64,20 @@ async fn plan(
     flow: &FlowConfig,
     job: &Admitted,
 ) -> Result<Outcome> {
-    let input: Value = serde_json::from_str(&job.args).unwrap_or(Value::Null);
+    let input: Value = job.args.clone();
     let mut d = Driver {
         keys,
         state: keys.flow_state(&job.id),
         con: pool.get().await?,
     };
     let fields: Vec<Option<String>> = redis::cmd("HMGET")
-        .arg(keys.job(&job.id))
-        .arg(&["fstep", "fe_total", "fe_next"])
+        .arg(&d.state)
+        .arg(&["fstep", "fe_total", "fe_next", "failed", "active"])
         .query_async(&mut *d.con)
         .await?;
     let num = |i: usize| fields[i].as_deref().and_then(|v| v.parse::<usize>().ok());
     let (fstep, fe_total, fe_next) = (num(0), num(1), num(2));
-    let (failed, active): (Option<String>, Option<i64>) = redis::cmd("HMGET")
-        .arg(&d.state)
-        .arg(&["failed", "active"])
-        .query_async(&mut *d.con)
-        .await?;
+    let (failed, active) = (fields[3].clone(), num(4));
     if let Some(reason) = failed {
         return Ok(Outcome::Err(reason));
     }
@@ -294,15 +290,8 @@ async fn park(
     children: Vec<NewJob>,
 ) -> Result<Outcome> {
     let keys = d.keys;
-    let mut call = scripts().drive.call();
-    call.key(keys.ready())
-        .key(keys.delayed())
-        .key(keys.marker())
-        .key(keys.stats())
-        .key(keys.limits())
-        .key(keys.leases())
-        .key(keys.job(&job.id))
-        .key(d.state.clone());
+    let mut call = scripts().drive.call_in(keys);
+    call.key(d.state.clone());
     let total = total.map(|t| t.to_string()).unwrap_or_default();
     call.arg(&job.entry)
         .arg(job.attempt)

@@ -5,7 +5,6 @@
 use std::time::{Duration, Instant};
 
 use deadpool_redis::Pool;
-use sluice_shared::entry::Entry;
 use sluice_shared::scripts::scripts;
 use sluice_shared::Keys;
 
@@ -65,13 +64,10 @@ async fn renew(
     held: &[(String, u32)],
     lease: Duration,
 ) -> sluice_shared::Result<(Vec<String>, Vec<String>)> {
-    let mut call = scripts().renew.call();
-    call.key(keys.leases()).arg(lease.as_millis() as u64);
+    let mut call = scripts().renew.call_in(keys);
+    call.arg(lease.as_millis() as u64);
     for (entry, attempt) in held {
-        let id = Entry::parse(entry)
-            .and_then(|e| e.id().map(str::to_string))
-            .unwrap_or_default();
-        call.key(keys.job(&id)).arg(entry).arg(*attempt);
+        call.arg(entry).arg(*attempt);
     }
     let mut con = pool.get().await?;
     call.query(&mut *con).await

@@ -1,5 +1,5 @@
-//! Retention: finished jobs older than `retention.keep_s`, or beyond the
-//! newest `retention.keep_max`, are removed with their index entries, oldest
+//! Retention: finished jobs created more than `retention.keep_s` ago, or
+//! beyond the newest `retention.keep_max`, are removed with their index entries, oldest
 //! first, a batch at a time. Every worker runs it; purge.lua re-checks each job,
 //! so workers racing here remove nothing twice.
 
@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use sluice_shared::config::RetentionConfig;
+use sluice_shared::records::read_specs;
 use sluice_shared::scripts::scripts;
 use sluice_shared::{Keys, Result};
 
@@ -37,39 +38,38 @@ pub async fn retention_loop(pool: Pool, keys: Keys, cfg: RetentionConfig) {
 /// One batch: returns how many jobs were removed.
 pub async fn purge_once(pool: &Pool, keys: &Keys, cfg: &RetentionConfig) -> Result<usize> {
     let mut con = pool.get().await?;
-    let ((secs, micros), card, oldest): ((i64, i64), i64, Vec<(String, f64)>) = redis::pipe()
-        .cmd("TIME")
-        .zcard(keys.idx_done())
-        .zrange_withscores(keys.idx_done(), 0, BATCH - 1)
-        .query_async(&mut *con)
-        .await?;
+    let mut pipe = redis::pipe();
+    pipe.cmd("TIME");
+    for s in FINAL {
+        pipe.zcard(keys.idx_status(s))
+            .zrange_withscores(keys.idx_status(s), 0, BATCH - 1);
+    }
+    type Oldest = Vec<(String, f64)>;
+    let ((secs, micros), na, a, nb, b, nc, c): ((i64, i64), i64, Oldest, i64, Oldest, i64, Oldest) =
+        pipe.query_async(&mut *con).await?;
     let cutoff = secs * 1000 + micros / 1000 - (cfg.keep_s * 1000.0) as i64;
-    let over = card - cfg.keep_max;
+    let over = na + nb + nc - cfg.keep_max;
+    // The oldest of all three indexes, by creation.
+    let mut oldest: Oldest = [a, b, c].concat();
+    oldest.sort_by(|x, y| x.1.total_cmp(&y.1));
     let ids: Vec<String> = oldest
         .into_iter()
+        .take(BATCH as usize)
         .enumerate()
-        .filter(|(i, (_, ended))| *ended as i64 <= cutoff || (*i as i64) < over)
+        .filter(|(i, (_, created))| *created as i64 <= cutoff || (*i as i64) < over)
         .map(|(_, (id, _))| id)
         .collect();
     if ids.is_empty() {
         return Ok(0);
     }
-    let mut pipe = redis::pipe();
-    for id in &ids {
-        pipe.hget(keys.job(id), "ckey");
-    }
-    let ckeys: Vec<Option<String>> = pipe.query_async(&mut *con).await?;
-    let mut call = scripts().purge.call();
-    for k in keys.finish_indexes() {
-        call.key(k);
-    }
+    let specs = read_specs(&mut *con, keys, &ids).await?;
+    let mut call = scripts().purge.call_in(keys);
     call.arg(cutoff).arg(cfg.keep_max);
-    for (id, ckey) in ids.iter().zip(ckeys) {
-        call.key(keys.job(id))
-            .key(keys.args(id))
-            .key(keys.idx_key(ckey.as_deref().unwrap_or("")))
-            .key(keys.flow_state(id));
+    for (id, spec) in ids.iter().zip(specs) {
+        call.key(keys.idx_key(&spec.ckey)).key(keys.flow_state(id));
         call.arg(id);
     }
     call.query(&mut *con).await
 }
+
+const FINAL: [&str; 3] = ["succeeded", "failed", "cancelled"];

@@ -1,0 +1,150 @@
+-- records.lua: helpers prepended to every script, before slots.lua and
+-- jobs.lua. It is not run on its own, so it has no KEYS or ARGV of its own.
+--
+-- Every script but limit_state.lua declares the namespace's keys first, in
+-- this order (Keys::namespace in keys.rs):
+--   KEYS[1]  jobs hash     id -> the job's spec, JSON, written once at enqueue
+--   KEYS[2]  state hash    id -> "<status> <attempt> <since ms>[ <word>...]"
+--   KEYS[3]  results hash  id -> result JSON (succeeded) or last error text
+--   KEYS[4]  ready list, KEYS[5] delayed zset, KEYS[6] leases zset,
+--   KEYS[7]  marker list, KEYS[8] stats hash, KEYS[9] limits hash,
+--   KEYS[10..12] idx:status:succeeded, :failed, :cancelled
+-- so a script's own keys start at KEYS[NS + 1].
+--
+-- Jobs live in three namespace-wide hashes, not a key each, so that a batch
+-- of jobs is read or written by one variadic command per hash instead of one
+-- command per job; that is most of what a job costs Redis.
+--
+-- A state's words: "ready=<ms>" (waiting, running or finished: when it
+-- became ready, if not at its creation), "started=<ms>" (finished jobs), "drive=active|parked|queued"
+-- (a flow run's driver), "cancel" (cancel requested while running), "dirty"
+-- (a flow's step ended while its driver ran).
+
+local JOBS, STATE, RESULTS = KEYS[1], KEYS[2], KEYS[3]
+local READY, DELAYED, LEASES, MARKER, STATS, LIMITS = KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
+local IDX = { succeeded = KEYS[10], failed = KEYS[11], cancelled = KEYS[12] }
+local NS = 12
+
+-- States read or written by this call. Writes are gathered and sent as one
+-- HSET by flush_records(), so a script reads its own writes from the cache.
+local state_cache = {}
+local state_writes = {}
+local result_pairs = {}
+-- Specs read by this call (false: none), see spec_of below.
+local raw_specs = {}
+
+-- Reads the fields of many jobs in `hash` into `cache` with one HMGET.
+local function preload(cache, hash, ids)
+  local want = {}
+  for _, id in ipairs(ids) do
+    if cache[id] == nil then want[#want + 1] = id end
+  end
+  if #want == 0 then return end
+  local v = redis.call('HMGET', hash, unpack(want))
+  for i, id in ipairs(want) do cache[id] = v[i] or false end
+end
+
+local function load_states(ids)
+  preload(state_cache, STATE, ids)
+end
+
+-- { status, attempt, at, words } parsed from a state string, or nil.
+local function parse_state(s)
+  if not s then return nil end
+  local status, attempt, at, rest = string.match(s, '^(%a+) (%d+) (%d+)(.*)$')
+  if not status then return nil end
+  local words = {}
+  for w in string.gmatch(rest, '%S+') do
+    local k, v = string.match(w, '^([%a_]+)=(.*)$')
+    if k then words[k] = v else words[w] = true end
+  end
+  return { status = status, attempt = tonumber(attempt), at = at, words = words }
+end
+
+-- A job's parsed state, or nil (no state, or malformed).
+local function state_of(id)
+  local s = state_cache[id]
+  if s == nil then
+    s = redis.call('HGET', STATE, id) or false
+    state_cache[id] = s
+  end
+  return parse_state(s)
+end
+
+-- Sets a job's state string as it is (the hot paths build it themselves).
+local function put_state(id, s)
+  state_cache[id] = s
+  state_writes[#state_writes + 1] = id
+  state_writes[#state_writes + 1] = s
+end
+
+-- Words are written in this order, so that a state reads the same whoever wrote it.
+local WORD_ORDER = { 'ready', 'started', 'drive', 'cancel', 'dirty' }
+
+local function set_state(id, status, attempt, at, words)
+  local s = status .. ' ' .. attempt .. ' ' .. at
+  if words then
+    for _, k in ipairs(WORD_ORDER) do
+      local v = words[k]
+      if v == true then s = s .. ' ' .. k elseif v then s = s .. ' ' .. k .. '=' .. v end
+    end
+  end
+  put_state(id, s)
+end
+
+local function set_result(id, payload)
+  result_pairs[#result_pairs + 1] = id
+  result_pairs[#result_pairs + 1] = payload
+end
+
+-- Later writes of the same job come later in the HSET, so they win.
+local function flush_records()
+  if #state_writes > 0 then
+    redis.call('HSET', STATE, unpack(state_writes))
+    state_writes = {}
+  end
+  if #result_pairs > 0 then
+    redis.call('HSET', RESULTS, unpack(result_pairs))
+    result_pairs = {}
+  end
+end
+
+-- A spec is '{"created_at":<ms>,...,"args":<JSON>}' with args last: every
+-- field a script needs comes before it, and a quote cannot appear unescaped
+-- inside a JSON string, so the first ',"args":' ends the fields the scripts
+-- read. Only that head is decoded: args are never decoded or re-encoded here.
+
+local function raw_spec(id)
+  local s = raw_specs[id]
+  if s == nil then
+    s = redis.call('HGET', JOBS, id) or false
+    raw_specs[id] = s
+  end
+  return s or nil
+end
+
+-- The decoded head of a job's spec (created_at, path, workspace, ckey, max,
+-- window_ms, max_attempts, kind, parent, flow, step, iter), or nil when the
+-- job has no spec or it is malformed.
+local function spec_of(id)
+  local s = raw_spec(id)
+  if not s then return nil end
+  local cut = string.find(s, ',"args":', 1, true)
+  if not cut then return nil end
+  local ok, t = pcall(cjson.decode, string.sub(s, 1, cut - 1) .. '}')
+  if not ok or type(t) ~= 'table' then return nil end
+  return t
+end
+
+-- Whether a spec is a flow run's, without decoding it: a job that is not a
+-- script's names its kind right after created_at (NewJob::spec_tail).
+local function is_flow_spec(s)
+  return string.find(s, '^{"created_at":%d+,"kind":"flow"') ~= nil
+end
+
+-- A job's creation time (Unix ms, as written), read off the front of its
+-- spec without decoding it; `default` when it has none.
+local function created_of(id, default)
+  local s = raw_spec(id)
+  return (s and string.match(s, '^{"created_at":(%d+)')) or default
+end
