@@ -253,13 +253,13 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
     env.finish(&client, &ids).await;
     let mut r = env.redis();
     wait_until("retention to keep three finished jobs", || {
-        redis::cmd("ZCARD")
+        redis::cmd("LLEN")
             .arg(env.key("idx:status:succeeded"))
             .query::<usize>(&mut r)
             .unwrap()
             == 3
     });
-    // The three created first go.
+    // The three that finished first go.
     let kept = client
         .runs(&RunsQuery {
             status: Some(Status::Succeeded),
@@ -282,7 +282,7 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
             .arg(id)
             .query(&mut r)
             .unwrap();
-        let in_status: Option<f64> = redis::cmd("ZSCORE")
+        let in_status: Option<usize> = redis::cmd("LPOS")
             .arg(env.key("idx:status:succeeded"))
             .arg(id)
             .query(&mut r)

@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -200,7 +201,9 @@ impl TestEnv {
             "--config".to_string(),
             self.config_path.display().to_string(),
         ]);
+        // Its own process group, so that a wrapper's child goes with it.
         let child = Command::new(prog)
+            .process_group(0)
             .args(&args)
             .envs(env.iter().copied())
             .env("RUST_LOG", "info")
@@ -308,7 +311,10 @@ impl WorkerProcess {
 
 impl Drop for WorkerProcess {
     fn drop(&mut self) {
-        let _ = self.child.kill();
+        // The whole group (a negative pid); "--" so that it is not read as an option.
+        let _ = Command::new("kill")
+            .args(["-s", "KILL", "--", &format!("-{}", self.pid())])
+            .status();
         let _ = self.child.wait();
     }
 }

@@ -1,8 +1,9 @@
 //! `sluice runs`: jobs newest first, filtered, read from indexes.
 //!
 //! Finished jobs come from `idx:status:<S>` (or `idx:key:<K>` with a key
-//! filter), walked newest first a page at a time; unfinished jobs from the live
-//! structures that hold them (ready list, delayed set, leases, wait lists), so
+//! filter), walked newest first a page at a time (most recently finished
+//! first for a status; newest created first for a key); unfinished jobs from the live
+//! structures that hold them (ready list, delayed set, lease keys, wait lists), so
 //! queued jobs cost no index memory. Path and workspace filters are applied to
 //! what those sources yield.
 
@@ -45,7 +46,7 @@ impl Client {
     pub async fn runs(&self, q: &RunsQuery) -> Result<Vec<Job>> {
         let mut found: Vec<Job> = Vec::new();
         if let Some(k) = &q.concurrency_key {
-            found.extend(self.walk_index(&self.keys.idx_key(k), q).await?);
+            found.extend(self.walk_index(&self.keys.idx_key(k), false, q).await?);
         } else {
             let finished: Vec<Status> = match q.status {
                 Some(s) if s.is_final() => vec![s],
@@ -54,7 +55,7 @@ impl Client {
             };
             for s in finished {
                 found.extend(
-                    self.walk_index(&self.keys.idx_status(s.as_str()), q)
+                    self.walk_index(&self.keys.idx_status(s.as_str()), true, q)
                         .await?,
                 );
             }
@@ -73,18 +74,30 @@ impl Client {
         Ok(found)
     }
 
-    /// The newest `q.limit` matches of one index.
-    async fn walk_index(&self, index: &str, q: &RunsQuery) -> Result<Vec<Job>> {
+    /// The newest `q.limit` matches of one index: a key's sorted set (by
+    /// creation) or, with `list`, a status's list (in the order jobs finished).
+    async fn walk_index(&self, index: &str, list: bool, q: &RunsQuery) -> Result<Vec<Job>> {
         let mut out = Vec::new();
         let mut start = 0isize;
         while out.len() < q.limit {
             let mut con = self.pool.get().await?;
-            let ids: Vec<String> = redis::cmd("ZREVRANGE")
-                .arg(index)
-                .arg(start)
-                .arg(start + PAGE - 1)
-                .query_async(&mut *con)
-                .await?;
+            let ids: Vec<String> = if list {
+                let mut page: Vec<String> = redis::cmd("LRANGE")
+                    .arg(index)
+                    .arg(-(start + PAGE))
+                    .arg(-(start + 1))
+                    .query_async(&mut *con)
+                    .await?;
+                page.reverse();
+                page
+            } else {
+                redis::cmd("ZREVRANGE")
+                    .arg(index)
+                    .arg(start)
+                    .arg(start + PAGE - 1)
+                    .query_async(&mut *con)
+                    .await?
+            };
             drop(con);
             if ids.is_empty() {
                 break;
@@ -108,14 +121,37 @@ impl Client {
             .arg(self.keys.limits())
             .query_async(&mut *con)
             .await?;
+        let leases: Vec<String> = redis::cmd("ZRANGE")
+            .arg(self.keys.leases())
+            .arg(0)
+            .arg(ACTIVE_CAP - 1)
+            .query_async(&mut *con)
+            .await?;
         let mut pipe = redis::pipe();
-        pipe.lrange(self.keys.ready(), -ACTIVE_CAP, -1)
-            .zrange(self.keys.delayed(), 0, ACTIVE_CAP - 1)
-            .zrange(self.keys.leases(), 0, ACTIVE_CAP - 1);
+        pipe.lrange(self.keys.ready(), -ACTIVE_CAP, -1).zrange(
+            self.keys.delayed(),
+            0,
+            ACTIVE_CAP - 1,
+        );
         for k in &limited {
             pipe.lrange(self.keys.wait(k), 0, ACTIVE_CAP - 1);
         }
-        let lists: Vec<Vec<String>> = pipe.query_async(&mut *con).await?;
+        let mut lists: Vec<Vec<String>> = pipe.query_async(&mut *con).await?;
+        // Running jobs are the lines "<attempt> <entry>" of the lease keys.
+        if !leases.is_empty() {
+            let texts: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&leases)
+                .query_async(&mut *con)
+                .await?;
+            lists.push(
+                texts
+                    .iter()
+                    .flatten()
+                    .flat_map(|t| t.lines())
+                    .filter_map(|l| l.split_once(' ').map(|(_, e)| e.to_string()))
+                    .collect(),
+            );
+        }
         let mut seen = HashSet::new();
         Ok(lists
             .into_iter()

@@ -136,16 +136,21 @@ impl Client {
         let mut pause = Duration::from_millis(10);
         loop {
             let mut con = self.pool.get().await?;
-            let (counts, running): (Vec<Option<i64>>, u64) = redis::pipe()
+            let (counts, ready, delayed): (Vec<Option<i64>>, u64, u64) = redis::pipe()
                 .cmd("HMGET")
                 .arg(self.keys.stats())
                 .arg(&["active", "succeeded", "failed", "cancelled", "waiting"])
-                .zcard(self.keys.leases())
+                .llen(self.keys.ready())
+                .zcard(self.keys.delayed())
                 .query_async(&mut *con)
                 .await?;
             let count = |i: usize| counts[i].unwrap_or(0).max(0) as u64;
             let (active, succeeded, failed, cancelled, waiting) =
                 (count(0), count(1), count(2), count(3), count(4));
+            // Running is what is neither queued nor waiting. The delayed set
+            // also holds slots reserved for waiters, hence the clamp.
+            let queued = (ready + delayed).min(active.saturating_sub(waiting));
+            let running = active.saturating_sub(waiting + queued);
             drop(con);
             progress(&Progress {
                 total: None,
@@ -154,7 +159,7 @@ impl Client {
                 cancelled,
                 running,
                 waiting,
-                queued: active.saturating_sub(running + waiting),
+                queued,
             });
             let mut out = WaitOutcome {
                 succeeded,

@@ -1,15 +1,19 @@
 -- ack.lua: record the end of executions and free (or keep) their slots.
 --
 -- KEYS[1..12]  the namespace keys (records.lua)
--- then, per execution i: KEYS[12+3i-2] slots:K, KEYS[12+3i-1] wait:K,
---          KEYS[12+3i] the state hash of the flow the job is a step of
---          (any names for keys a job does not have)
--- ARGV, per execution i, 6 values from ARGV[6i-5]:
---   entry, attempt, started (the ms in its running state, as admit.lua
---   returned it), outcome, payload (the result for "ok", the reason
---   otherwise), created (the created_at of its spec)
---   where outcome is "ok", "err <backoff_ms>" (backoff_ms: the first retry's
---   delay) or "cancelled", followed by " step" for a flow's step
+-- KEYS[12+2j-1], KEYS[12+2j]  slots:K and wait:K of the j-th key in ARGV
+-- KEYS[12+2m+p]  the state hash of the p-th flow in ARGV
+-- KEYS[12+2m+q+l]  the l-th lease key in ARGV
+-- ARGV[1]  m, then the m concurrency keys of the executions that have one
+-- ARGV[m+2]  q, then the q flow runs whose steps are among the executions
+-- ARGV[m+q+3]  L, the number of lease keys (in KEYS) whose jobs have all
+--   ended (among the executions below, or in earlier calls): they and their
+--   leases go
+-- then, per execution, 5 values: entry, attempt, started (the ms in its
+--   running state, as admit.lua returned it), outcome, payload (the result
+--   for "ok", the reason otherwise), where outcome is "ok", "err
+--   <backoff_ms>" (backoff_ms: the first retry's delay) or "cancelled",
+--   followed by " step" for a flow's step
 -- Returns: the entries refused because their attempt is no longer current
 --   (the lease was lost and the job recovered): such a late result is dropped.
 --
@@ -19,16 +23,27 @@
 
 local now = now_ms()
 local now_s = ms_str(now)
-local refused, ended = {}, {}
+local refused = {}
 local requeued = false
 local head_before = delayed_head(DELAYED)
-local n = #ARGV / 6
+local m = tonumber(ARGV[1])
+local declared, fstates = {}, {}
+for j = 1, m do declared[ARGV[1 + j]] = { slots = KEYS[NS + 2 * j - 1], wait = KEYS[NS + 2 * j] } end
+local q = tonumber(ARGV[m + 2])
+for p = 1, q do fstates[ARGV[m + 2 + p]] = KEYS[NS + 2 * m + p] end
+local function fstate_of(parent)
+  return fstates[parent]
+end
+local nl = tonumber(ARGV[m + q + 3])
+local b = m + q + 3
+local n = (#ARGV - b) / 5
 local ids = {}
 for i = 1, n do
-  local e = ARGV[6 * i - 5]
+  local e = ARGV[b + 5 * i - 4]
   if #e == 36 then ids[i] = e else ids[i] = string.sub(e, 1, 36) end
 end
-local states = redis.call('HMGET', STATE, unpack(ids))
+local states = {}
+if n > 0 then states = redis.call('HMGET', STATE, unpack(ids)) end
 
 -- Anything but a plain success of a job without a key or flow.
 local function slow(i, a)
@@ -42,7 +57,6 @@ local function slow(i, a)
     refused[#refused + 1] = entry
     return
   end
-  ended[#ended + 1] = entry
   local ckey = string.sub(entry, 38)
   local spec = nil
   if ckey ~= '' then
@@ -51,7 +65,8 @@ local function slow(i, a)
     local token = id .. '#' .. attempt
     if st.words.drive then token = id .. '#f' end
     local window = tonumber(spec and spec.window_ms) or 0
-    end_slot(KEYS[NS + 3 * i - 2], KEYS[NS + 3 * i - 1], DELAYED, ckey, token, window, now)
+    local k = declared[ckey]
+    end_slot(k.slots, k.wait, DELAYED, ckey, token, window, now)
   end
   if st.words.cancel and outcome ~= 'cancelled' then
     outcome = 'cancelled'
@@ -81,28 +96,30 @@ local function slow(i, a)
     end
   end
   if final then
-    local created = ARGV[a + 6]
-    if created == '' then created = created_of(id, now_s) end
-    finish(final, id, created)
-    if is_step and notify_if_step(id, KEYS[NS + 3 * i], final, payload) then requeued = true end
+    finish(final, id)
+    if is_step and notify_if_step(id, fstate_of, final, payload) then requeued = true end
   end
 end
 
 for i = 1, n do
-  local a = 6 * i - 6
+  local a = b + 5 * i - 5
   local entry, attempt, started = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
   if ARGV[a + 4] == 'ok' and #entry == 36 and states[i] == 'running ' .. attempt .. ' ' .. started then
     -- The common case, kept to the fewest Lua operations.
     local id = ids[i]
     put_state(id, 'succeeded ' .. attempt .. ' ' .. now_s .. ' started=' .. started)
     set_result(id, ARGV[a + 5])
-    finish('succeeded', id, ARGV[a + 6])
-    ended[#ended + 1] = entry
+    finish('succeeded', id)
   else
     slow(i, a)
   end
 end
-if #ended > 0 then redis.call('ZREM', LEASES, unpack(ended)) end
+if nl > 0 then
+  local leases = {}
+  for l = 1, nl do leases[l] = KEYS[NS + 2 * m + q + l] end
+  redis.call('DEL', unpack(leases))
+  redis.call('ZREM', LEASES, unpack(leases))
+end
 flush_records()
 flush_finished()
 wake_if_earlier(DELAYED, MARKER, head_before)

@@ -2,7 +2,9 @@
 -- admit it, or send it to wait for its key. One call per turn of a worker.
 --
 -- KEYS[1..12]  the namespace keys (records.lua)
--- KEYS[12+2j-1], KEYS[12+2j]  slots:K and wait:K of the j-th key in ARGV
+-- KEYS[13]  this call's lease key ({p}:lease:<worker>:<n>): it lists the jobs
+--          admitted, and the leases sorted set holds its name until they end
+-- KEYS[13+2j-1], KEYS[13+2j]  slots:K and wait:K of the j-th key in ARGV
 -- ARGV[1]  lease length in ms
 -- ARGV[2]  room: how many jobs this worker takes at most
 -- ARGV[3]  m, how many concurrency keys follow
@@ -13,7 +15,7 @@
 --   dropped: ids not run (cancelled, finished, missing or corrupt);
 --   more: 1 when entries were left for another turn (no room, or keys to declare);
 --   next_in_ms: ms until the next delayed entry or lease deadline, or -1;
---   expired: lease entries past their deadline (at most room), for recover.lua;
+--   expired: lease keys past their deadline (at most room), for recover.lua;
 --   need: concurrency keys of entries that came next but whose keys this call
 --     did not declare: call again declaring them. Nothing after the first
 --     such entry is taken, so each key's jobs are still admitted in order;
@@ -34,9 +36,11 @@ local deadline_s = ms_str(now + tonumber(ARGV[1]))
 local room = tonumber(ARGV[2])
 local declared = {}
 for j = 1, tonumber(ARGV[3]) do
-  declared[ARGV[3 + j]] = { slots = KEYS[NS + 2 * j - 1], wait = KEYS[NS + 2 * j] }
+  declared[ARGV[3 + j]] = { slots = KEYS[NS + 1 + 2 * j - 1], wait = KEYS[NS + 1 + 2 * j] }
 end
+local lease_key = KEYS[NS + 1]
 local head_before = delayed_head(DELAYED)
+-- leased: "<attempt> <entry>" of every job admitted, the lease key's lines.
 local admitted, dropped, leased, lates = {}, {}, {}, {}
 -- The state of every job admitted for its first attempt by this call.
 local first_run = 'running 1 ' .. now_s
@@ -134,8 +138,7 @@ local function admit(id, entry, st, ckey, slots)
       redis.call('ZADD', slots, '+inf', token)
     end
   end
-  leased[#leased + 1] = deadline_s
-  leased[#leased + 1] = entry
+  leased[#leased + 1] = attempt .. ' ' .. entry
   local n = #admitted
   admitted[n + 1] = entry
   admitted[n + 2] = spec
@@ -163,7 +166,7 @@ local function fail_corrupt(id, st, reason)
   if st then attempt = st.attempt end
   set_state(id, 'failed', attempt, now_s)
   set_result(id, 'corrupt job record: ' .. reason)
-  finish('failed', id, created_of(id, now_s))
+  finish('failed', id)
   dropped[#dropped + 1] = id
 end
 
@@ -228,8 +231,7 @@ for k, entry in ipairs(ord) do
       -- The common case, kept to the fewest Lua operations: a first attempt
       -- of a job without a key.
       put_state(id, first_run)
-      leased[#leased + 1] = deadline_s
-      leased[#leased + 1] = entry
+      leased[#leased + 1] = '1 ' .. entry
       local n = #admitted
       admitted[n + 1] = entry
       admitted[n + 2] = spec
@@ -260,8 +262,13 @@ for k, entry in ipairs(ord) do
     end
   end
 end
--- The running executions' leases, renewed by the worker until they end.
-if #leased > 0 then redis.call('ZADD', LEASES, unpack(leased)) end
+-- One lease for all the jobs admitted here, renewed by the worker until they
+-- have all ended: a lease per job cost Redis a sorted-set insert and removal
+-- per job.
+if #leased > 0 then
+  redis.call('SET', lease_key, table.concat(leased, '\n'))
+  redis.call('ZADD', LEASES, deadline_s, lease_key)
+end
 flush_records()
 flush_finished()
 wake_if_earlier(DELAYED, MARKER, head_before)

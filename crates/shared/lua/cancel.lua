@@ -47,8 +47,8 @@ if status == 'waiting' then count_waiting(-1) end
 local words = nil
 if parked_flow then words = { started = st.at, ready = st.words.ready } end
 set_state(id, 'cancelled', st.attempt, now_s, words)
-finish('cancelled', id, created_of(id, now_s))
-if notify_if_step(id, KEYS[15], 'cancelled', 'cancelled by request') then
+finish('cancelled', id)
+if notify_if_step(id, function() return KEYS[15] end, 'cancelled', 'cancelled by request') then
   if redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
 end
 flush_records()

@@ -39,7 +39,6 @@ for i = 1, n do
 end
 if n > 0 then redis.call('HINCRBY', fstate, 'active', n) end
 
-redis.call('ZREM', LEASES, entry)
 local outcome = 'parked'
 if st.words.dirty then
   st.words.dirty = nil

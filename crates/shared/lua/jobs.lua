@@ -88,10 +88,12 @@ local function notify_parent(parent, fstate, id, step, iter, status, payload)
   return false
 end
 
--- Tells a step's flow that the step ended, if the job is a flow's step
--- (fstate: the flow's state hash, as the caller declared it).
-local function notify_if_step(id, fstate, status, payload)
+-- Tells a step's flow that the step ended, if the job is a flow's step.
+-- fstate_of(parent) names the flow's state hash as the caller declared it.
+local function notify_if_step(id, fstate_of, status, payload)
   local spec = spec_of(id)
   if not spec or type(spec.parent) ~= 'string' or spec.parent == '' then return false end
+  local fstate = fstate_of(spec.parent)
+  if not fstate then return false end
   return notify_parent(spec.parent, fstate, id, spec.step, spec.iter, status, payload)
 end

@@ -3,29 +3,28 @@
 -- KEYS[1..12]  the namespace keys (records.lua)
 -- then, per job i: KEYS[12+2i-1] idx:key:K of its concurrency key, KEYS[12+2i]
 --          its flow state (for a flow run; any names otherwise)
--- ARGV[1]  cutoff: finished jobs created at or before this Unix ms go
+-- ARGV[1]  cutoff: jobs that finished at or before this Unix ms go
 -- ARGV[2]  keep: at most this many finished jobs stay, the newest
--- ARGV[2+i] the i-th job id, oldest first by creation
+-- ARGV[2+i] the i-th job id, oldest first by the moment it finished
 -- Returns: how many jobs were removed.
 --
--- Each id is checked again here: one not finished (in no idx:status:S) or
--- within both limits is left alone.
+-- Each id is checked again here: one not finished, or within both limits,
+-- is left alone. The ids come from the heads of the idx:status:S lists, so
+-- LREM finds each one near where it starts looking.
 
 local cutoff, keep = tonumber(ARGV[1]), tonumber(ARGV[2])
 local over = -keep
-for _, idx in pairs(IDX) do over = over + redis.call('ZCARD', idx) end
+for _, idx in pairs(IDX) do over = over + redis.call('LLEN', idx) end
 local removed = {}
 for i = 1, #ARGV - 2 do
   local id = ARGV[2 + i]
-  for _, idx in pairs(IDX) do
-    local created = tonumber(redis.call('ZSCORE', idx, id))
-    if created ~= nil and (created <= cutoff or over > 0) then
-      redis.call('ZREM', idx, id)
-      redis.call('ZREM', KEYS[NS + 2 * i - 1], id)
-      redis.call('DEL', KEYS[NS + 2 * i])
-      removed[#removed + 1] = id
-      over = over - 1
-    end
+  local st = state_of(id)
+  local idx = st and IDX[st.status]
+  if idx and (tonumber(st.at) <= cutoff or over > 0) and redis.call('LREM', idx, 1, id) == 1 then
+    redis.call('ZREM', KEYS[NS + 2 * i - 1], id)
+    redis.call('DEL', KEYS[NS + 2 * i])
+    removed[#removed + 1] = id
+    over = over - 1
   end
 end
 if #removed > 0 then

@@ -8,7 +8,8 @@
 --   KEYS[3]  results hash  id -> result JSON (succeeded) or last error text
 --   KEYS[4]  ready list, KEYS[5] delayed zset, KEYS[6] leases zset,
 --   KEYS[7]  marker list, KEYS[8] stats hash, KEYS[9] limits hash,
---   KEYS[10..12] idx:status:succeeded, :failed, :cancelled
+--   KEYS[10..12] idx:status:succeeded, :failed, :cancelled (lists, in the
+--   order jobs finished)
 -- so a script's own keys start at KEYS[NS + 1].
 --
 -- Jobs live in three namespace-wide hashes, not a key each, so that a batch

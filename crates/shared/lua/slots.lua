@@ -106,16 +106,15 @@ local function count_waiting(d)
   waiting_delta = waiting_delta + d
 end
 
--- A job reached a final status: counted, and indexed by its creation time
--- (`created`, Unix ms as a string; see created_of in records.lua).
-local function finish(status, id, created)
+-- A job reached a final status: counted, and appended to that status's
+-- index, which is so in the order jobs finish.
+local function finish(status, id)
   final_counts[status] = (final_counts[status] or 0) + 1
   local t = by_status[status]
   if t == nil then
     t = {}
     by_status[status] = t
   end
-  t[#t + 1] = created
   t[#t + 1] = id
 end
 
@@ -127,7 +126,7 @@ local function flush_finished()
   end
   if total > 0 then redis.call('HINCRBY', STATS, 'active', -total) end
   if waiting_delta ~= 0 then redis.call('HINCRBY', STATS, 'waiting', waiting_delta) end
-  for status, members in pairs(by_status) do redis.call('ZADD', IDX[status], unpack(members)) end
+  for status, ids in pairs(by_status) do redis.call('RPUSH', IDX[status], unpack(ids)) end
   final_counts, by_status, waiting_delta = {}, {}, 0
 end
 

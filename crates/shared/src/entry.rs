@@ -39,6 +39,11 @@ impl Entry {
         })
     }
 
+    /// The concurrency key of a job's entry, without copying ("" for none).
+    pub fn ckey_of(raw: &str) -> &str {
+        raw.get(ID_LEN + 1..).unwrap_or("")
+    }
+
     /// The job id, if the entry is a job's.
     pub fn id(&self) -> Option<&str> {
         match self {

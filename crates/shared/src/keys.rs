@@ -9,7 +9,8 @@
 //! | `{p}:results` | hash | job id -> its result JSON (succeeded) or its last error text |
 //! | `{p}:ready` | list | entries ready to run, FIFO |
 //! | `{p}:delayed` | zset | entries due at a known Unix ms: delayed jobs, retries, waiting jobs at their slot |
-//! | `{p}:leases` | zset | entries of running executions, scored by lease deadline (Unix ms) |
+//! | `{p}:leases` | zset | names of lease keys, scored by their deadline (Unix ms) |
+//! | `{p}:lease:<worker>:<n>` | string | the jobs one admit.lua call gave a worker, a line `<attempt> <entry>` each; gone once they have all ended (or been recovered) |
 //! | `{p}:marker` | list | a wake-up token for idle workers (BLPOP) |
 //! | `{p}:stats` | hash | `active` (unfinished jobs), `succeeded`, `failed`, `cancelled` counts |
 //! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#r` reserved; score = Unix ms the slot frees, `+inf` while open-ended |
@@ -17,7 +18,7 @@
 //! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results, for-each progress, steps running |
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped |
 //! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
-//! | `{p}:idx:status:<S>` | zset | ids of finished jobs of status S (succeeded, failed, cancelled), by creation (Unix ms): `runs --status` and retention read these |
+//! | `{p}:idx:status:<S>` | list | ids of finished jobs of status S (succeeded, failed, cancelled), in the order they finished: `runs --status` reads the tail, retention the head |
 //!
 //! An entry is the job id, then a space and its concurrency key if it has one.
 //! Jobs live in three namespace-wide hashes rather than a key each, so that a
@@ -60,6 +61,10 @@ impl Keys {
     pub fn leases(&self) -> String {
         self.key("leases")
     }
+    /// The lease key of one admission batch of a worker.
+    pub fn lease(&self, batch: &str) -> String {
+        self.key(&format!("lease:{batch}"))
+    }
     pub fn marker(&self) -> String {
         self.key("marker")
     }
@@ -80,7 +85,7 @@ impl Keys {
     pub fn idx_key(&self, ckey: &str) -> String {
         self.key(&format!("idx:key:{ckey}"))
     }
-    /// Finished jobs of one final status, by creation (Unix ms).
+    /// Finished jobs of one final status, a list in the order they finished.
     pub fn idx_status(&self, status: &str) -> String {
         self.key(&format!("idx:status:{status}"))
     }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use redis::Value;
-use sluice_shared::entry::Entry;
+use sluice_shared::entry::{Entry, ID_LEN};
 use sluice_shared::error::Result;
 use sluice_shared::records::read_specs;
 use sluice_shared::scripts::scripts;
@@ -22,8 +22,7 @@ use sluice_shared::{redis_conn, Config, Keys};
 use tokio::sync::{mpsc, watch, Notify};
 use tokio::time::Instant;
 
-use crate::ack::{ack_loop, Done};
-use crate::entry_keys::entry_keys;
+use crate::ack::{ack_loop, AckMsg, Done};
 use crate::execute::{execute, Admitted, Outcome};
 use crate::handler::Handler;
 use crate::running::{Running, Stop};
@@ -42,10 +41,13 @@ struct Dispatcher {
     keys: Keys,
     pool: Pool,
     running: Running,
-    done_tx: mpsc::UnboundedSender<Done>,
+    done_tx: mpsc::UnboundedSender<AckMsg>,
     /// Told whenever an execution ends: there is room again.
     freed: Arc<Notify>,
     lease_ms: u64,
+    /// Names this worker's lease keys: `<worker id>:<n>`.
+    worker_id: String,
+    batches: std::sync::atomic::AtomicU64,
 }
 
 /// What one turn learned.
@@ -111,6 +113,8 @@ pub async fn run<S: Future<Output = ()> + Send>(
         running: running.clone(),
         done_tx,
         freed: freed.clone(),
+        worker_id: uuid::Uuid::now_v7().simple().to_string(),
+        batches: Default::default(),
     };
 
     let mut shutdown = std::pin::pin!(shutdown);
@@ -198,7 +202,12 @@ impl Dispatcher {
             *held = Some(self.pool.get().await?);
         }
         let con = held.as_mut().expect("connection just set");
+        let n = self
+            .batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let lease: Arc<str> = self.keys.lease(&format!("{}:{n}", self.worker_id)).into();
         let mut admit = scripts().admit.call_in(&self.keys);
+        admit.key(lease.to_string());
         admit.arg(self.lease_ms).arg(room).arg(ckeys.len());
         for k in ckeys.iter() {
             admit.key(self.keys.slots(k)).key(self.keys.wait(k)).arg(k);
@@ -227,7 +236,7 @@ impl Dispatcher {
         for (_, ms) in late {
             ::metrics::histogram!(metrics::LATENESS_SECONDS).record(ms as f64 / 1000.0);
         }
-        self.start(admitted)?;
+        self.start(admitted, &lease)?;
         if !expired.is_empty() {
             self.recover(con, &expired).await?;
         }
@@ -237,26 +246,45 @@ impl Dispatcher {
         })
     }
 
-    /// Runs recover.lua on expired leases; a dead step's flow must hear of
-    /// it, so the parents are read first.
+    /// Runs recover.lua on expired lease keys: their lines name the
+    /// executions, and a dead step's flow must hear of it, so the parents are
+    /// read first.
     async fn recover(
         &self,
         con: &mut deadpool_redis::Connection,
         expired: &[String],
     ) -> Result<()> {
-        let ids: Vec<String> = expired
+        let contents: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(expired)
+            .query_async(&mut **con)
+            .await?;
+        // (lease index from 1, attempt, entry) of every line.
+        let mut lines: Vec<(usize, &str, &str)> = Vec::new();
+        for (l, text) in contents.iter().enumerate() {
+            for line in text.as_deref().unwrap_or("").lines() {
+                if let Some((attempt, entry)) = line.split_once(' ') {
+                    lines.push((l + 1, attempt, entry));
+                }
+            }
+        }
+        let ids: Vec<String> = lines
             .iter()
-            .map(|e| {
-                Entry::parse(e)
-                    .and_then(|e| e.id().map(str::to_string))
-                    .unwrap_or_default()
-            })
+            .map(|(_, _, e)| e.get(..ID_LEN).unwrap_or(e).to_string())
             .collect();
         let specs = read_specs(&mut **con, &self.keys, &ids).await?;
         let mut call = scripts().recover.call_in(&self.keys);
-        for (e, spec) in expired.iter().zip(&specs) {
-            entry_keys(&self.keys, &mut call, e, &spec.parent);
-            call.arg(e);
+        call.arg(expired.len());
+        for l in expired {
+            call.key(l.clone());
+        }
+        for ((l, attempt, entry), spec) in lines.iter().zip(&specs) {
+            let ckey = Entry::ckey_of(entry);
+            call.key(self.keys.slots(ckey))
+                .key(self.keys.wait(ckey))
+                .key(self.keys.flow_state(&spec.parent))
+                .arg(*l)
+                .arg(*attempt)
+                .arg(*entry);
         }
         let dead: Vec<String> = call.query(&mut **con).await?;
         for id in dead {
@@ -267,7 +295,7 @@ impl Dispatcher {
     }
 
     /// Starts the admitted executions (3 values each, see admit.lua).
-    fn start(&self, flat: Vec<Value>) -> Result<()> {
+    fn start(&self, flat: Vec<Value>, lease: &Arc<str>) -> Result<()> {
         for chunk in flat.chunks(3) {
             let entry: String = redis::from_redis_value_ref(&chunk[0])?;
             let spec: String = redis::from_redis_value_ref(&chunk[1])?;
@@ -280,7 +308,8 @@ impl Dispatcher {
                 ::metrics::histogram!(metrics::QUEUE_SECONDS)
                     .record(queued_ms.max(0) as f64 / 1000.0);
             }
-            let stop = self.running.insert(job.entry.clone(), attempt);
+            let stop = self.running.insert(job.entry.clone(), attempt, lease);
+            let lease = lease.clone();
             let shared = self.shared.clone();
             let tx = self.done_tx.clone();
             let backoff_ms = crate::execute::settings(&shared.config, &job).2;
@@ -299,15 +328,19 @@ impl Dispatcher {
                 running.remove(&job.entry, job.attempt);
                 freed.notify_one();
                 if !matches!(outcome, Outcome::Lost | Outcome::Parked) {
-                    let _ = tx.send(Done {
+                    let _ = tx.send(AckMsg::Done(Done {
                         entry: job.entry,
                         attempt: job.attempt,
                         outcome,
                         backoff_ms,
                         parent: job.parent,
                         started: job.started,
-                        created: job.created_at,
-                    });
+                    }));
+                }
+                // After this execution's Done, so the lease never goes before
+                // a result it covers is recorded.
+                if running.lease_done(&lease) {
+                    let _ = tx.send(AckMsg::LeaseEnded(lease));
                 }
             });
         }

@@ -55,9 +55,8 @@ pub struct Admitted {
     pub step: String,
     /// Why the job cannot run, when its spec is damaged.
     pub corrupt: Option<String>,
-    /// Redis times (Unix ms): its creation, when it became ready, and the
-    /// start of this attempt.
-    pub created_at: i64,
+    /// Redis times (Unix ms): when it became ready, and the start of this
+    /// attempt.
     pub ready_at: i64,
     pub started: i64,
 }
@@ -85,7 +84,6 @@ impl Admitted {
             ckey: ckey.to_string(),
             entry,
             attempt: state.attempt,
-            created_at: spec.created_at,
             ready_at: state.ready.unwrap_or(spec.created_at),
             started: state.since,
             path: spec.path,

@@ -19,12 +19,12 @@ pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duratio
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let held = running.snapshot();
-        if held.is_empty() {
+        let (held, leases) = running.snapshot();
+        if held.is_empty() && leases.is_empty() {
             last_ok = Instant::now();
             continue;
         }
-        match renew(&pool, &keys, &held, lease).await {
+        match renew(&pool, &keys, &held, &leases, lease).await {
             Ok((lost, cancel)) => {
                 last_ok = Instant::now();
                 ::metrics::counter!(crate::metrics::RENEWALS).increment(held.len() as u64);
@@ -62,10 +62,14 @@ async fn renew(
     pool: &Pool,
     keys: &Keys,
     held: &[(String, u32)],
+    leases: &[String],
     lease: Duration,
 ) -> sluice_shared::Result<(Vec<String>, Vec<String>)> {
     let mut call = scripts().renew.call_in(keys);
-    call.arg(lease.as_millis() as u64);
+    call.arg(lease.as_millis() as u64).arg(leases.len());
+    for l in leases {
+        call.arg(l);
+    }
     for (entry, attempt) in held {
         call.arg(entry).arg(*attempt);
     }

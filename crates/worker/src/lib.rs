@@ -17,7 +17,6 @@
 mod ack;
 mod command;
 mod dispatch;
-mod entry_keys;
 mod execute;
 mod flow;
 mod handler;

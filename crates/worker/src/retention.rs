@@ -1,4 +1,4 @@
-//! Retention: finished jobs created more than `retention.keep_s` ago, or
+//! Retention: finished jobs that ended more than `retention.keep_s` ago, or
 //! beyond the newest `retention.keep_max`, are removed with their index entries, oldest
 //! first, a batch at a time. Every worker runs it; purge.lua re-checks each job,
 //! so workers racing here remove nothing twice.
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use deadpool_redis::Pool;
 use sluice_shared::config::RetentionConfig;
-use sluice_shared::records::read_specs;
+use sluice_shared::records::{read_jobs, read_specs};
 use sluice_shared::scripts::scripts;
 use sluice_shared::{Keys, Result};
 
@@ -41,22 +41,28 @@ pub async fn purge_once(pool: &Pool, keys: &Keys, cfg: &RetentionConfig) -> Resu
     let mut pipe = redis::pipe();
     pipe.cmd("TIME");
     for s in FINAL {
-        pipe.zcard(keys.idx_status(s))
-            .zrange_withscores(keys.idx_status(s), 0, BATCH - 1);
+        pipe.llen(keys.idx_status(s))
+            .lrange(keys.idx_status(s), 0, BATCH - 1);
     }
-    type Oldest = Vec<(String, f64)>;
-    let ((secs, micros), na, a, nb, b, nc, c): ((i64, i64), i64, Oldest, i64, Oldest, i64, Oldest) =
+    type Head = Vec<String>;
+    let ((secs, micros), na, a, nb, b, nc, c): ((i64, i64), i64, Head, i64, Head, i64, Head) =
         pipe.query_async(&mut *con).await?;
     let cutoff = secs * 1000 + micros / 1000 - (cfg.keep_s * 1000.0) as i64;
     let over = na + nb + nc - cfg.keep_max;
-    // The oldest of all three indexes, by creation.
-    let mut oldest: Oldest = [a, b, c].concat();
-    oldest.sort_by(|x, y| x.1.total_cmp(&y.1));
+    // The oldest of all three lists, by the moment they finished.
+    let heads: Vec<String> = [a, b, c].concat();
+    let ended: Vec<i64> = read_jobs(&mut *con, keys, &heads)
+        .await?
+        .iter()
+        .map(|j| j.as_ref().and_then(|j| j.ended_at).unwrap_or(0))
+        .collect();
+    let mut oldest: Vec<(String, i64)> = heads.into_iter().zip(ended).collect();
+    oldest.sort_by_key(|(_, t)| *t);
     let ids: Vec<String> = oldest
         .into_iter()
         .take(BATCH as usize)
         .enumerate()
-        .filter(|(i, (_, created))| *created as i64 <= cutoff || (*i as i64) < over)
+        .filter(|(i, (_, ended))| *ended <= cutoff || (*i as i64) < over)
         .map(|(_, (id, _))| id)
         .collect();
     if ids.is_empty() {

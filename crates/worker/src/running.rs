@@ -22,51 +22,83 @@ pub struct Execution {
     pub stop: watch::Sender<Option<Stop>>,
 }
 
-/// Keyed by queue entry.
+/// Executions keyed by queue entry, and the lease keys they were admitted
+/// under with how many of their executions have not been reported yet.
 #[derive(Clone, Default)]
-pub struct Running(Arc<Mutex<HashMap<String, Execution>>>);
+pub struct Running(Arc<Mutex<Inner>>);
+
+#[derive(Default)]
+struct Inner {
+    executions: HashMap<String, Execution>,
+    leases: HashMap<Arc<str>, usize>,
+}
 
 impl Running {
-    pub fn insert(&self, entry: String, attempt: u32) -> watch::Receiver<Option<Stop>> {
+    pub fn insert(
+        &self,
+        entry: String,
+        attempt: u32,
+        lease: &Arc<str>,
+    ) -> watch::Receiver<Option<Stop>> {
         let (tx, rx) = watch::channel(None);
-        self.0
-            .lock()
-            .unwrap()
+        let mut inner = self.0.lock().unwrap();
+        inner
+            .executions
             .insert(entry, Execution { attempt, stop: tx });
+        *inner.leases.entry(lease.clone()).or_default() += 1;
         rx
     }
 
     /// Forgets `attempt` of `entry`; a newer attempt of the same job that
     /// this worker took meanwhile stays.
     pub fn remove(&self, entry: &str, attempt: u32) {
-        let mut map = self.0.lock().unwrap();
+        let map = &mut self.0.lock().unwrap().executions;
         if map.get(entry).is_some_and(|x| x.attempt == attempt) {
             map.remove(entry);
         }
     }
 
+    /// One execution of `lease` is over and reported (or needs no report):
+    /// true when it was the last, and the lease can go.
+    pub fn lease_done(&self, lease: &Arc<str>) -> bool {
+        let leases = &mut self.0.lock().unwrap().leases;
+        match leases.get_mut(lease) {
+            Some(n) if *n > 1 => {
+                *n -= 1;
+                false
+            }
+            _ => {
+                leases.remove(lease);
+                true
+            }
+        }
+    }
+
     pub fn len(&self) -> usize {
-        self.0.lock().unwrap().len()
+        self.0.lock().unwrap().executions.len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
-    /// (entry, attempt) of every execution, for renewal.
-    pub fn snapshot(&self) -> Vec<(String, u32)> {
-        self.0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(e, x)| (e.clone(), x.attempt))
-            .collect()
+    /// (entry, attempt) of every execution, and the lease keys held, for renewal.
+    pub fn snapshot(&self) -> (Vec<(String, u32)>, Vec<String>) {
+        let inner = self.0.lock().unwrap();
+        (
+            inner
+                .executions
+                .iter()
+                .map(|(e, x)| (e.clone(), x.attempt))
+                .collect(),
+            inner.leases.keys().map(|k| k.to_string()).collect(),
+        )
     }
 
     /// Stops `attempt` of `entry` if that is what runs now; an execution that
     /// ended meanwhile, or a later attempt of the same job, is left alone.
     pub fn stop(&self, entry: &str, attempt: u32, why: Stop) -> bool {
-        match self.0.lock().unwrap().get(entry) {
+        match self.0.lock().unwrap().executions.get(entry) {
             Some(x) if x.attempt == attempt => {
                 x.stop.send_replace(Some(why));
                 true
@@ -76,7 +108,7 @@ impl Running {
     }
 
     pub fn stop_all(&self, why: Stop) {
-        for x in self.0.lock().unwrap().values() {
+        for x in self.0.lock().unwrap().executions.values() {
             x.stop.send_replace(Some(why));
         }
     }
