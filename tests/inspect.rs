@@ -335,7 +335,7 @@ async fn metrics_count_the_jobs_run_and_health_answers() {
         r#"sluice_jobs_started_total{path="f/b"} 5"#,
         r#"sluice_jobs_started_total{path="f/fail"} 2"#,
         "sluice_queue_wait_seconds_count 7",
-        r#"sluice_script_seconds_count{script="ack"}"#,
+        r#"sluice_script_seconds_count{script="admit"}"#,
     ] {
         assert!(body.contains(needle), "{needle} missing from\n{body}");
     }

@@ -4,12 +4,13 @@
 -- KEYS[1..12]  the namespace keys (records.lua)
 -- KEYS[13]  this call's lease key ({p}:lease:<worker>:<n>): it lists the jobs
 --          admitted, and the leases sorted set holds its name until they end
--- KEYS[13+2j-1], KEYS[13+2j]  slots:K and wait:K of the j-th key in ARGV
+-- KEYS[14..]  the keys of the section (acks.lua)
 -- ARGV[1]  lease length in ms
 -- ARGV[2]  room: how many jobs this worker takes at most
--- ARGV[3]  m, how many concurrency keys follow
--- ARGV[3+j]  the j-th concurrency key K this call declares keys for
--- Returns: { admitted, dropped, more, next_in_ms, expired, need, late }
+-- ARGV[3..]  the section (acks.lua): the worker's ended executions, recorded
+--          first, and the concurrency keys declared (for those and for the
+--          entries it expects to take)
+-- Returns: { admitted, dropped, more, next_in_ms, expired, need, late, refused }
 --   admitted: 3 values per admitted job: entry, spec (JSON), and its new
 --     state (which holds the attempt and the start, see records.lua);
 --   dropped: ids not run (cancelled, finished, missing or corrupt);
@@ -20,7 +21,8 @@
 --     did not declare: call again declaring them. Nothing after the first
 --     such entry is taken, so each key's jobs are still admitted in order;
 --   late: entry and late_ms pairs for jobs admitted to a slot reserved for
---     them: how long after the slot freed they were admitted.
+--     them: how long after the slot freed they were admitted;
+--   refused: ended executions whose result was refused (see acks.lua).
 --
 -- Due delayed entries and the ready list's head are taken in the order they
 -- became ready (a delayed entry at its due time, a ready one at the time in
@@ -34,12 +36,13 @@ local now = now_ms()
 local now_s = ms_str(now)
 local deadline_s = ms_str(now + tonumber(ARGV[1]))
 local room = tonumber(ARGV[2])
-local declared = {}
-for j = 1, tonumber(ARGV[3]) do
-  declared[ARGV[3 + j]] = { slots = KEYS[NS + 1 + 2 * j - 1], wait = KEYS[NS + 1 + 2 * j] }
-end
 local lease_key = KEYS[NS + 1]
 local head_before = delayed_head(DELAYED)
+-- What ended first: slots it frees and flows it puts back are taken below.
+local sec = read_section(3, NS + 2)
+local declared = sec.declared
+local refused = record_acks(sec, now, now_s)
+end_leases(sec)
 -- leased: "<attempt> <entry>" of every job admitted, the lease key's lines.
 local admitted, dropped, leased, lates = {}, {}, {}, {}
 -- The state of every job admitted for its first attempt by this call.
@@ -227,6 +230,9 @@ for k, entry in ipairs(ord) do
   else
     j = j + 1
     local id, s, spec = job_ids[j], states[j], specs[j]
+    -- A state this call wrote (a flow its acks put back) is not in Redis yet.
+    local written = state_cache[id]
+    if written ~= nil then s = written or nil end
     if ckey == '' and s and spec and string.find(s, 'queued 0 ', 1, true) == 1 and not is_flow_spec(spec) then
       -- The common case, kept to the fewest Lua operations: a first attempt
       -- of a job without a key.
@@ -282,4 +288,4 @@ end
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, room)
 local more_n = 0
 if more then more_n = 1 end
-return { admitted, dropped, more_n, next_in_ms(DELAYED, LEASES, now), expired, need, lates }
+return { admitted, dropped, more_n, next_in_ms(DELAYED, LEASES, now), expired, need, lates, refused }

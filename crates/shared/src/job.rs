@@ -156,10 +156,13 @@ impl Job {
                 since.filter(|_| status == "running")
             },
             ended_at: since.filter(|_| finished),
-            result: result
-                .clone()
-                .filter(|_| status == "succeeded")
-                .map(|r| serde_json::from_str(&r).unwrap_or(Value::String(r))),
+            // A null result is not stored.
+            result: (status == "succeeded").then(|| {
+                result
+                    .clone()
+                    .map(|r| serde_json::from_str(&r).unwrap_or(Value::String(r)))
+                    .unwrap_or(Value::Null)
+            }),
             error: result.filter(|_| status != "succeeded"),
             parent: Some(spec.parent).filter(|p| !p.is_empty()),
             step: Some(spec.step).filter(|s| !s.is_empty()),

@@ -1,6 +1,7 @@
 //! The one place that owns the Lua scripts. Each lives in its own file under
 //! `lua/`, with a header listing its KEYS, ARGV and return value; every one
-//! gets the helper files `lua/records.lua`, `lua/slots.lua` and `lua/jobs.lua` prepended. Calls go out as EVALSHA,
+//! gets the helper files `lua/records.lua`, `lua/slots.lua` and `lua/jobs.lua` prepended,
+//! and admit.lua and ack.lua also `lua/acks.lua`. Calls go out as EVALSHA,
 //! singly or pipelined, and a NOSCRIPT reply (a restarted Redis) loads every
 //! script again and retries once.
 
@@ -14,6 +15,7 @@ use crate::error::Result;
 const RECORDS_LIB: &str = include_str!("../lua/records.lua");
 const SLOTS_LIB: &str = include_str!("../lua/slots.lua");
 const JOBS_LIB: &str = include_str!("../lua/jobs.lua");
+const ACKS_LIB: &str = include_str!("../lua/acks.lua");
 
 pub struct Script {
     pub name: &'static str,
@@ -23,7 +25,13 @@ pub struct Script {
 
 impl Script {
     fn new(name: &'static str, body: &str) -> Self {
-        let source = format!("{RECORDS_LIB}\n{SLOTS_LIB}\n{JOBS_LIB}\n{body}");
+        Script::with_lib(name, "", body)
+    }
+
+    /// A script that also gets `extra` helpers prepended (acks.lua for the
+    /// scripts that record ended executions).
+    fn with_lib(name: &'static str, extra: &str, body: &str) -> Self {
+        let source = format!("{RECORDS_LIB}\n{SLOTS_LIB}\n{JOBS_LIB}\n{extra}\n{body}");
         let hash = redis::Script::new(&source).get_hash().to_string();
         Script { name, source, hash }
     }
@@ -62,8 +70,8 @@ pub struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new("enqueue", include_str!("../lua/enqueue.lua")),
-    admit: Script::new("admit", include_str!("../lua/admit.lua")),
-    ack: Script::new("ack", include_str!("../lua/ack.lua")),
+    admit: Script::with_lib("admit", ACKS_LIB, include_str!("../lua/admit.lua")),
+    ack: Script::with_lib("ack", ACKS_LIB, include_str!("../lua/ack.lua")),
     recover: Script::new("recover", include_str!("../lua/recover.lua")),
     renew: Script::new("renew", include_str!("../lua/renew.lua")),
     cancel: Script::new("cancel", include_str!("../lua/cancel.lua")),

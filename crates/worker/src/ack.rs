@@ -1,27 +1,35 @@
-//! Acknowledging ended executions, on a task and connection of their own so
-//! that recording results overlaps with taking new jobs. Whatever ended while
-//! one ack.lua call was in flight goes in the next call.
+//! Acknowledging ended executions. They wait in `Acks` for the next
+//! admit.lua call, which records them in the same call that admits the next
+//! jobs (one call per turn, not two). When no turn takes them soon (the
+//! worker has no room, or is draining), the ack task sends them with ack.lua.
 
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use deadpool_redis::Pool;
+use sluice_shared::entry::Entry;
 use sluice_shared::scripts::{scripts, Invocation};
 use sluice_shared::Keys;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
 
 use crate::execute::Outcome;
-use sluice_shared::entry::Entry;
 
-/// Most executions acknowledged by one call.
-const BATCH: usize = 500;
+/// Most messages recorded by one call.
+pub const BATCH: usize = 500;
 
-/// What the acknowledger records.
+/// How long ended executions wait for a turn to take them along before the
+/// ack task sends them itself.
+const HANDOFF: Duration = Duration::from_millis(2);
+
+/// What is recorded.
 pub enum AckMsg {
     /// An execution ended.
     Done(Done),
     /// Every execution admitted under this lease key has been reported (sent
     /// after their `Done`s): the key and its lease go.
-    LeaseEnded(std::sync::Arc<str>),
+    LeaseEnded(Arc<str>),
 }
 
 /// An execution that ended, to be acknowledged.
@@ -34,46 +42,82 @@ pub struct Done {
     /// The flow run this job is a step of, or "".
     pub parent: String,
     /// The start in its running state (Unix ms), as admit.lua handed it
-    /// over: ack.lua checks the state against it.
+    /// over: the scripts check the state against it.
     pub started: i64,
 }
 
-/// Runs until every sender is gone and everything received is recorded.
-pub async fn ack_loop(pool: Pool, keys: Keys, mut rx: mpsc::UnboundedReceiver<AckMsg>) {
+/// Messages not recorded yet, oldest first.
+#[derive(Default)]
+pub struct Acks {
+    pending: Mutex<VecDeque<AckMsg>>,
+    notify: Notify,
+    closed: AtomicBool,
+}
+
+impl Acks {
+    pub fn push(&self, m: AckMsg) {
+        self.pending.lock().unwrap().push_back(m);
+        self.notify.notify_one();
+    }
+
+    /// Takes up to `max` messages, oldest first.
+    pub fn take(&self, max: usize) -> Vec<AckMsg> {
+        let mut q = self.pending.lock().unwrap();
+        let n = q.len().min(max);
+        q.drain(..n).collect()
+    }
+
+    /// Puts back what a failed call did not record, ahead of newer messages:
+    /// a result is never dropped for a Redis hiccup.
+    pub fn put_back(&self, msgs: Vec<AckMsg>) {
+        let mut q = self.pending.lock().unwrap();
+        for m in msgs.into_iter().rev() {
+            q.push_front(m);
+        }
+        drop(q);
+        self.notify.notify_one();
+    }
+
+    /// No more messages come: the ack task sends what is left and ends.
+    pub fn close(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.notify.notify_one();
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.lock().unwrap().is_empty()
+    }
+}
+
+/// Runs until `acks` is closed and everything in it is recorded.
+pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>) {
     let mut held: Option<deadpool_redis::Connection> = None;
-    let mut batch: Vec<Done> = Vec::new();
-    let mut leases: Vec<std::sync::Arc<str>> = Vec::new();
     let mut pause = Duration::from_millis(50);
-    let take = |m: AckMsg, batch: &mut Vec<Done>, leases: &mut Vec<_>| match m {
-        AckMsg::Done(d) => batch.push(d),
-        AckMsg::LeaseEnded(l) => leases.push(l),
-    };
     loop {
-        if batch.is_empty() && leases.is_empty() {
-            match rx.recv().await {
-                Some(m) => take(m, &mut batch, &mut leases),
-                None => return,
+        let closed = acks.closed.load(Ordering::SeqCst);
+        if acks.is_empty() {
+            if closed {
+                return;
             }
+            acks.notify.notified().await;
+            continue;
         }
-        while batch.len() + leases.len() < BATCH {
-            match rx.try_recv() {
-                Ok(m) => take(m, &mut batch, &mut leases),
-                Err(_) => break,
-            }
+        if !closed {
+            tokio::time::sleep(HANDOFF).await;
         }
-        match send(&pool, &keys, &mut held, &batch, &leases).await {
+        let msgs = acks.take(BATCH);
+        if msgs.is_empty() {
+            continue;
+        }
+        match send(&pool, &keys, &mut held, &msgs).await {
             Ok(refused) => {
-                for e in refused {
-                    tracing::warn!(entry = %e, "late result refused: the attempt had been taken over");
-                }
-                batch.clear();
-                leases.clear();
+                warn_refused(refused);
                 pause = Duration::from_millis(50);
             }
             Err(e) => {
-                // Kept and sent again: a result is never dropped for a Redis hiccup.
                 held = None;
-                tracing::warn!(error = %e, pending = batch.len(), "recording results failed; retrying");
+                tracing::warn!(error = %e, pending = msgs.len(), "recording results failed; retrying");
+                acks.put_back(msgs);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }
@@ -81,37 +125,52 @@ pub async fn ack_loop(pool: Pool, keys: Keys, mut rx: mpsc::UnboundedReceiver<Ac
     }
 }
 
+pub fn warn_refused(refused: Vec<String>) {
+    for e in refused {
+        tracing::warn!(entry = %e, "late result refused: the attempt had been taken over");
+    }
+}
+
 async fn send(
     pool: &Pool,
     keys: &Keys,
     held: &mut Option<deadpool_redis::Connection>,
-    batch: &[Done],
-    leases: &[std::sync::Arc<str>],
+    msgs: &[AckMsg],
 ) -> sluice_shared::Result<Vec<String>> {
     if held.is_none() {
         *held = Some(pool.get().await?);
     }
     let con = held.as_mut().expect("connection just set");
+    let mut call = scripts().ack.call_in(keys);
+    push_section(&mut call, keys, msgs, &[]);
     let timer = std::time::Instant::now();
-    let refused = ack_call(keys, batch, leases).query(&mut **con).await;
+    let refused = call.query(&mut **con).await;
     ::metrics::histogram!(crate::metrics::SCRIPT_SECONDS, "script" => "ack")
         .record(timer.elapsed().as_secs_f64());
     refused
 }
 
-fn ack_call(keys: &Keys, acks: &[Done], leases: &[std::sync::Arc<str>]) -> Invocation {
-    let mut call = scripts().ack.call_in(keys);
-    // Each concurrency key and flow once, however many executions share it:
-    // most executions have neither, and name no key of their own.
-    let mut ckeys: Vec<&str> = Vec::new();
+/// Adds the section acks.lua reads for `msgs`, declaring each concurrency
+/// key (theirs, and `also`) and each flow once: most executions have
+/// neither, and name no key of their own.
+pub fn push_section(call: &mut Invocation, keys: &Keys, msgs: &[AckMsg], also: &[String]) {
+    let mut ckeys: Vec<&str> = also.iter().map(String::as_str).collect();
     let mut parents: Vec<&str> = Vec::new();
-    for a in acks {
-        let ckey = Entry::ckey_of(&a.entry);
-        if !ckey.is_empty() && !ckeys.contains(&ckey) {
-            ckeys.push(ckey);
-        }
-        if !a.parent.is_empty() && !parents.contains(&a.parent.as_str()) {
-            parents.push(&a.parent);
+    let mut leases: Vec<&str> = Vec::new();
+    let mut dones: Vec<&Done> = Vec::new();
+    for m in msgs {
+        match m {
+            AckMsg::Done(d) => {
+                let ckey = Entry::ckey_of(&d.entry);
+                if !ckey.is_empty() && !ckeys.contains(&ckey) {
+                    ckeys.push(ckey);
+                }
+                if !d.parent.is_empty() && !parents.contains(&d.parent.as_str()) {
+                    parents.push(&d.parent);
+                }
+                dones.push(d);
+            }
+            AckMsg::LeaseEnded(l) => leases.push(l),
         }
     }
     call.arg(ckeys.len());
@@ -123,26 +182,26 @@ fn ack_call(keys: &Keys, acks: &[Done], leases: &[std::sync::Arc<str>]) -> Invoc
         call.key(keys.flow_state(p)).arg(*p);
     }
     call.arg(leases.len());
-    for l in leases {
+    for l in &leases {
         call.key(l.to_string());
     }
-    for a in acks {
-        let (mut outcome, payload) = match &a.outcome {
+    call.arg(dones.len());
+    for d in dones {
+        let (mut outcome, payload) = match &d.outcome {
             Outcome::Ok(v) => ("ok".to_string(), v.to_string()),
-            Outcome::Err(e) => (format!("err {}", a.backoff_ms), e.clone()),
+            Outcome::Err(e) => (format!("err {}", d.backoff_ms), e.clone()),
             Outcome::Cancelled => ("cancelled".to_string(), "cancelled by request".to_string()),
             Outcome::Lost | Outcome::Parked => {
                 unreachable!("lost attempts and parked flows are never acknowledged")
             }
         };
-        if !a.parent.is_empty() {
+        if !d.parent.is_empty() {
             outcome += " step";
         }
-        call.arg(&a.entry)
-            .arg(a.attempt)
-            .arg(a.started)
+        call.arg(&d.entry)
+            .arg(d.attempt)
+            .arg(d.started)
             .arg(outcome)
             .arg(payload);
     }
-    call
 }

@@ -19,10 +19,10 @@ use sluice_shared::error::Result;
 use sluice_shared::records::read_specs;
 use sluice_shared::scripts::scripts;
 use sluice_shared::{redis_conn, Config, Keys};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::ack::{ack_loop, AckMsg, Done};
+use crate::ack::{ack_loop, push_section, warn_refused, AckMsg, Acks, Done};
 use crate::execute::{execute, Admitted, Outcome};
 use crate::handler::Handler;
 use crate::running::{Running, Stop};
@@ -41,7 +41,7 @@ struct Dispatcher {
     keys: Keys,
     pool: Pool,
     running: Running,
-    done_tx: mpsc::UnboundedSender<AckMsg>,
+    acks: Arc<Acks>,
     /// Told whenever an execution ends: there is room again.
     freed: Arc<Notify>,
     lease_ms: u64,
@@ -68,8 +68,8 @@ pub async fn run<S: Future<Output = ()> + Send>(
     let keys = Keys::new(&config.prefix);
     let lease = Duration::from_millis(config.lease_ms());
     let running = Running::default();
-    let (done_tx, done_rx) = mpsc::unbounded_channel();
-    let acker = tokio::spawn(ack_loop(pool.clone(), keys.clone(), done_rx));
+    let acks = Arc::new(Acks::default());
+    let acker = tokio::spawn(ack_loop(pool.clone(), keys.clone(), acks.clone()));
     let freed = Arc::new(Notify::new());
     let (listening_tx, listening_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
@@ -111,7 +111,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
         keys,
         pool,
         running: running.clone(),
-        done_tx,
+        acks: acks.clone(),
         freed: freed.clone(),
         worker_id: uuid::Uuid::now_v7().simple().to_string(),
         batches: Default::default(),
@@ -173,6 +173,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     listening_tx.send_replace(false);
     // Every result reaches Redis before the worker leaves.
     drop(d);
+    acks.close();
     let _ = acker.await;
     renewer.abort();
     listener.abort();
@@ -208,10 +209,9 @@ impl Dispatcher {
         let lease: Arc<str> = self.keys.lease(&format!("{}:{n}", self.worker_id)).into();
         let mut admit = scripts().admit.call_in(&self.keys);
         admit.key(lease.to_string());
-        admit.arg(self.lease_ms).arg(room).arg(ckeys.len());
-        for k in ckeys.iter() {
-            admit.key(self.keys.slots(k)).key(self.keys.wait(k)).arg(k);
-        }
+        admit.arg(self.lease_ms).arg(room);
+        let ended = self.acks.take(crate::ack::BATCH);
+        push_section(&mut admit, &self.keys, &ended, ckeys);
         let timer = std::time::Instant::now();
         type Reply = (
             Vec<Value>,
@@ -221,9 +221,17 @@ impl Dispatcher {
             Vec<String>,
             Vec<String>,
             Vec<(String, i64)>,
+            Vec<String>,
         );
-        let (admitted, dropped, left, next_in, expired, need, late): Reply =
-            admit.query(&mut **con).await?;
+        let reply: Result<Reply> = admit.query(&mut **con).await;
+        let (admitted, dropped, left, next_in, expired, need, late, refused) = match reply {
+            Ok(r) => r,
+            Err(e) => {
+                self.acks.put_back(ended);
+                return Err(e);
+            }
+        };
+        warn_refused(refused);
         ::metrics::histogram!(metrics::SCRIPT_SECONDS, "script" => "admit")
             .record(timer.elapsed().as_secs_f64());
         for id in dropped {
@@ -311,7 +319,7 @@ impl Dispatcher {
             let stop = self.running.insert(job.entry.clone(), attempt, lease);
             let lease = lease.clone();
             let shared = self.shared.clone();
-            let tx = self.done_tx.clone();
+            let acks = self.acks.clone();
             let backoff_ms = crate::execute::settings(&shared.config, &job).2;
             let (running, freed) = (self.running.clone(), self.freed.clone());
             tokio::spawn(async move {
@@ -325,10 +333,11 @@ impl Dispatcher {
                 if let Some(name) = counter {
                     ::metrics::counter!(name, "path" => job.path.clone()).increment(1);
                 }
-                running.remove(&job.entry, job.attempt);
-                freed.notify_one();
+                // Queued before the room it frees is seen, so that the turn
+                // this end triggers records it.
+                let (entry, attempt) = (job.entry.clone(), job.attempt);
                 if !matches!(outcome, Outcome::Lost | Outcome::Parked) {
-                    let _ = tx.send(AckMsg::Done(Done {
+                    acks.push(AckMsg::Done(Done {
                         entry: job.entry,
                         attempt: job.attempt,
                         outcome,
@@ -340,8 +349,10 @@ impl Dispatcher {
                 // After this execution's Done, so the lease never goes before
                 // a result it covers is recorded.
                 if running.lease_done(&lease) {
-                    let _ = tx.send(AckMsg::LeaseEnded(lease));
+                    acks.push(AckMsg::LeaseEnded(lease));
                 }
+                running.remove(&entry, attempt);
+                freed.notify_one();
             });
         }
         Ok(())

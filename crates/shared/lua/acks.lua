@@ -1,0 +1,148 @@
+-- acks.lua: recording ended executions, for ack.lua and admit.lua (which
+-- records a worker's ended executions in the same call that admits its next
+-- jobs). Prepended after records.lua, slots.lua and jobs.lua; no KEYS or
+-- ARGV of its own.
+--
+-- The section these scripts read, from ARGV[a] and KEYS[k] on:
+--   ARGV: m, then m concurrency keys (each declared once: its slots:K and
+--         wait:K are the next 2m KEYS); q, then q flow runs (their state
+--         hashes are the next q KEYS); L, the number of lease keys that
+--         follow in KEYS, whose executions have all ended and are recorded
+--         (here or before): they and their leases go; E, then 5 values per
+--         ended execution: entry, attempt, started (the ms of its running
+--         state, as admit.lua handed it out), outcome, payload (the result
+--         for "ok", the reason otherwise); outcome is "ok", "err
+--         <backoff_ms>" (the first retry's delay) or "cancelled", followed
+--         by " step" for a flow's step.
+-- A failed attempt is retried through the delayed set after
+-- backoff_ms * 2^(attempt-1) while attempts remain (max_attempts in the
+-- spec, default 3); a cancel request turns any outcome into "cancelled".
+
+-- Reads the section; returns { declared (K -> {slots, wait}), fstates
+-- (flow id -> state hash), leases (key names), first (ARGV index before the
+-- first execution), n (executions), next_key (the KEYS index after it) }.
+local function read_section(a, k)
+  local sec = { declared = {}, fstates = {}, leases = {} }
+  local m = tonumber(ARGV[a])
+  for j = 1, m do
+    sec.declared[ARGV[a + j]] = { slots = KEYS[k + 2 * j - 2], wait = KEYS[k + 2 * j - 1] }
+  end
+  a, k = a + m + 1, k + 2 * m
+  local q = tonumber(ARGV[a])
+  for p = 1, q do sec.fstates[ARGV[a + p]] = KEYS[k + p - 1] end
+  a, k = a + q + 1, k + q
+  local nl = tonumber(ARGV[a])
+  for l = 1, nl do sec.leases[l] = KEYS[k + l - 1] end
+  sec.n = tonumber(ARGV[a + 1])
+  sec.first = a + 1
+  sec.next_key = k + nl
+  return sec
+end
+
+-- Records the section's executions; returns the entries refused because
+-- their attempt is no longer current (the lease was lost and the job
+-- recovered: such a late result is dropped), and whether a flow was put
+-- back on the ready list.
+local function record_acks(sec, now, now_s)
+  local refused, requeued = {}, false
+  local n, b = sec.n, sec.first
+  if n == 0 then return refused, requeued end
+  local function fstate_of(parent)
+    return sec.fstates[parent]
+  end
+  local ids = {}
+  for i = 1, n do
+    local e = ARGV[b + 5 * i - 4]
+    if #e == 36 then ids[i] = e else ids[i] = string.sub(e, 1, 36) end
+  end
+  local states = redis.call('HMGET', STATE, unpack(ids))
+
+  -- Anything but a plain success of a job without a key or flow.
+  local function slow(i, a)
+    local entry, attempt, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 5]
+    local outcome, rest = string.match(ARGV[a + 4], '^(%a+)(.*)$')
+    local is_step = string.find(rest or '', ' step', 1, true) ~= nil
+    local id = ids[i]
+    state_cache[id] = states[i] or false
+    local st = state_of(id)
+    if not st or st.status ~= 'running' or st.attempt ~= attempt then
+      refused[#refused + 1] = entry
+      return
+    end
+    local ckey = string.sub(entry, 38)
+    local spec = nil
+    if ckey ~= '' then
+      spec = spec_of(id)
+      -- A flow holds the slot its first driver took, whatever attempt ends it.
+      local token = id .. '#' .. attempt
+      if st.words.drive then token = id .. '#f' end
+      local window = tonumber(spec and spec.window_ms) or 0
+      local k = sec.declared[ckey]
+      end_slot(k.slots, k.wait, DELAYED, ckey, token, window, now)
+    end
+    if st.words.cancel and outcome ~= 'cancelled' then
+      outcome = 'cancelled'
+      payload = 'cancelled by request'
+    end
+    local final = nil
+    local started = { started = st.at, ready = st.words.ready }
+    if outcome == 'ok' then
+      set_state(id, 'succeeded', attempt, now_s, started)
+      if payload ~= 'null' then set_result(id, payload) end
+      final = 'succeeded'
+    elseif outcome == 'cancelled' then
+      set_state(id, 'cancelled', attempt, now_s, started)
+      final = 'cancelled'
+    else
+      if spec == nil then spec = spec_of(id) end
+      if attempt < max_attempts(spec and spec.max_attempts) then
+        local backoff = tonumber(string.match(rest, '^ (%d+)')) or 1000
+        local at = ms_str(now + backoff * 2 ^ (attempt - 1))
+        set_state(id, 'scheduled', attempt, at)
+        set_result(id, payload)
+        redis.call('ZADD', DELAYED, at, entry)
+      else
+        set_state(id, 'failed', attempt, now_s, started)
+        set_result(id, payload)
+        final = 'failed'
+      end
+    end
+    if final then
+      finish(final, id)
+      if is_step and notify_if_step(id, fstate_of, final, payload) then requeued = true end
+    end
+  end
+
+  -- The common case, kept to the fewest Lua operations: a plain success of
+  -- a job without a key or flow. A null result is not stored (none reads
+  -- as null).
+  local writes, results, done = state_writes, result_pairs, {}
+  for i = 1, n do
+    local a = b + 5 * i - 5
+    local entry, attempt, started = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
+    if ARGV[a + 4] == 'ok' and #entry == 36 and states[i] == 'running ' .. attempt .. ' ' .. started then
+      local s = 'succeeded ' .. attempt .. ' ' .. now_s .. ' started=' .. started
+      state_cache[entry] = s
+      writes[#writes + 1] = entry
+      writes[#writes + 1] = s
+      local payload = ARGV[a + 5]
+      if payload ~= 'null' then
+        results[#results + 1] = entry
+        results[#results + 1] = payload
+      end
+      done[#done + 1] = entry
+    else
+      slow(i, a)
+    end
+  end
+  for _, id in ipairs(done) do finish('succeeded', id) end
+  return refused, requeued
+end
+
+-- Removes the lease keys whose executions have all been recorded.
+local function end_leases(sec)
+  if #sec.leases > 0 then
+    redis.call('DEL', unpack(sec.leases))
+    redis.call('ZREM', LEASES, unpack(sec.leases))
+  end
+end
