@@ -13,6 +13,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use deadpool_redis::Pool;
+use futures::stream::{FuturesUnordered, StreamExt};
+use redis::aio::MultiplexedConnection;
 use redis::Value;
 use sluice_shared::entry::{Entry, ID_LEN};
 use sluice_shared::error::Result;
@@ -50,8 +52,13 @@ struct Dispatcher {
     batches: std::sync::atomic::AtomicU64,
 }
 
+/// Turns a worker has in flight at most.
+const TURNS_IN_FLIGHT: usize = 2;
+
 /// What one turn learned.
 struct Turn {
+    /// Concurrency keys to declare next turn (see admit.lua).
+    need: Vec<String>,
     more: bool,
     next_in: Option<Duration>,
 }
@@ -119,40 +126,70 @@ pub async fn run<S: Future<Output = ()> + Send>(
 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut draining: Option<Instant> = None;
-    let mut held = None;
-    let mut ckeys = Vec::new();
+    let mut held: Option<deadpool_redis::Connection> = None;
+    let mut ckeys: Vec<String> = Vec::new();
     let mut want_claim = true;
     let mut timer: Option<Instant> = None;
     let mut retry_pause = Duration::from_millis(50);
+    // Turns in flight, and the room they claimed: while Redis runs one, the
+    // worker starts the jobs of the other.
+    let mut turns = FuturesUnordered::new();
+    let mut reserved = 0usize;
     loop {
         let room = if draining.is_some() {
             0
         } else {
-            concurrency.saturating_sub(d.running.len())
+            concurrency.saturating_sub(d.running.len() + reserved)
         };
-        if room > 0 && want_claim {
-            match d.turn(&mut held, &mut ckeys, room).await {
-                Ok(turn) => {
-                    retry_pause = Duration::from_millis(50);
-                    // A full batch suggests more is waiting; otherwise sleep
-                    // until told, or until the next known due time.
-                    want_claim = turn.more;
-                    timer = turn.next_in.map(|t| Instant::now() + t);
-                }
-                Err(e) => {
-                    held = None;
-                    tracing::warn!(error = %e, "Redis call failed; retrying");
-                    tokio::time::sleep(retry_pause).await;
-                    retry_pause = (retry_pause * 2).min(Duration::from_secs(5));
+        if room > 0 && want_claim && turns.len() < TURNS_IN_FLIGHT {
+            if held.is_none() {
+                match d.pool.get().await {
+                    Ok(c) => held = Some(c),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "Redis connection failed; retrying");
+                        tokio::time::sleep(retry_pause).await;
+                        retry_pause = (retry_pause * 2).min(Duration::from_secs(5));
+                        continue;
+                    }
                 }
             }
+            // A multiplexed connection: turns in flight share it, pipelined.
+            let con = (**held.as_ref().expect("connection just set")).clone();
+            reserved += room;
+            want_claim = false;
+            let turn = d.turn(con, ckeys.clone(), room);
+            turns.push(async move { (turn.await, room) });
             continue;
         }
-        if draining.is_some() && d.running.is_empty() {
+        if draining.is_some() && d.running.is_empty() && turns.is_empty() {
             break;
         }
-        listening_tx.send_replace(room > 0);
+        listening_tx.send_replace(room > 0 && turns.is_empty());
         tokio::select! {
+            Some((result, claimed)) = turns.next(), if !turns.is_empty() => {
+                reserved -= claimed;
+                match result {
+                    Ok(turn) => {
+                        retry_pause = Duration::from_millis(50);
+                        // A steady key stays declared; new ones replace it
+                        // when they come next.
+                        if !turn.need.is_empty() {
+                            ckeys = turn.need;
+                        }
+                        // A full batch suggests more is waiting; otherwise
+                        // sleep until told, or until the next known due time.
+                        want_claim |= turn.more;
+                        timer = turn.next_in.map(|t| Instant::now() + t);
+                    }
+                    Err(e) => {
+                        held = None;
+                        want_claim = true;
+                        tracing::warn!(error = %e, "Redis call failed; retrying");
+                        tokio::time::sleep(retry_pause).await;
+                        retry_pause = (retry_pause * 2).min(Duration::from_secs(5));
+                    }
+                }
+            }
             _ = freed.notified() => want_claim = true,
             _ = wake.notified(), if draining.is_none() => want_claim = true,
             _ = sleep_until(timer), if timer.is_some() && draining.is_none() => {
@@ -170,6 +207,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
             }
         }
     }
+    drop(turns);
     listening_tx.send_replace(false);
     // Every result reaches Redis before the worker leaves.
     drop(d);
@@ -195,14 +233,10 @@ impl Dispatcher {
     /// concurrency keys to declare, as the last turn learned them.
     async fn turn(
         &self,
-        held: &mut Option<deadpool_redis::Connection>,
-        ckeys: &mut Vec<String>,
+        mut con: MultiplexedConnection,
+        ckeys: Vec<String>,
         room: usize,
     ) -> Result<Turn> {
-        if held.is_none() {
-            *held = Some(self.pool.get().await?);
-        }
-        let con = held.as_mut().expect("connection just set");
         let n = self
             .batches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -211,7 +245,7 @@ impl Dispatcher {
         admit.key(lease.to_string());
         admit.arg(self.lease_ms).arg(room);
         let ended = self.acks.take(crate::ack::BATCH);
-        push_section(&mut admit, &self.keys, &ended, ckeys);
+        push_section(&mut admit, &self.keys, &ended, &ckeys);
         let timer = std::time::Instant::now();
         type Reply = (
             Vec<Value>,
@@ -223,7 +257,7 @@ impl Dispatcher {
             Vec<(String, i64)>,
             Vec<String>,
         );
-        let reply: Result<Reply> = admit.query(&mut **con).await;
+        let reply: Result<Reply> = admit.query(&mut con).await;
         let (admitted, dropped, left, next_in, expired, need, late, refused) = match reply {
             Ok(r) => r,
             Err(e) => {
@@ -237,18 +271,15 @@ impl Dispatcher {
         for id in dropped {
             tracing::debug!(job = %id, "entry not run (cancelled, finished or corrupt)");
         }
-        // A steady key stays declared; new ones replace it when they come next.
-        if !need.is_empty() {
-            *ckeys = need;
-        }
         for (_, ms) in late {
             ::metrics::histogram!(metrics::LATENESS_SECONDS).record(ms as f64 / 1000.0);
         }
         self.start(admitted, &lease)?;
         if !expired.is_empty() {
-            self.recover(con, &expired).await?;
+            self.recover(&mut con, &expired).await?;
         }
         Ok(Turn {
+            need,
             more: left == 1 || expired.len() == room,
             next_in: (next_in >= 0).then(|| Duration::from_millis(next_in as u64)),
         })
@@ -257,14 +288,10 @@ impl Dispatcher {
     /// Runs recover.lua on expired lease keys: their lines name the
     /// executions, and a dead step's flow must hear of it, so the parents are
     /// read first.
-    async fn recover(
-        &self,
-        con: &mut deadpool_redis::Connection,
-        expired: &[String],
-    ) -> Result<()> {
+    async fn recover(&self, con: &mut MultiplexedConnection, expired: &[String]) -> Result<()> {
         let contents: Vec<Option<String>> = redis::cmd("MGET")
             .arg(expired)
-            .query_async(&mut **con)
+            .query_async(&mut *con)
             .await?;
         // (lease index from 1, attempt, entry) of every line.
         let mut lines: Vec<(usize, &str, &str)> = Vec::new();
@@ -279,7 +306,7 @@ impl Dispatcher {
             .iter()
             .map(|(_, _, e)| e.get(..ID_LEN).unwrap_or(e).to_string())
             .collect();
-        let specs = read_specs(&mut **con, &self.keys, &ids).await?;
+        let specs = read_specs(&mut *con, &self.keys, &ids).await?;
         let mut call = scripts().recover.call_in(&self.keys);
         call.arg(expired.len());
         for l in expired {
@@ -294,7 +321,7 @@ impl Dispatcher {
                 .arg(*attempt)
                 .arg(*entry);
         }
-        let dead: Vec<String> = call.query(&mut **con).await?;
+        let dead: Vec<String> = call.query(&mut *con).await?;
         for id in dead {
             ::metrics::counter!(metrics::RECOVERED).increment(1);
             tracing::warn!(job = %id, "recovered a job whose worker was lost; it runs again");
