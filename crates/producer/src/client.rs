@@ -9,7 +9,7 @@ use sluice_shared::{redis_conn, Config, Keys};
 
 /// Jobs written per enqueue.lua call: large enough to amortise the round trip,
 /// small enough not to stall Redis for other clients.
-const BATCH_CHUNK: usize = 1000;
+const BATCH_CHUNK: usize = 250;
 
 /// A handle on one Sluice namespace. Cheap to clone.
 #[derive(Clone)]

@@ -141,7 +141,14 @@ pub async fn run<S: Future<Output = ()> + Send>(
         } else {
             concurrency.saturating_sub(d.running.len() + reserved)
         };
-        if room > 0 && want_claim && turns.len() < TURNS_IN_FLIGHT {
+        // A second turn only for a batch worth its call: small ones cost
+        // Redis more per job than they save in waiting.
+        let worth = if turns.is_empty() {
+            1
+        } else {
+            (concurrency / 2).max(1)
+        };
+        if room >= worth && want_claim && turns.len() < TURNS_IN_FLIGHT {
             if held.is_none() {
                 match d.pool.get().await {
                     Ok(c) => held = Some(c),

@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::FutureExt;
 use serde_json::Value;
 use sluice_shared::entry::Entry;
 use sluice_shared::job::{Spec, State};
@@ -148,29 +149,26 @@ pub async fn execute(
         };
         let (command, timeout, _) = settings(config, job);
         let inline_step = job.kind == "step" && job.path == job.flow;
+        // The flow and command branches are boxed: their futures are large,
+        // and every job's task would otherwise be as large as they are.
         let outcome = if job.kind == "flow" {
-            crate::flow::drive(&shared.pool, &shared.keys, config, job).await
+            Box::pin(crate::flow::drive(&shared.pool, &shared.keys, config, job)).await
         } else if let Some(h) = handlers.get(&job.path).filter(|_| !inline_step) {
-            let task = tokio::spawn(h.call(ctx));
-            let abort = task.abort_handle();
+            // A panic is caught where the handler runs: no task of its own.
+            let call = std::panic::AssertUnwindSafe(h.call(ctx)).catch_unwind();
             tokio::select! {
-                r = task => match r {
+                r = call => match r {
                     Ok(Ok(v)) => Outcome::Ok(v),
                     Ok(Err(reason)) => Outcome::Err(reason),
-                    Err(e) if e.is_panic() => Outcome::Err(format!("handler panicked: {}", panic_text(e.into_panic()))),
-                    Err(e) => Outcome::Err(format!("handler task failed: {e}")),
+                    Err(panic) => Outcome::Err(format!("handler panicked: {}", panic_text(panic))),
                 },
                 _ = tokio::time::sleep(timeout) => {
-                    abort.abort();
                     Outcome::Err(format!("timed out after {} s", timeout.as_secs_f64()))
                 }
-                why = command::stopped(&mut stop) => {
-                    abort.abort();
-                    Outcome::from_stop(why)
-                }
+                why = command::stopped(&mut stop) => Outcome::from_stop(why),
             }
         } else if let Some(argv) = command {
-            command::run(argv, &ctx, timeout, &mut stop).await
+            Box::pin(command::run(argv, &ctx, timeout, &mut stop)).await
         } else {
             Outcome::Err(format!(
                 "no handler is registered and no command is configured for path {:?} on this worker",
