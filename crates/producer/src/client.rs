@@ -74,8 +74,17 @@ impl Client {
         let mut con = self.pool.get().await?;
         for chunk in jobs.chunks(BATCH_CHUNK) {
             let mut call = scripts().enqueue.call_in(&self.keys);
-            for job in chunk {
-                job.push(&self.keys, &mut call);
+            // Two values a job when none has a key or a delay (see enqueue.lua).
+            if chunk.iter().all(NewJob::is_plain) {
+                call.arg("plain");
+                for job in chunk {
+                    call.arg(&job.id).arg(job.spec_tail());
+                }
+            } else {
+                call.arg("full");
+                for job in chunk {
+                    job.push(&self.keys, &mut call);
+                }
             }
             call.query::<i64, _>(&mut *con).await?;
         }

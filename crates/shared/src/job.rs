@@ -434,6 +434,12 @@ impl NewJob {
             .arg(self.spec_tail());
     }
 
+    /// Ready at once and without a concurrency key: enqueue.lua writes such
+    /// jobs from their id and spec alone.
+    pub fn is_plain(&self) -> bool {
+        self.ckey.is_empty() && self.delay_ms == 0
+    }
+
     /// The spec after its `created_at`, which the script writes from Redis
     /// time: `"path":...,"args":{...}}`. Fields at their default are left
     /// out, the kind (when not a script) comes first and args last
