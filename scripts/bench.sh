@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Sluice benchmark.
 #   scripts/bench.sh SCENARIO [--workers N] [--concurrency C] [--jobs J]
-#                    [--redis-url URL] [--prefill] [--smoke]
+#                    [--redis-url URL] [--prefill] [--smoke] [--repeat N]
 # SCENARIO: throughput, cmdstats, limited, many-keys, backlog, idle, memory, all.
 # Starts its own redis-server on a free port unless --redis-url is given, runs
 # no-op Rust handlers in separate sluice-bench worker processes, prints a

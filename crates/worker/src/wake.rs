@@ -9,7 +9,7 @@ use sluice_shared::{redis_conn, Keys};
 use tokio::sync::{watch, Notify};
 
 /// A blocked BLPOP also returns after this long, as a safety net for a token
-/// lost with a crashed worker (each costs a BLPOP and a peek while idle).
+/// lost with a crashed worker (each costs a BLPOP and an admit call while idle).
 /// Dead workers' leases do not depend on it: workers keep a timer for those.
 const SAFETY_WAKE: Duration = Duration::from_secs(30);
 
