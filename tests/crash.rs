@@ -11,6 +11,10 @@ grace_s = 30
 [scripts."f/work"]
 command = ["sh", "-c", "sleep 1; echo $SLUICE_ATTEMPT"]
 concurrency = { max = 2, window_s = 0 }
+
+[scripts."f/slow"]
+command = ["sh", "-c", "sleep 4; echo $SLUICE_ATTEMPT"]
+concurrency = { max = 2, window_s = 0 }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -121,20 +125,10 @@ async fn sigterm_drains_running_jobs_then_exits() {
 /// lost, and the workers reconnect by themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_loses_nothing_and_workers_reconnect() {
-    let port = free_port();
-    let data = std::env::temp_dir().join(format!("sluice-aof-{}", uuid::Uuid::now_v7().simple()));
-    std::fs::create_dir_all(&data).unwrap();
-    let args = [
-        "--port",
-        &port.to_string(),
-        "--appendonly",
-        "yes",
-        "--dir",
-        data.to_str().unwrap(),
-    ];
-    let url = format!("redis://127.0.0.1:{port}");
+    let aof = Aof::new();
+    let args = aof.args();
     let env = TestEnv::with_redis(
-        RedisServer::spawn(&args, url.clone()),
+        RedisServer::spawn(&args, aof.url.clone()),
         CONFIG.replace("lease_s = 1", "lease_s = 30").as_str(),
     );
     let _workers: Vec<_> = (0..2).map(|_| env.worker(&[], &[])).collect();
@@ -144,7 +138,7 @@ async fn a_redis_restart_loses_nothing_and_workers_reconnect() {
 
     let mut env = env;
     env.redis.stop();
-    env.redis = RedisServer::spawn(&args, url);
+    env.redis = RedisServer::spawn(&args, aof.url.clone());
     let client = env.client().await;
     let jobs = env.finish(&client, &ids).await;
     assert!(
@@ -158,5 +152,72 @@ async fn a_redis_restart_loses_nothing_and_workers_reconnect() {
         logs.contains("retrying") || logs.contains("reconnecting"),
         "the restart went unnoticed:\n{logs}"
     );
-    let _ = std::fs::remove_dir_all(&data);
+}
+
+/// Redis gone for longer than a lease: the worker stops its attempts as lost
+/// and must leave their lease behind, so that once Redis is back the jobs are
+/// found dead and run again rather than left running forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outage_longer_than_a_lease_loses_nothing() {
+    let aof = Aof::new();
+    let args = aof.args();
+    let mut env = TestEnv::with_redis(RedisServer::spawn(&args, aof.url.clone()), CONFIG);
+    let worker = env.worker(&[], &[]);
+    let client = env.client().await;
+    let ids = env.enqueue(&client, "f/slow", json!({}), 2).await;
+    wait_running(&client, &ids, 2).await;
+    drop(client);
+
+    env.redis.stop();
+    worker.wait_for_log("no renewal for a whole lease");
+    env.redis = RedisServer::spawn(&args, aof.url.clone());
+    let client = env.client().await;
+    let jobs = env.finish(&client, &ids).await;
+    assert!(
+        jobs.iter()
+            .all(|j| j.status == "succeeded" && j.attempt == 2),
+        "{jobs:#?}\n{}",
+        env.logs()
+    );
+}
+
+/// A redis-server with an append-only file in a directory of its own, on a
+/// free port, to be stopped and started again on the same data.
+struct Aof {
+    port: String,
+    dir: std::path::PathBuf,
+    url: String,
+}
+
+impl Aof {
+    fn new() -> Aof {
+        let port = free_port();
+        let dir =
+            std::env::temp_dir().join(format!("sluice-aof-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        Aof {
+            port: port.to_string(),
+            url: format!("redis://127.0.0.1:{port}"),
+            dir,
+        }
+    }
+
+    fn args(&self) -> Vec<&str> {
+        vec![
+            "--port",
+            &self.port,
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "always",
+            "--dir",
+            self.dir.to_str().unwrap(),
+        ]
+    }
+}
+
+impl Drop for Aof {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }

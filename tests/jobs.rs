@@ -230,3 +230,52 @@ async fn a_delayed_job_starts_no_earlier_than_its_delay() {
     assert!(job.started_at.unwrap() >= ready_at, "{job:?}");
     assert_eq!(job.status, "succeeded");
 }
+
+/// A batch lands whole and in order, whether its jobs have keys or not (the
+/// all-plain form of enqueue.lua must not reorder a mixed batch), and each
+/// job reads back as queued with its spec.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mixed_batch_lands_in_order() {
+    use sluice_producer::JobRequest;
+    let env = TestEnv::new(CONFIG);
+    let client = env.client().await;
+    let reqs = vec![
+        JobRequest::new("f/echo", json!({"n": 1})),
+        JobRequest::new("f/env", json!({"tenant": "a"})),
+        JobRequest::new("f/echo", json!({"n": 2})),
+    ];
+    let ids = client.enqueue_batch(&reqs).await.unwrap();
+    let plain = env.enqueue(&client, "f/echo", json!({"n": 3}), 2).await;
+    let mut r = env.redis();
+    let ready: Vec<String> = redis::cmd("LRANGE")
+        .arg(env.key("ready"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(
+        ready,
+        vec![
+            ids[0].clone(),
+            format!("{} default/t/a", ids[1]),
+            ids[2].clone(),
+            plain[0].clone(),
+            plain[1].clone(),
+        ]
+    );
+    let jobs = client.jobs(&[ids.clone(), plain].concat()).await.unwrap();
+    for (job, n) in jobs
+        .iter()
+        .zip([json!(1), json!(null), json!(2), json!(3), json!(3)])
+    {
+        let job = job.as_ref().unwrap();
+        assert_eq!(job.status, "queued");
+        assert_eq!(job.attempt, 0);
+        assert_eq!(job.args.get("n").cloned().unwrap_or(json!(null)), n);
+        assert_eq!(job.ready_at, job.created_at);
+    }
+    assert_eq!(
+        jobs[1].as_ref().unwrap().concurrency_key.as_deref(),
+        Some("default/t/a")
+    );
+}

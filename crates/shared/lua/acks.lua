@@ -63,7 +63,8 @@ local function record_acks(sec, now, now_s)
     local outcome, rest = string.match(ARGV[a + 4], '^(%a+)(.*)$')
     local is_step = string.find(rest or '', ' step', 1, true) ~= nil
     local id = ids[i]
-    state_cache[id] = states[i] or false
+    -- What this call wrote (a flow its earlier acks woke) wins over the read.
+    if state_cache[id] == nil then state_cache[id] = states[i] or false end
     local st = state_of(id)
     if not st or st.status ~= 'running' or st.attempt ~= attempt then
       refused[#refused + 1] = entry

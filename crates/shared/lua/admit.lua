@@ -247,12 +247,14 @@ for k, entry in ipairs(ord) do
       raw_specs[id] = spec or false
       local st = state_of(id)
       if not spec then
+        if ckey ~= '' then release_reservation(ckey, id) end
         if st and (st.status == 'queued' or st.status == 'scheduled' or st.status == 'waiting') then
           fail_corrupt(id, st, 'spec missing')
         else
           dropped[#dropped + 1] = id
         end
       elseif not st then
+        if ckey ~= '' then release_reservation(ckey, id) end
         fail_corrupt(id, nil, 'state missing or malformed')
       elseif st.status == 'running' then
         if st.words.drive == 'queued' then admit(id, entry, st, ckey, nil) else dropped[#dropped + 1] = id end

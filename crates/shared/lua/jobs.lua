@@ -77,10 +77,11 @@ local function notify_parent(parent, fstate, id, step, iter, status, payload)
     if iter ~= nil then label = step .. '[' .. iter .. ']' end
     redis.call('HSET', fstate, 'failed', 'step ' .. label .. ' ' .. status .. ': ' .. (payload or ''))
   end
-  if p.words.drive == 'parked' then
+  local entry = redis.call('HGET', fstate, 'entry')
+  if p.words.drive == 'parked' and entry then
     p.words.drive = 'queued'
     set_state(parent, p.status, p.attempt, p.at, p.words)
-    redis.call('RPUSH', READY, redis.call('HGET', fstate, 'entry'))
+    redis.call('RPUSH', READY, entry)
     return true
   end
   p.words.dirty = true

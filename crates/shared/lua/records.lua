@@ -98,14 +98,21 @@ local function set_result(id, payload)
   result_pairs[#result_pairs + 1] = payload
 end
 
--- Later writes of the same job come later in the HSET, so they win.
+-- HSET of field/value pairs, in slices: Lua's unpack() takes at most 7,999
+-- values. Later writes of the same job come later, so they win.
+local function hset_pairs(hash, pairs_)
+  for i = 1, #pairs_, 2000 do
+    redis.call('HSET', hash, unpack(pairs_, i, math.min(i + 1999, #pairs_)))
+  end
+end
+
 local function flush_records()
   if #state_writes > 0 then
-    redis.call('HSET', STATE, unpack(state_writes))
+    hset_pairs(STATE, state_writes)
     state_writes = {}
   end
   if #result_pairs > 0 then
-    redis.call('HSET', RESULTS, unpack(result_pairs))
+    hset_pairs(RESULTS, result_pairs)
     result_pairs = {}
   end
 end

@@ -4,7 +4,7 @@
 //! worker has no room, or is draining), the ack task sends them with ack.lua.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -46,12 +46,16 @@ pub struct Done {
     pub started: i64,
 }
 
-/// Messages not recorded yet, oldest first.
+/// Messages not recorded yet, oldest first, and how many calls are carrying
+/// some. Results may ride on any call, but a lease's end only on a call that
+/// no other is in flight beside: a call that fails puts its results back, and
+/// a lease must never be ended before a result it covers is recorded.
 #[derive(Default)]
 pub struct Acks {
     pending: Mutex<VecDeque<AckMsg>>,
     notify: Notify,
     closed: AtomicBool,
+    carriers: AtomicUsize,
 }
 
 impl Acks {
@@ -60,20 +64,43 @@ impl Acks {
         self.notify.notify_one();
     }
 
-    /// Takes up to `max` messages, oldest first.
+    /// Takes up to `max` messages, oldest first (stopping at a lease's end
+    /// while another call carries some). A non-empty take must be followed
+    /// by `recorded` or `not_recorded`.
     pub fn take(&self, max: usize) -> Vec<AckMsg> {
         let mut q = self.pending.lock().unwrap();
-        let n = q.len().min(max);
+        let alone = self.carriers.load(Ordering::SeqCst) == 0;
+        let mut n = 0;
+        while n < q.len().min(max) {
+            if !alone && matches!(q[n], AckMsg::LeaseEnded(_)) {
+                break;
+            }
+            n += 1;
+        }
+        if n == 0 {
+            return Vec::new();
+        }
+        self.carriers.fetch_add(1, Ordering::SeqCst);
         q.drain(..n).collect()
     }
 
-    /// Puts back what a failed call did not record, ahead of newer messages:
-    /// a result is never dropped for a Redis hiccup.
-    pub fn put_back(&self, msgs: Vec<AckMsg>) {
+    /// The call carrying a take succeeded.
+    pub fn recorded(&self) {
+        let q = self.pending.lock().unwrap();
+        self.carriers.fetch_sub(1, Ordering::SeqCst);
+        if !q.is_empty() {
+            self.notify.notify_one();
+        }
+    }
+
+    /// The call carrying `msgs` failed: they go back ahead of newer
+    /// messages; a result is never dropped for a Redis hiccup.
+    pub fn not_recorded(&self, msgs: Vec<AckMsg>) {
         let mut q = self.pending.lock().unwrap();
         for m in msgs.into_iter().rev() {
             q.push_front(m);
         }
+        self.carriers.fetch_sub(1, Ordering::SeqCst);
         drop(q);
         self.notify.notify_one();
     }
@@ -107,17 +134,20 @@ pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>) {
         }
         let msgs = acks.take(BATCH);
         if msgs.is_empty() {
+            // Another call carries some: it tells when it is done.
+            acks.notify.notified().await;
             continue;
         }
         match send(&pool, &keys, &mut held, &msgs).await {
             Ok(refused) => {
+                acks.recorded();
                 warn_refused(refused);
                 pause = Duration::from_millis(50);
             }
             Err(e) => {
                 held = None;
                 tracing::warn!(error = %e, pending = msgs.len(), "recording results failed; retrying");
-                acks.put_back(msgs);
+                acks.not_recorded(msgs);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_secs(5));
             }

@@ -52,6 +52,9 @@ struct Dispatcher {
     batches: std::sync::atomic::AtomicU64,
 }
 
+/// Most executions one recover.lua call looks at.
+const RECOVER_LINES: usize = 1000;
+
 /// Turns a worker has in flight at most.
 const TURNS_IN_FLIGHT: usize = 2;
 
@@ -266,9 +269,16 @@ impl Dispatcher {
         );
         let reply: Result<Reply> = admit.query(&mut con).await;
         let (admitted, dropped, left, next_in, expired, need, late, refused) = match reply {
-            Ok(r) => r,
+            Ok(r) => {
+                if !ended.is_empty() {
+                    self.acks.recorded();
+                }
+                r
+            }
             Err(e) => {
-                self.acks.put_back(ended);
+                if !ended.is_empty() {
+                    self.acks.not_recorded(ended);
+                }
                 return Err(e);
             }
         };
@@ -281,7 +291,7 @@ impl Dispatcher {
         for (_, ms) in late {
             ::metrics::histogram!(metrics::LATENESS_SECONDS).record(ms as f64 / 1000.0);
         }
-        self.start(admitted, &lease)?;
+        self.start(admitted, &lease);
         if !expired.is_empty() {
             self.recover(&mut con, &expired).await?;
         }
@@ -300,10 +310,37 @@ impl Dispatcher {
             .arg(expired)
             .query_async(&mut *con)
             .await?;
+        // Leases a call at a time, up to RECOVER_LINES executions a call (a
+        // lease holds at most one admission's worth, 1,000).
+        let mut group: Vec<(&String, &str)> = Vec::new();
+        let mut lines = 0;
+        for (lease, text) in expired.iter().zip(&contents) {
+            let text = text.as_deref().unwrap_or("");
+            let n = text.lines().count();
+            if !group.is_empty() && lines + n > RECOVER_LINES {
+                self.recover_leases(con, &group).await?;
+                group.clear();
+                lines = 0;
+            }
+            group.push((lease, text));
+            lines += n;
+        }
+        if !group.is_empty() {
+            self.recover_leases(con, &group).await?;
+        }
+        Ok(())
+    }
+
+    /// One recover.lua call for these lease keys and their lines.
+    async fn recover_leases(
+        &self,
+        con: &mut MultiplexedConnection,
+        leases: &[(&String, &str)],
+    ) -> Result<()> {
         // (lease index from 1, attempt, entry) of every line.
         let mut lines: Vec<(usize, &str, &str)> = Vec::new();
-        for (l, text) in contents.iter().enumerate() {
-            for line in text.as_deref().unwrap_or("").lines() {
+        for (l, (_, text)) in leases.iter().enumerate() {
+            for line in text.lines() {
                 if let Some((attempt, entry)) = line.split_once(' ') {
                     lines.push((l + 1, attempt, entry));
                 }
@@ -315,9 +352,9 @@ impl Dispatcher {
             .collect();
         let specs = read_specs(&mut *con, &self.keys, &ids).await?;
         let mut call = scripts().recover.call_in(&self.keys);
-        call.arg(expired.len());
-        for l in expired {
-            call.key(l.clone());
+        call.arg(leases.len());
+        for (l, _) in leases {
+            call.key(l.to_string());
         }
         for ((l, attempt, entry), spec) in lines.iter().zip(&specs) {
             let ckey = Entry::ckey_of(entry);
@@ -336,13 +373,20 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// Starts the admitted executions (3 values each, see admit.lua).
-    fn start(&self, flat: Vec<Value>, lease: &Arc<str>) -> Result<()> {
-        for chunk in flat.chunks(3) {
-            let entry: String = redis::from_redis_value_ref(&chunk[0])?;
-            let spec: String = redis::from_redis_value_ref(&chunk[1])?;
-            let state: String = redis::from_redis_value_ref(&chunk[2])?;
-            let job = Admitted::new(entry, &spec, &state);
+    /// Starts the admitted executions (3 values each, see admit.lua). Values
+    /// are read leniently: a damaged one fails its job, not the batch.
+    fn start(&self, flat: Vec<Value>, lease: &Arc<str>) {
+        let text = |v: &Value| -> String {
+            let bytes: Vec<u8> = redis::from_redis_value_ref(v).unwrap_or_default();
+            String::from_utf8_lossy(&bytes).into_owned()
+        };
+        let jobs: Vec<Admitted> = flat
+            .chunks(3)
+            .filter(|c| c.len() == 3)
+            .map(|c| Admitted::new(text(&c[0]), &text(&c[1]), &text(&c[2])))
+            .collect();
+        self.running.add_lease(lease, jobs.len());
+        for job in jobs {
             let attempt = job.attempt;
             ::metrics::counter!(metrics::STARTED, "path" => job.path.clone()).increment(1);
             if job.kind != "flow" {
@@ -350,7 +394,7 @@ impl Dispatcher {
                 ::metrics::histogram!(metrics::QUEUE_SECONDS)
                     .record(queued_ms.max(0) as f64 / 1000.0);
             }
-            let stop = self.running.insert(job.entry.clone(), attempt, lease);
+            let stop = self.running.insert(job.entry.clone(), attempt);
             let lease = lease.clone();
             let shared = self.shared.clone();
             let acks = self.acks.clone();
@@ -370,6 +414,7 @@ impl Dispatcher {
                 // Queued before the room it frees is seen, so that the turn
                 // this end triggers records it.
                 let (entry, attempt) = (job.entry.clone(), job.attempt);
+                let lost = matches!(outcome, Outcome::Lost);
                 if !matches!(outcome, Outcome::Lost | Outcome::Parked) {
                     acks.push(AckMsg::Done(Done {
                         entry: job.entry,
@@ -382,13 +427,12 @@ impl Dispatcher {
                 }
                 // After this execution's Done, so the lease never goes before
                 // a result it covers is recorded.
-                if running.lease_done(&lease) {
+                if running.lease_done(&lease, lost) {
                     acks.push(AckMsg::LeaseEnded(lease));
                 }
                 running.remove(&entry, attempt);
                 freed.notify_one();
             });
         }
-        Ok(())
     }
 }

@@ -30,22 +30,38 @@ pub struct Running(Arc<Mutex<Inner>>);
 #[derive(Default)]
 struct Inner {
     executions: HashMap<String, Execution>,
-    leases: HashMap<Arc<str>, usize>,
+    leases: HashMap<Arc<str>, Lease>,
+}
+
+/// A lease key's executions not yet reported, and whether one of them was
+/// lost: such a lease is never ended by this worker, so that recovery looks
+/// at its jobs once it expires.
+#[derive(Default)]
+struct Lease {
+    open: usize,
+    lost: bool,
 }
 
 impl Running {
-    pub fn insert(
-        &self,
-        entry: String,
-        attempt: u32,
-        lease: &Arc<str>,
-    ) -> watch::Receiver<Option<Stop>> {
+    /// Counts `n` executions under `lease`, all of them before any starts:
+    /// one that ends at once must not see the lease as finished.
+    pub fn add_lease(&self, lease: &Arc<str>, n: usize) {
+        self.0
+            .lock()
+            .unwrap()
+            .leases
+            .entry(lease.clone())
+            .or_default()
+            .open += n;
+    }
+
+    pub fn insert(&self, entry: String, attempt: u32) -> watch::Receiver<Option<Stop>> {
         let (tx, rx) = watch::channel(None);
-        let mut inner = self.0.lock().unwrap();
-        inner
+        self.0
+            .lock()
+            .unwrap()
             .executions
             .insert(entry, Execution { attempt, stop: tx });
-        *inner.leases.entry(lease.clone()).or_default() += 1;
         rx
     }
 
@@ -58,20 +74,22 @@ impl Running {
         }
     }
 
-    /// One execution of `lease` is over and reported (or needs no report):
-    /// true when it was the last, and the lease can go.
-    pub fn lease_done(&self, lease: &Arc<str>) -> bool {
+    /// One execution of `lease` is over and its result queued (`lost`: it
+    /// has none, the attempt was taken from us). True when it was the last
+    /// and none was lost: the lease can go once the results are recorded.
+    pub fn lease_done(&self, lease: &Arc<str>, lost: bool) -> bool {
         let leases = &mut self.0.lock().unwrap().leases;
-        match leases.get_mut(lease) {
-            Some(n) if *n > 1 => {
-                *n -= 1;
-                false
-            }
-            _ => {
-                leases.remove(lease);
-                true
-            }
+        let Some(l) = leases.get_mut(lease) else {
+            return false;
+        };
+        l.lost |= lost;
+        l.open = l.open.saturating_sub(1);
+        if l.open > 0 {
+            return false;
         }
+        let lost = l.lost;
+        leases.remove(lease);
+        !lost
     }
 
     pub fn len(&self) -> usize {
