@@ -46,6 +46,10 @@ impl Running {
     /// Counts `n` executions under `lease`, all of them before any starts:
     /// one that ends at once must not see the lease as finished.
     pub fn add_lease(&self, lease: &Arc<str>, n: usize) {
+        // A turn that admitted nothing wrote no lease: nothing to renew.
+        if n == 0 {
+            return;
+        }
         self.0
             .lock()
             .unwrap()
@@ -129,5 +133,26 @@ impl Running {
         for x in self.0.lock().unwrap().executions.values() {
             x.stop.send_replace(Some(why));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_lease_ends_once_all_its_executions_are_done_and_none_was_lost() {
+        let running = Running::default();
+        let (a, b): (Arc<str>, Arc<str>) = ("{p}:lease:w:1".into(), "{p}:lease:w:2".into());
+        // A turn that admitted nothing leaves nothing to renew.
+        running.add_lease(&a, 0);
+        assert!(running.snapshot().1.is_empty());
+        running.add_lease(&a, 2);
+        running.add_lease(&b, 1);
+        assert!(!running.lease_done(&a, false));
+        assert!(running.lease_done(&a, false));
+        // A lost execution keeps its lease for recovery to find.
+        assert!(!running.lease_done(&b, true));
+        assert!(running.snapshot().1.is_empty());
     }
 }
