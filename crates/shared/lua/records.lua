@@ -62,14 +62,19 @@ local function parse_state(s)
   return { status = status, attempt = tonumber(attempt), at = at, words = words }
 end
 
+-- A job's field in `hash`, read once per call through `cache` (false: none).
+local function cached_get(cache, hash, id)
+  local s = cache[id]
+  if s == nil then
+    s = redis.call('HGET', hash, id) or false
+    cache[id] = s
+  end
+  return s
+end
+
 -- A job's parsed state, or nil (no state, or malformed).
 local function state_of(id)
-  local s = state_cache[id]
-  if s == nil then
-    s = redis.call('HGET', STATE, id) or false
-    state_cache[id] = s
-  end
-  return parse_state(s)
+  return parse_state(cached_get(state_cache, STATE, id))
 end
 
 -- Sets a job's state string as it is (the hot paths build it themselves).
@@ -123,12 +128,7 @@ end
 -- read. Only that head is decoded: args are never decoded or re-encoded here.
 
 local function raw_spec(id)
-  local s = raw_specs[id]
-  if s == nil then
-    s = redis.call('HGET', JOBS, id) or false
-    raw_specs[id] = s
-  end
-  return s or nil
+  return cached_get(raw_specs, JOBS, id) or nil
 end
 
 -- The decoded head of a job's spec (created_at, path, workspace, ckey, max,
