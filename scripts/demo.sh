@@ -25,7 +25,9 @@ if [ -n "${SLUICE_DEMO_BIN_DIR:-}" ]; then
     BIN="$(cd "$SLUICE_DEMO_BIN_DIR" && pwd)"
 else
     say "building release binaries"
-    cargo build --release --bins
+    # Name the packages: at the workspace root a bare `cargo build --bins`
+    # builds only the root package (the test harness), which has no binaries.
+    cargo build --release -p sluice-producer -p sluice-worker
     BIN="$PWD/target/release"
 fi
 for b in sluice sluice-worker; do
