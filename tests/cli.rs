@@ -69,7 +69,7 @@ async fn enqueue_wait_status_round_trip() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn batch_prints_ids_in_order_and_wait_times_out_with_2() {
+async fn batch_prints_ids_in_order_and_wait_times_out_with_4() {
     let env = TestEnv::new(CONFIG);
     let batch = "{\"path\":\"f/ok\",\"args\":{\"n\":1}}\n{\"path\":\"f/ok\",\"workspace\":\"w2\",\"args\":{\"n\":2}}\n\n{\"path\":\"f/keyed\",\"args\":{\"account\":7}}\n";
     let out = env.sluice(&["enqueue", "--batch", "-"], Some(batch));
@@ -85,6 +85,9 @@ async fn batch_prints_ids_in_order_and_wait_times_out_with_2() {
     assert!(jobs.iter().all(|j| j.status == "queued"));
     // No worker runs: the wait gives up.
     let out = env.sluice(&["wait", &ids[0], "--timeout-s", "0.2"], None);
+    assert_eq!(out.status.code(), Some(4), "{}", text(&out.stderr));
+    // A usage error is 2, never to be confused with a timeout.
+    let out = env.sluice(&["wait", "--timeout-s"], None);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
 

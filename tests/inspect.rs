@@ -172,8 +172,14 @@ async fn runs_filters_return_exactly_the_right_jobs() {
     assert_eq!(lines[0]["id"], json!(waiting));
     assert_eq!(lines[0]["started_at"], serde_json::Value::Null);
     assert_eq!(lines[1]["status"], "succeeded");
+    // A status that does not exist is a usage error, and the help lists them.
     let bad = env.sluice(&["runs", "--status", "done"], None);
-    assert_eq!(bad.status.code(), Some(3));
+    assert_eq!(bad.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        err.contains("succeeded") && err.contains("waiting"),
+        "{err}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

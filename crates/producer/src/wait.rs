@@ -18,10 +18,11 @@ pub struct WaitOutcome {
 }
 
 impl WaitOutcome {
-    /// The command line's exit code: 0 all succeeded, 1 any did not, 2 timeout.
+    /// The command line's exit code: 0 all succeeded, 1 any did not, 4 timeout
+    /// (2 is a usage error, 3 any other error).
     pub fn exit_code(&self) -> i32 {
         if self.timed_out {
-            2
+            4
         } else if self.failed > 0 || self.cancelled > 0 || !self.missing.is_empty() {
             1
         } else {

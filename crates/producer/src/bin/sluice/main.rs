@@ -1,7 +1,8 @@
-//! `sluice`: the producer's command line (SPEC section 3).
+//! `sluice`: the producer's command line (docs/contract.md).
 //!
-//! Exit codes: 0 success; for `wait` 1 when a job failed or was cancelled and
-//! 2 on timeout; 2 for bad usage; 3 for any error (bad input, Redis down).
+//! Exit codes, each with one meaning: 0 success; 1 `wait`: a job failed or
+//! was cancelled; 2 bad usage (clap's own code); 3 any error (bad input, bad
+//! config, Redis down); 4 `wait` timed out.
 
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
@@ -11,20 +12,45 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod progress;
+mod when;
 use serde_json::Value;
 use sluice_producer::{
     CancelOutcome, Client, Config, Error, Job, JobRequest, Result, RunsQuery, Status,
 };
 
+/// Shown under every `--help`.
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  wait: a job failed or was cancelled (or an id is unknown)
+  2  usage error: an unknown command, flag or value
+  3  error: bad input, bad config, Redis unreachable; nothing was written
+  4  wait: timed out before every job finished
+
+Config: --config PATH, else $SLUICE_CONFIG, else ./sluice.toml. Settings can be
+overridden from the environment: SLUICE_REDIS_URL, SLUICE_WORKER__CONCURRENCY...";
+
+/// The values `--status` takes.
+const STATUSES: [&str; 7] = [
+    "scheduled",
+    "queued",
+    "waiting",
+    "running",
+    "succeeded",
+    "failed",
+    "cancelled",
+];
+
 #[derive(Parser)]
 #[command(
     name = "sluice",
     version,
-    about = "Enqueue, wait for and inspect Sluice jobs"
+    about = "Enqueue, wait for and inspect Sluice jobs",
+    after_help = EXIT_CODES
 )]
 struct Cli {
-    /// Config file (TOML); SLUICE_CONFIG works too.
-    #[arg(long, global = true)]
+    /// Config file (TOML); else $SLUICE_CONFIG, else ./sluice.toml.
+    #[arg(long, global = true, value_name = "PATH")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     cmd: Cmd,
@@ -33,57 +59,90 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Enqueue one job (prints its id), or a batch with --batch (one id a line).
+    ///
+    /// The input is checked in full before Redis is contacted: bad input
+    /// exits 3 and writes nothing.
+    #[command(after_help = EXIT_CODES)]
     Enqueue {
-        /// The script's path, as in the config.
+        /// The script's or flow's path, as in the config.
         #[arg(required_unless_present = "batch")]
         path: Option<String>,
+        /// The tenant the job belongs to.
         #[arg(long, default_value = "default", conflicts_with = "batch")]
         workspace: String,
         /// The job's args: one JSON object.
-        #[arg(long, default_value = "{}", conflicts_with = "batch")]
+        #[arg(
+            long,
+            default_value = "{}",
+            conflicts_with = "batch",
+            value_name = "JSON"
+        )]
         args: String,
         /// Run no earlier than this many seconds from now.
-        #[arg(long, conflicts_with = "batch", allow_negative_numbers = true)]
+        #[arg(
+            long,
+            conflicts_with = "batch",
+            allow_negative_numbers = true,
+            value_name = "SECONDS"
+        )]
         delay_s: Option<f64>,
-        /// A file of JSON objects, one a line ({"path", "workspace", "args"}); - for stdin.
-        #[arg(long, conflicts_with = "path")]
+        /// A file of JSON objects, one a line: {"path", "workspace", "args",
+        /// "delay_s"}; - for stdin. Any bad line refuses the whole batch.
+        #[arg(long, conflicts_with = "path", value_name = "FILE")]
         batch: Option<PathBuf>,
     },
     /// Wait for jobs (all of the namespace's when no id is given) to finish.
+    #[command(after_help = EXIT_CODES)]
     Wait {
+        /// Job ids to wait for; none: every job of the namespace.
         ids: Vec<String>,
-        #[arg(long, allow_negative_numbers = true)]
+        /// Give up after this many seconds (exit 4); default: wait forever.
+        #[arg(long, allow_negative_numbers = true, value_name = "SECONDS")]
         timeout_s: Option<f64>,
     },
     /// Show one job, with its result or error.
+    #[command(after_help = EXIT_CODES)]
     Status {
+        /// The job's id, as enqueue printed it.
         id: String,
+        /// One JSON object, times in Unix ms.
         #[arg(long)]
         json: bool,
     },
-    /// Cancel a job that has not finished.
-    Cancel { id: String },
-    /// List jobs, newest first.
+    /// Cancel a job or flow run that has not finished.
+    #[command(after_help = EXIT_CODES)]
+    Cancel {
+        /// The job's id.
+        id: String,
+    },
+    /// List jobs, newest first; the filters combine.
+    #[command(after_help = EXIT_CODES)]
     Runs {
-        #[arg(long)]
+        /// Only jobs of this concurrency key.
+        #[arg(long, value_name = "KEY")]
         concurrency_key: Option<String>,
-        /// scheduled, queued, waiting, running, succeeded, failed or cancelled
-        #[arg(long)]
+        /// Only jobs in this status.
+        #[arg(long, value_parser = STATUSES)]
         status: Option<String>,
+        /// Only jobs of this script's or flow's path.
         #[arg(long)]
         path: Option<String>,
+        /// Only jobs of this workspace.
         #[arg(long)]
         workspace: Option<String>,
-        #[arg(long, default_value_t = 50)]
+        /// At most this many jobs.
+        #[arg(long, default_value_t = 50, value_name = "N")]
         limit: usize,
-        /// One JSON object a line.
+        /// One JSON object a line, times in Unix ms.
         #[arg(long)]
         json: bool,
     },
     /// Show each concurrency key in use: its limit, slots held, jobs waiting.
+    #[command(after_help = EXIT_CODES)]
     Limits {
+        /// Only this key.
         key: Option<String>,
-        /// One JSON object a line.
+        /// One JSON object a line, times in Unix ms.
         #[arg(long)]
         json: bool,
     },
@@ -105,7 +164,7 @@ fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> Result<u8> {
-    let config = Config::load(cli.config.as_deref())?;
+    let config = sluice_shared::config::load_for_cli(cli.config.as_deref())?;
     match cli.cmd {
         Cmd::Enqueue {
             path,
@@ -116,12 +175,11 @@ async fn run(cli: Cli) -> Result<u8> {
         } => {
             let reqs = match batch {
                 Some(file) => read_batch(&file, &config)?,
-                None => vec![single_request(
-                    path.unwrap_or_default(),
-                    workspace,
-                    &args,
-                    delay_s,
-                )?],
+                None => {
+                    let req = single_request(path.unwrap_or_default(), workspace, &args, delay_s)?;
+                    sluice_shared::job::NewJob::build(&config, &req)?;
+                    vec![req]
+                }
             };
             // Input is checked before connecting: a bad file is reported as
             // such even when Redis is down too.
@@ -204,13 +262,8 @@ async fn run(cli: Cli) -> Result<u8> {
             limit,
             json,
         } => {
-            let status = status
-                .map(|s| {
-                    Status::parse(&s).ok_or_else(|| {
-                        Error::invalid("--status", format!("{s:?} is not one of scheduled, queued, waiting, running, succeeded, failed, cancelled"))
-                    })
-                })
-                .transpose()?;
+            // clap has checked it against STATUSES.
+            let status = status.as_deref().and_then(Status::parse);
             let client = Client::connect(config).await?;
             let q = RunsQuery {
                 concurrency_key,
@@ -228,30 +281,26 @@ async fn run(cli: Cli) -> Result<u8> {
             } else {
                 writeln!(
                     out,
-                    "{:<36}  {:<9}  {:<24}  {:<10}  {:<24}  {:>13}  {:>8}",
-                    "ID",
-                    "STATUS",
-                    "PATH",
-                    "WORKSPACE",
-                    "CONCURRENCY KEY",
-                    "CREATED (ms)",
-                    "RAN (ms)"
+                    "{:<36}  {:<9}  {:<24}  {:<10}  {:<24}  {:>12}  {:>9}",
+                    "ID", "STATUS", "PATH", "WORKSPACE", "CONCURRENCY KEY", "CREATED", "RAN FOR"
                 )
                 .ok();
+                let now = when::now_ms();
                 for j in &jobs {
                     let ran = match (j.started_at, j.ended_at) {
-                        (Some(s), Some(e)) => (e - s).to_string(),
+                        (Some(s), Some(e)) => when::duration((e - s).max(0) as u64),
                         _ => "-".into(),
                     };
+                    let created = j.created_at.map(|t| when::age(now - t)).unwrap_or_default();
                     writeln!(
                         out,
-                        "{:<36}  {:<9}  {:<24}  {:<10}  {:<24}  {:>13}  {:>8}",
+                        "{:<36}  {:<9}  {:<24}  {:<10}  {:<24}  {:>12}  {:>9}",
                         j.id,
                         j.status,
                         j.path,
                         j.workspace,
                         j.concurrency_key.as_deref().unwrap_or("-"),
-                        j.created_at.map(|t| t.to_string()).unwrap_or_default(),
+                        created,
                         ran
                     )
                     .ok();
@@ -279,14 +328,15 @@ async fn run(cli: Cli) -> Result<u8> {
             } else {
                 writeln!(
                     out,
-                    "{:<40}  {:>5}  {:>9}  {:>5}  {:>7}  NEXT FREE AT (Unix ms)",
+                    "{:<40}  {:>5}  {:>9}  {:>5}  {:>7}  NEXT FREE",
                     "KEY", "MAX", "WINDOW_S", "HELD", "WAITING"
                 )
                 .ok();
+                let now = when::now_ms();
                 for l in &states {
                     let next = l
                         .next_free_at
-                        .map(|t| t.to_string())
+                        .map(|t| when::date_and_age(t, now))
                         .unwrap_or_else(|| "-".into());
                     writeln!(
                         out,
@@ -398,7 +448,11 @@ fn read_batch(file: &std::path::Path, config: &Config) -> Result<Vec<JobRequest>
 }
 
 fn print_job(job: &Job) {
-    let ms = |t: Option<i64>| t.map(|t| t.to_string()).unwrap_or_else(|| "-".into());
+    let now = when::now_ms();
+    let ms = |t: Option<i64>| {
+        t.map(|t| when::date_and_age(t, now))
+            .unwrap_or_else(|| "-".into())
+    };
     println!("id:         {}", job.id);
     println!("path:       {}", job.path);
     println!("workspace:  {}", job.workspace);
@@ -425,7 +479,7 @@ fn print_job(job: &Job) {
     println!("started_at: {}", ms(job.started_at));
     println!("ended_at:   {}", ms(job.ended_at));
     if let (Some(s), Some(e)) = (job.started_at, job.ended_at) {
-        println!("ran for:    {} ms", e - s);
+        println!("ran for:    {}", when::duration((e - s).max(0) as u64));
     }
     if let Some(r) = &job.result {
         println!("result:     {r}");
@@ -435,7 +489,7 @@ fn print_job(job: &Job) {
     }
 }
 
-/// The fields `runs --json` promises (SPEC section 3), times in Unix ms or null.
+/// The fields `runs --json` promises (docs/contract.md), times in Unix ms or null.
 fn run_json(j: &Job) -> serde_json::Value {
     serde_json::json!({
         "id": j.id,
