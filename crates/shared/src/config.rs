@@ -1,7 +1,10 @@
 //! The config: a TOML file (`--config PATH` or `SLUICE_CONFIG`) overridden by
 //! `SLUICE_…` environment variables: `SLUICE_REDIS_URL` for `redis_url`, and
 //! `SLUICE_SECTION__KEY` for nested settings (`SLUICE_WORKER__CONCURRENCY`).
-//! Validated once at load; every error names the setting.
+//! Validated once at load; every error names the setting. Unknown keys are
+//! refused, in the file and in the environment, so a typo never silently
+//! becomes a default; counts must be integers, and every duration is finite
+//! and at most [`MAX_SECONDS`].
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -12,6 +15,7 @@ use crate::error::{Error, Result};
 use crate::template::KeyTemplate;
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     #[serde(default = "default_redis_url")]
     pub redis_url: String,
@@ -31,9 +35,10 @@ pub struct Config {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
     /// Jobs one worker process runs at once.
-    #[serde(default = "default_concurrency")]
+    #[serde(default = "default_concurrency", deserialize_with = "integer")]
     pub concurrency: i64,
     /// Prometheus `/metrics` and `/healthz`; off when unset.
     pub metrics_addr: Option<String>,
@@ -59,10 +64,11 @@ impl Default for WorkerConfig {
 /// How long finished jobs stay: removed once older than `keep_s` or beyond
 /// the newest `keep_max`, whichever comes first; workers check every `every_s`.
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     #[serde(default = "default_keep_s")]
     pub keep_s: f64,
-    #[serde(default = "default_keep_max")]
+    #[serde(default = "default_keep_max", deserialize_with = "integer")]
     pub keep_max: i64,
     #[serde(default = "default_every_s")]
     pub every_s: f64,
@@ -79,13 +85,14 @@ impl Default for RetentionConfig {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ScriptConfig {
     /// argv; without it a Rust handler registered in the worker serves the path.
     pub command: Option<Vec<String>>,
     #[serde(default = "default_timeout_s")]
     pub timeout_s: f64,
     pub concurrency: Option<LimitConfig>,
-    #[serde(default = "default_max_attempts")]
+    #[serde(default = "default_max_attempts", deserialize_with = "integer")]
     pub max_attempts: i64,
     /// First retry delay; each further retry doubles it.
     #[serde(default = "default_backoff_s")]
@@ -93,7 +100,9 @@ pub struct ScriptConfig {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct LimitConfig {
+    #[serde(deserialize_with = "integer")]
     pub max: i64,
     #[serde(default)]
     pub window_s: f64,
@@ -101,6 +110,7 @@ pub struct LimitConfig {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct FlowConfig {
     pub concurrency: Option<LimitConfig>,
     #[serde(default)]
@@ -108,6 +118,7 @@ pub struct FlowConfig {
 }
 
 #[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct StepConfig {
     pub id: String,
     /// Run this script (its limit, key, timeout and retries apply) ...
@@ -120,11 +131,11 @@ pub struct StepConfig {
     pub args: Option<serde_json::Value>,
     /// A reference to an array: one job per element, `parallelism` at a time.
     pub for_each: Option<String>,
-    #[serde(default = "default_parallelism")]
+    #[serde(default = "default_parallelism", deserialize_with = "integer")]
     pub parallelism: i64,
     #[serde(default = "default_timeout_s")]
     pub timeout_s: f64,
-    #[serde(default = "default_max_attempts")]
+    #[serde(default = "default_max_attempts", deserialize_with = "integer")]
     pub max_attempts: i64,
     #[serde(default = "default_backoff_s")]
     pub backoff_s: f64,
@@ -134,6 +145,57 @@ pub struct StepConfig {
 /// for-each's parallelism. It keeps every list a script unpacks far below
 /// Lua's limit of about 8,000 values.
 pub const MAX_BATCH: i64 = 1000;
+
+/// The longest duration any setting takes (a window, a timeout, a lease):
+/// 366 days. Beyond it a value is almost surely a mistake, and Redis scores
+/// in ms stay exact far past it.
+pub const MAX_SECONDS: f64 = 366.0 * 86_400.0;
+
+/// Variables that Sluice sets for the commands it runs (see command.rs). A
+/// command may itself run `sluice`: they are not settings, and must not be
+/// refused as unknown ones.
+pub const CHILD_ENV: [&str; 5] = [
+    "SLUICE_JOB_ID",
+    "SLUICE_PATH",
+    "SLUICE_WORKSPACE",
+    "SLUICE_CONCURRENCY_KEY",
+    "SLUICE_ATTEMPT",
+];
+
+/// Whether an environment variable is one of the `SLUICE_…` names that are
+/// not settings: the config file's name, the child variables above, and the
+/// scripts' and tests' own knobs.
+fn not_a_setting(name: &str) -> bool {
+    name == "SLUICE_CONFIG"
+        || CHILD_ENV.contains(&name)
+        || [
+            "SLUICE_TEST_",
+            "SLUICE_DEMO_",
+            "SLUICE_BIN_DIR",
+            "SLUICE_CHAOS_",
+        ]
+        .iter()
+        .any(|p| name.starts_with(p))
+}
+
+/// A count: an integer, never a float rounded or a string parsed. (From the
+/// environment, "2" arrives already parsed as an integer.)
+fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<i64, D::Error> {
+    struct Integer;
+    impl serde::de::Visitor<'_> for Integer {
+        type Value = i64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<i64, E> {
+            Ok(v)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+        }
+    }
+    d.deserialize_any(Integer)
+}
 
 fn default_redis_url() -> String {
     "redis://127.0.0.1:6379".into()
@@ -205,11 +267,9 @@ impl Config {
             }
             builder = builder.add_source(config::File::from(path).format(config::FileFormat::Toml));
         }
-        // SLUICE_CONFIG names the file, and SLUICE_TEST_* belong to the test
-        // harness; neither is a setting.
         let env: HashMap<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k != "SLUICE_CONFIG" && !k.starts_with("SLUICE_TEST_"))
+            .filter(|(k, _)| k.starts_with("SLUICE_") && !not_a_setting(k))
             .collect();
         builder = builder.add_source(
             config::Environment::with_prefix("SLUICE")
@@ -231,10 +291,18 @@ impl Config {
 
     pub fn validate(&self) -> Result<()> {
         let bad = |setting: &str, reason: String| Error::Config(format!("{setting}: {reason}"));
+        // The URL may hold a password: messages show it redacted.
         redis::Client::open(self.redis_url.as_str()).map_err(|e| {
             bad(
                 "redis_url",
-                format!("{:?} is not a Redis URL: {e}", self.redis_url),
+                format!(
+                    "{:?} is not a Redis URL: {}",
+                    crate::redis_conn::redacted(&self.redis_url),
+                    e.to_string().replace(
+                        &self.redis_url,
+                        &crate::redis_conn::redacted(&self.redis_url)
+                    )
+                ),
             )
         })?;
         if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ']) {
@@ -437,21 +505,39 @@ impl LimitConfig {
 }
 
 fn positive(v: f64, setting: &str) -> Result<()> {
-    if !(v.is_finite() && v > 0.0) {
+    if !(v.is_finite() && v > 0.0 && v <= MAX_SECONDS) {
         return Err(Error::Config(format!(
-            "{setting}: must be a positive number of seconds, got {v}"
+            "{setting}: must be more than 0 and at most {MAX_SECONDS} seconds (366 days), got {v}"
         )));
     }
     Ok(())
 }
 
 fn non_negative(v: f64, setting: &str) -> Result<()> {
-    if !(v.is_finite() && v >= 0.0) {
+    if !(v.is_finite() && (0.0..=MAX_SECONDS).contains(&v)) {
         return Err(Error::Config(format!(
-            "{setting}: must be 0 or more seconds, got {v}"
+            "{setting}: must be 0 to {MAX_SECONDS} seconds (366 days), got {v}"
         )));
     }
     Ok(())
+}
+
+/// The config for a command-line program: `--config PATH`, else
+/// `SLUICE_CONFIG`, else `./sluice.toml`. Without any of them the error says
+/// so, rather than running on defaults that know no script.
+pub fn load_for_cli(path: Option<&Path>) -> Result<Config> {
+    let from_env = std::env::var_os("SLUICE_CONFIG").map(std::path::PathBuf::from);
+    let local = Path::new("sluice.toml");
+    let chosen = path
+        .map(Path::to_path_buf)
+        .or(from_env)
+        .or_else(|| local.exists().then(|| local.to_path_buf()));
+    match chosen {
+        Some(p) => Config::load(Some(&p)),
+        None => Err(Error::Config(
+            "no config file: pass --config PATH, set SLUICE_CONFIG, or put a sluice.toml in the current directory".into(),
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -626,6 +712,70 @@ concurrency = { max = 5, window_s = 1 }
             .unwrap_err()
             .to_string();
         assert!(e.contains("worker.concurrency"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_naming_them() {
+        let cases = [
+            ("[scripts.\"a\"]\nconcurrency = { max = 2, windows_s = 60 }", "windows_s"),
+            ("[scripts.\"a\"]\ncomand = [\"true\"]", "comand"),
+            ("[worker]\nconcurency = 4", "concurency"),
+            ("redis_ur = \"redis://x\"", "redis_ur"),
+            ("[retention]\nkeep = 1", "keep"),
+            (
+                "[flows.\"f\"]\n[[flows.\"f\".steps]]\nid = \"s\"\ncommand = [\"true\"]\nfor_eachh = \"$flow_input\"",
+                "for_eachh",
+            ),
+            ("[flows.\"f\"]\nstep = []", "step"),
+        ];
+        for (toml, key) in cases {
+            let e = load(toml, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml:?}: {e:?} should name {key}");
+        }
+        // A typo in the environment is refused too...
+        let e = load("", &[("SLUICE_WORKER__CONCURENCY", "4")]).unwrap_err();
+        assert!(e.to_string().contains("concurency"), "{e}");
+        // ...but not the variables Sluice sets for the commands it runs,
+        // nor the scripts' and tests' own.
+        let mut env: Vec<(&str, &str)> = CHILD_ENV.iter().map(|k| (*k, "x")).collect();
+        env.extend([("SLUICE_DEMO_BIN_DIR", "x"), ("SLUICE_TEST_REDIS_URL", "x")]);
+        load("", &env).unwrap();
+    }
+
+    #[test]
+    fn counts_are_integers_and_durations_bounded() {
+        let cases = [
+            ("[scripts.\"a\"]\nconcurrency = { max = 1.5 }", "max"),
+            ("[scripts.\"a\"]\nconcurrency = { max = \"2\" }", "max"),
+            ("[worker]\nconcurrency = 2.0", "concurrency"),
+            ("[scripts.\"a\"]\nmax_attempts = 2.5", "max_attempts"),
+            (
+                "[scripts.\"a\"]\nconcurrency = { max = 1, window_s = 1e300 }",
+                "scripts.\"a\".concurrency.window_s",
+            ),
+            (
+                "[scripts.\"a\"]\ntimeout_s = 1e12",
+                "scripts.\"a\".timeout_s",
+            ),
+            ("[worker]\nlease_s = inf", "worker.lease_s"),
+        ];
+        for (toml, key) in cases {
+            let e = load(toml, &[]).unwrap_err().to_string();
+            assert!(e.contains(key), "{toml:?}: {e:?} should name {key}");
+        }
+        // An integer from the environment arrives as text, and is one.
+        let c = load("", &[("SLUICE_WORKER__CONCURRENCY", "2")]).unwrap();
+        assert_eq!(c.worker.concurrency, 2);
+        let e = load("", &[("SLUICE_WORKER__CONCURRENCY", "2.5")]).unwrap_err();
+        assert!(e.to_string().contains("concurrency"), "{e}");
+    }
+
+    #[test]
+    fn a_bad_url_never_shows_its_password() {
+        let e = load("redis_url = \"nope://user:hunter2@host:1\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("redis_url") && !e.contains("hunter2"), "{e}");
     }
 
     #[test]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use sluice_shared::logging;
-use sluice_worker::{Config, Worker};
+use sluice_worker::Worker;
 
 // A job's life allocates many small, short-lived objects across threads;
 // glibc's allocator was a fifth of the worker's CPU time.
@@ -14,17 +14,29 @@ use sluice_worker::{Config, Worker};
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "sluice-worker", version, about = "Run Sluice jobs from Redis")]
+#[command(
+    name = "sluice-worker",
+    version,
+    about = "Run Sluice jobs from Redis until SIGTERM or SIGINT, then drain",
+    after_help = "\
+Exit codes:
+  0  stopped by SIGTERM or SIGINT after draining
+  2  usage error: an unknown flag or value
+  3  error: bad config, Redis unreachable at start
+
+Config: --config PATH, else $SLUICE_CONFIG, else ./sluice.toml. Settings can be
+overridden from the environment: SLUICE_REDIS_URL, SLUICE_WORKER__CONCURRENCY..."
+)]
 struct Cli {
-    /// Config file (TOML); SLUICE_CONFIG works too.
-    #[arg(long)]
+    /// Config file (TOML); else $SLUICE_CONFIG, else ./sluice.toml.
+    #[arg(long, value_name = "PATH")]
     config: Option<PathBuf>,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
-    let config = match Config::load(cli.config.as_deref()) {
+    let config = match sluice_shared::config::load_for_cli(cli.config.as_deref()) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("sluice-worker: {e}");
