@@ -71,9 +71,9 @@ async fn frozen_worker_is_fenced_off() {
     let job = env.finish(&client, &ids).await.remove(0);
     assert_eq!((job.status.as_str(), job.attempt), ("succeeded", 2));
     frozen.signal("CONT");
-    // Its script (in its own process group, not frozen) finished long ago:
-    // the thawed worker either reports it and is refused, or finds its lease
-    // lost at renewal and drops it. Either way the record does not change.
+    // Its script's supervisor (not frozen) killed it at the fencing
+    // deadline, or it finished: the thawed worker either reports it and is
+    // refused, or drops it as lost. Either way the record does not change.
     wait_until("the thawed worker to give up the attempt", || {
         let log = frozen.log_text();
         log.contains("late result refused") || log.contains("lease lost")
@@ -169,7 +169,7 @@ async fn an_outage_longer_than_a_lease_loses_nothing() {
     drop(client);
 
     env.redis.stop();
-    worker.wait_for_log("no renewal for a whole lease");
+    worker.wait_for_log("no lease renewal reached Redis in time");
     env.redis = RedisServer::spawn(&args, aof.url.clone());
     let client = env.client().await;
     let jobs = env.finish(&client, &ids).await;

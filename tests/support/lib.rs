@@ -406,3 +406,163 @@ pub fn zrange_withscores<S: redis::FromRedisValue>(
         .query(con)
         .unwrap()
 }
+
+/// A TCP proxy in front of Redis that the test controls: `hang` stops
+/// forwarding in both directions without closing any socket, as a frozen
+/// middlebox or a network partition would; `resume` lets bytes through again.
+pub struct Proxy {
+    pub url: String,
+    hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Proxy {
+    pub fn start(upstream: &str) -> Proxy {
+        use std::sync::atomic::AtomicBool;
+        use std::sync::Arc;
+        let upstream = upstream
+            .trim_start_matches("redis://")
+            .trim_end_matches('/')
+            .to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let hung = Arc::new(AtomicBool::new(false));
+        let flag = hung.clone();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::from_std(listener).unwrap();
+                loop {
+                    let Ok((client, _)) = listener.accept().await else {
+                        return;
+                    };
+                    let Ok(server) = tokio::net::TcpStream::connect(&upstream).await else {
+                        continue;
+                    };
+                    let (cr, cw) = client.into_split();
+                    let (sr, sw) = server.into_split();
+                    tokio::spawn(forward(cr, sw, flag.clone()));
+                    tokio::spawn(forward(sr, cw, flag.clone()));
+                }
+            });
+        });
+        Proxy {
+            url: format!("redis://127.0.0.1:{port}"),
+            hung,
+        }
+    }
+
+    pub fn hang(&self) {
+        self.hung.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    pub fn resume(&self) {
+        self.hung.store(false, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Copies bytes one way; while hung, holds them (reads nothing more, writes
+/// nothing), keeping both sockets open.
+async fn forward(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    hung: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        while hung.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        while hung.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// One line a command wrote to its own log (see `LOGGING_COMMAND`):
+/// `<kind> <job id> <attempt> <pid> <unix ns>`, kind START, END or HB (a
+/// grandchild's heartbeat).
+#[derive(Clone, Debug)]
+pub struct LogLine {
+    pub kind: String,
+    pub id: String,
+    pub attempt: u32,
+    pub pid: i32,
+    pub ns: i64,
+}
+
+pub fn read_command_log(path: &Path) -> Vec<LogLine> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            if f.len() != 5 {
+                return None;
+            }
+            Some(LogLine {
+                kind: f[0].to_string(),
+                id: f[1].to_string(),
+                attempt: f[2].parse().ok()?,
+                pid: f[3].parse().ok()?,
+                ns: f[4].parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// A command for a config: logs its START to `$LOG`, leaves a grandchild
+/// that logs a heartbeat every 50 ms (for at most 10 s), sleeps `secs`, and
+/// logs its END. A killed process logs nothing more, so the last heartbeat
+/// of an attempt bounds when its process tree was last alive.
+pub fn logging_command(log: &Path, secs: f64) -> String {
+    let script = format!(
+        r#"log={log:?}
+line() {{ echo "$1 $SLUICE_JOB_ID $SLUICE_ATTEMPT $$ $(date +%s%N)" >> "$log"; }}
+line START
+( for i in $(seq 200); do echo "HB $SLUICE_JOB_ID $SLUICE_ATTEMPT $$ $(date +%s%N)" >> "$log"; sleep 0.05; done ) &
+sleep {secs}
+line END
+echo '"done"'
+"#,
+        log = log.display().to_string()
+    );
+    format!("[\"sh\", \"-c\", {script:?}]")
+}
+
+/// Asserts that no two attempts of one job were ever alive at once, from the
+/// commands' own lines: every line of an earlier attempt (its start, its end,
+/// its grandchild's heartbeats) comes before the next attempt's START.
+pub fn assert_attempts_never_overlap(lines: &[LogLine]) {
+    use std::collections::HashMap;
+    let mut starts: HashMap<(&str, u32), i64> = HashMap::new();
+    for l in lines.iter().filter(|l| l.kind == "START") {
+        starts.entry((&l.id, l.attempt)).or_insert(l.ns);
+    }
+    for l in lines {
+        for (&(id, attempt), &start) in &starts {
+            if id == l.id && attempt > l.attempt {
+                assert!(
+                    l.ns < start,
+                    "attempt {} of job {id} was still alive ({} line of pid {}) {} ms after attempt {attempt} started",
+                    l.attempt,
+                    l.kind,
+                    l.pid,
+                    (l.ns - start) / 1_000_000
+                );
+            }
+        }
+    }
+}

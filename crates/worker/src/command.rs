@@ -1,8 +1,11 @@
 //! Command scripts: the argv runs as given (no shell, nothing from the args in
-//! it), in its own process group so a timeout or cancel kills all it started.
-//! Args arrive as JSON on stdin; stdout is the result; stderr's tail is the
-//! reason of a failure.
+//! it), in its own process group so a timeout or cancel kills all it started,
+//! under a supervisor that kills that group if the worker dies or passes its
+//! fencing deadline (supervise.rs). Args arrive as JSON on stdin; stdout is
+//! the result; stderr's tail is the reason of a failure. docs/command-protocol.md
+//! is this for script authors.
 
+use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
 use std::time::Duration;
 
@@ -31,7 +34,6 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .kill_on_drop(true)
         .env("SLUICE_JOB_ID", &ctx.id)
         .env("SLUICE_PATH", &ctx.path)
         .env("SLUICE_WORKSPACE", &ctx.workspace)
@@ -40,16 +42,19 @@ pub async fn run(
             ctx.concurrency_key.as_deref().unwrap_or(""),
         )
         .env("SLUICE_ATTEMPT", ctx.attempt.to_string());
+    crate::supervise::install(&mut cmd);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::Err(format!("cannot start {:?}: {e}", argv[0])),
     };
-    let pgid = child.id().map(|p| Pid::from_raw(p as i32));
-    let kill_group = || {
-        if let Some(pg) = pgid {
-            let _ = killpg(pg, Signal::SIGKILL);
-        }
-    };
+    // However this function is left (the future dropped included), the
+    // group goes: whatever the script left running in it holds no pipe of
+    // ours and outlives no slot.
+    let group = Group(
+        child.id().map(|p| Pid::from_raw(p as i32)),
+        std::sync::atomic::AtomicBool::new(false),
+    );
+    let kill_group = || group.kill();
 
     let input = ctx.args.to_string();
     let mut stdin = child.stdin.take().expect("stdin is piped");
@@ -81,11 +86,14 @@ pub async fn run(
             return Outcome::from_stop(why);
         }
     };
-    // Whatever the script left running in its group goes with it, so nothing
-    // holds its pipes open or outlives its slot.
     kill_group();
     let out = stdout.await.unwrap_or_default();
     let err = stderr.await.unwrap_or_default();
+    // Killed by its supervisor at the fencing deadline: the attempt may
+    // already be another worker's, so it reports nothing.
+    if crate::fence::passed() && status.as_ref().is_ok_and(|s| s.signal() == Some(9)) {
+        return Outcome::Lost;
+    }
     match status {
         Ok(s) if s.success() => {
             let text = String::from_utf8_lossy(&out);
@@ -99,6 +107,26 @@ pub async fn run(
             Outcome::Err(format!("{s}: {tail}"))
         }
         Err(e) => Outcome::Err(format!("waiting for the process failed: {e}")),
+    }
+}
+
+/// A command's process group, killed when this goes unless it was already.
+struct Group(Option<Pid>, std::sync::atomic::AtomicBool);
+
+impl Group {
+    fn kill(&self) {
+        if let Some(pg) = self.0 {
+            let _ = killpg(pg, Signal::SIGKILL);
+        }
+        self.1.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        if !self.1.load(std::sync::atomic::Ordering::Relaxed) {
+            self.kill();
+        }
     }
 }
 

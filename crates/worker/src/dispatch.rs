@@ -58,6 +58,12 @@ const RECOVER_LINES: usize = 1000;
 /// Turns a worker has in flight at most.
 const TURNS_IN_FLIGHT: usize = 2;
 
+/// Pauses between tries while Redis cannot be reached: doubling from the
+/// first, up to the last. A try costs one connection attempt; the cap keeps
+/// the time from Redis's return to work resuming well under a second.
+const RETRY_FIRST: Duration = Duration::from_millis(50);
+const RETRY_MAX: Duration = Duration::from_millis(250);
+
 /// What one turn learned.
 struct Turn {
     /// Concurrency keys to declare next turn (see admit.lua).
@@ -90,6 +96,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
         running.clone(),
         lease,
     ));
+    let watchdog = tokio::spawn(lease::watchdog(running.clone()));
     let listener = tokio::spawn(wake::listen(
         config.redis_url.clone(),
         keys.clone(),
@@ -133,7 +140,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     let mut ckeys: Vec<String> = Vec::new();
     let mut want_claim = true;
     let mut timer: Option<Instant> = None;
-    let mut retry_pause = Duration::from_millis(50);
+    let mut retry_pause = RETRY_FIRST;
     // Turns in flight, and the room they claimed: while Redis runs one, the
     // worker starts the jobs of the other.
     let mut turns = FuturesUnordered::new();
@@ -158,7 +165,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
                     Err(e) => {
                         tracing::warn!(error = %e, "Redis connection failed; retrying");
                         tokio::time::sleep(retry_pause).await;
-                        retry_pause = (retry_pause * 2).min(Duration::from_secs(5));
+                        retry_pause = (retry_pause * 2).min(RETRY_MAX);
                         continue;
                     }
                 }
@@ -180,7 +187,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
                 reserved -= claimed;
                 match result {
                     Ok(turn) => {
-                        retry_pause = Duration::from_millis(50);
+                        retry_pause = RETRY_FIRST;
                         // A steady key stays declared; new ones replace it
                         // when they come next.
                         if !turn.need.is_empty() {
@@ -196,7 +203,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
                         want_claim = true;
                         tracing::warn!(error = %e, "Redis call failed; retrying");
                         tokio::time::sleep(retry_pause).await;
-                        retry_pause = (retry_pause * 2).min(Duration::from_secs(5));
+                        retry_pause = (retry_pause * 2).min(RETRY_MAX);
                     }
                 }
             }
@@ -224,6 +231,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     acks.close();
     let _ = acker.await;
     renewer.abort();
+    watchdog.abort();
     listener.abort();
     retention.abort();
     tracing::info!("worker stopped");
@@ -257,6 +265,9 @@ impl Dispatcher {
         let ended = self.acks.take(crate::ack::BATCH);
         push_section(&mut admit, &self.keys, &ended, &ckeys);
         let timer = std::time::Instant::now();
+        // Before the call: the lease's Redis deadline comes after this plus
+        // the lease (fence.rs).
+        let sent = crate::fence::now_ns();
         type Reply = (
             Vec<Value>,
             Vec<String>,
@@ -291,7 +302,8 @@ impl Dispatcher {
         for (_, ms) in late {
             ::metrics::histogram!(metrics::LATENESS_SECONDS).record(ms as f64 / 1000.0);
         }
-        self.start(admitted, &lease);
+        let deadline = crate::fence::deadline_after(sent, Duration::from_millis(self.lease_ms));
+        self.start(admitted, &lease, deadline);
         if !expired.is_empty() {
             self.recover(&mut con, &expired).await?;
         }
@@ -375,7 +387,7 @@ impl Dispatcher {
 
     /// Starts the admitted executions (3 values each, see admit.lua). Values
     /// are read leniently: a damaged one fails its job, not the batch.
-    fn start(&self, flat: Vec<Value>, lease: &Arc<str>) {
+    fn start(&self, flat: Vec<Value>, lease: &Arc<str>, deadline: i64) {
         let text = |v: &Value| -> String {
             let bytes: Vec<u8> = redis::from_redis_value_ref(v).unwrap_or_default();
             String::from_utf8_lossy(&bytes).into_owned()
@@ -385,7 +397,7 @@ impl Dispatcher {
             .filter(|c| c.len() == 3)
             .map(|c| Admitted::new(text(&c[0]), &text(&c[1]), &text(&c[2])))
             .collect();
-        self.running.add_lease(lease, jobs.len());
+        self.running.add_lease(lease, jobs.len(), deadline);
         for job in jobs {
             let attempt = job.attempt;
             ::metrics::counter!(metrics::STARTED, "path" => job.path.clone()).increment(1);
@@ -394,7 +406,7 @@ impl Dispatcher {
                 ::metrics::histogram!(metrics::QUEUE_SECONDS)
                     .record(queued_ms.max(0) as f64 / 1000.0);
             }
-            let stop = self.running.insert(job.entry.clone(), attempt);
+            let stop = self.running.insert(job.entry.clone(), attempt, lease);
             let lease = lease.clone();
             let shared = self.shared.clone();
             let acks = self.acks.clone();

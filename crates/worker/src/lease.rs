@@ -1,32 +1,35 @@
-//! Lease renewal: while a worker runs executions it extends their leases, and
-//! stops those it no longer owns. If Redis cannot be reached for a whole
-//! lease, every attempt is presumed taken over and stopped (fencing).
+//! Leases: while a worker runs executions it extends their leases in Redis,
+//! and stops those it no longer owns (lost, or asked to cancel). A watchdog
+//! stops every execution of a lease whose local deadline passed (fence.rs),
+//! whether or not a Redis call ever returns.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use deadpool_redis::Pool;
 use sluice_shared::scripts::scripts;
 use sluice_shared::Keys;
 
+use crate::fence;
 use crate::running::{Running, Stop};
 
 pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duration) {
-    // Often enough to survive two missed renewals, and to see a cancel request
-    // within two seconds.
+    // Often enough to survive two missed renewals before the local deadline,
+    // and to see a cancel request within two seconds.
     let every = (lease / 3).min(Duration::from_secs(2));
-    let mut last_ok = Instant::now();
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
         let (held, leases) = running.snapshot();
         if held.is_empty() && leases.is_empty() {
-            last_ok = Instant::now();
             continue;
         }
+        // The send time, taken before the call: the script runs after it,
+        // so the lease's Redis deadline is later than this plus the lease.
+        let sent = fence::now_ns();
         match renew(&pool, &keys, &held, &leases, lease).await {
             Ok((lost, cancel)) => {
-                last_ok = Instant::now();
+                running.renewed(&leases, fence::deadline_after(sent, lease));
                 ::metrics::counter!(crate::metrics::RENEWALS).increment(held.len() as u64);
                 // An execution that ended after the snapshot reads as lost
                 // here; only one still running is.
@@ -49,10 +52,31 @@ pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duratio
             Err(e) => {
                 ::metrics::counter!(crate::metrics::RENEWAL_FAILURES).increment(1);
                 tracing::warn!(error = %e, "lease renewal failed");
-                if last_ok.elapsed() >= lease {
-                    tracing::error!("no renewal for a whole lease: stopping every running attempt");
-                    running.stop_all(Stop::Lost);
-                }
+            }
+        }
+    }
+}
+
+/// Stops the executions of every lease whose local deadline passed, at that
+/// moment: a timer of this process, not a reply from Redis.
+pub async fn watchdog(running: Running) {
+    loop {
+        let now = fence::now_ns();
+        let (stopped, next) = running.fence_expired(now);
+        if stopped > 0 {
+            ::metrics::counter!(crate::metrics::LEASES_LOST).increment(stopped as u64);
+            tracing::error!(
+                stopped,
+                "no lease renewal reached Redis in time: stopping those attempts before another worker may take them over"
+            );
+        }
+        if next == fence::NONE {
+            running.lease_added().await;
+        } else {
+            let wait = Duration::from_nanos((next - now).max(0) as u64);
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = running.lease_added() => {}
             }
         }
     }

@@ -18,12 +18,14 @@ mod ack;
 mod command;
 mod dispatch;
 mod execute;
+mod fence;
 mod flow;
 mod handler;
 mod lease;
 mod metrics;
 mod retention;
 mod running;
+mod supervise;
 mod wake;
 
 pub use handler::{Handler, HandlerResult, JobContext};

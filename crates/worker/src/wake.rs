@@ -29,7 +29,8 @@ pub async fn listen(
             Err(e) => {
                 tracing::warn!(error = %e, "cannot connect for wake-ups; retrying");
                 tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                // Short: after an outage, wake-ups must resume within a second.
+                backoff = (backoff * 2).min(Duration::from_millis(250));
                 continue;
             }
         };
