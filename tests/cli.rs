@@ -1,5 +1,5 @@
-//! The `sluice` command line as SPEC section 3 says, and every kind of bad
-//! input from section 4 refused with a named reason and nothing written.
+//! The `sluice` command line as docs/contract.md says, and every kind of bad
+//! input its guarantees name refused with a named reason and nothing written.
 
 use sluice_tests::*;
 

@@ -582,7 +582,7 @@ mod tests {
         }
     }
 
-    const SPEC_EXAMPLE: &str = r#"
+    const CONTRACT_EXAMPLE: &str = r#"
 redis_url = "redis://127.0.0.1:6379"
 prefix = "sluice"
 
@@ -613,7 +613,7 @@ concurrency = { max = 5, window_s = 1 }
 
     #[test]
     fn spec_example_loads() {
-        let c = load(SPEC_EXAMPLE, &[]).unwrap();
+        let c = load(CONTRACT_EXAMPLE, &[]).unwrap();
         assert_eq!(c.worker.concurrency, 16);
         let l = c.scripts["f/crm/sync_contact"]
             .concurrency
@@ -627,7 +627,7 @@ concurrency = { max = 5, window_s = 1 }
     #[test]
     fn every_env_override_reaches_its_setting() {
         let c = load(
-            SPEC_EXAMPLE,
+            CONTRACT_EXAMPLE,
             &[
                 ("SLUICE_REDIS_URL", "redis://10.1.2.3:7000/2"),
                 ("SLUICE_PREFIX", "other"),

@@ -1,5 +1,5 @@
 //! Concurrency key templates: `$workspace` and `$args[name]` / `$args[a.b]`,
-//! resolved once at enqueue (SPEC section 2).
+//! resolved once at enqueue (docs/contract.md, "Concurrency limits").
 
 use serde_json::Value;
 
