@@ -137,21 +137,15 @@ impl Client {
             pipe.lrange(self.keys.wait(k), 0, ACTIVE_CAP - 1);
         }
         let mut lists: Vec<Vec<String>> = pipe.query_async(&mut *con).await?;
-        // Running jobs are the lines "<attempt> <entry>" of the lease keys.
-        if !leases.is_empty() {
-            let texts: Vec<Option<String>> = redis::cmd("MGET")
-                .arg(&leases)
-                .query_async(&mut *con)
-                .await?;
-            lists.push(
-                texts
-                    .iter()
-                    .flatten()
-                    .flat_map(|t| t.lines())
-                    .filter_map(|l| l.split_once(' ').map(|(_, e)| e.to_string()))
-                    .collect(),
-            );
-        }
+        // Running jobs are the items of the lease keys (lease.rs).
+        let items = sluice_shared::lease::read(&mut *con, &leases).await?;
+        lists.push(
+            items
+                .iter()
+                .flatten()
+                .filter_map(|i| sluice_shared::lease::parse_item(i).map(|(_, e)| e.to_string()))
+                .collect(),
+        );
         let mut seen = HashSet::new();
         Ok(lists
             .into_iter()

@@ -53,7 +53,7 @@ local function record_acks(sec, now, now_s)
   local ids = {}
   for i = 1, n do
     local e = ARGV[b + 5 * i - 4]
-    if #e == 36 then ids[i] = e else ids[i] = string.sub(e, 1, 36) end
+    ids[i] = entry_id(e)
   end
   local states = redis.call('HMGET', STATE, unpack(ids))
 
@@ -70,7 +70,7 @@ local function record_acks(sec, now, now_s)
       refused[#refused + 1] = entry
       return
     end
-    local ckey = string.sub(entry, 38)
+    local ckey = entry_ckey(entry)
     local spec = nil
     if ckey ~= '' then
       spec = spec_of(id)

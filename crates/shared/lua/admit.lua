@@ -2,8 +2,9 @@
 -- admit it, or send it to wait for its key. One call per turn of a worker.
 --
 -- KEYS[1..12]  the namespace keys (records.lua)
--- KEYS[13]  this call's lease key ({p}:lease:<worker>:<n>): it lists the jobs
---          admitted, and the leases sorted set holds its name until they end
+-- KEYS[13]  this call's lease key ({p}:lease:<worker>:<n>): a list with an
+--          item per job admitted (lease_item), and the leases sorted set
+--          holds its name until they end
 -- KEYS[14..]  the keys of the section (acks.lua)
 -- ARGV[1]  lease length in ms
 -- ARGV[2]  room: how many jobs this worker takes at most
@@ -43,15 +44,12 @@ local sec = read_section(3, NS + 2)
 local declared = sec.declared
 local refused = record_acks(sec, now, now_s)
 end_leases(sec)
--- leased: "<attempt> <entry>" of every job admitted, the lease key's lines.
+-- leased: the lease key's items, one per job admitted (lease_item).
 local admitted, dropped, leased, lates = {}, {}, {}, {}
 -- The state of every job admitted for its first attempt by this call.
 local first_run = 'running 1 ' .. now_s
 
-local function id_of(entry)
-  if #entry == 36 then return entry end
-  return string.sub(entry, 1, 36)
-end
+local id_of = entry_id
 
 local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'WITHSCORES', 'LIMIT', 0, room)
 local head = redis.call('LRANGE', READY, 0, room - 1)
@@ -84,7 +82,7 @@ while d <= #due or r <= #head do
     break
   end
   local ckey = ''
-  if wake then ckey = string.sub(entry, 6) elseif #entry > 36 then ckey = string.sub(entry, 38) end
+  if wake then ckey = string.sub(entry, 6) else ckey = entry_ckey(entry) end
   if blocked or (ckey ~= '' and not declared[ckey]) then
     blocked, more = true, true
     if ckey ~= '' and not declared[ckey] and not need_seen[ckey] then
@@ -141,7 +139,7 @@ local function admit(id, entry, st, ckey, slots)
       redis.call('ZADD', slots, '+inf', token)
     end
   end
-  leased[#leased + 1] = attempt .. ' ' .. entry
+  leased[#leased + 1] = lease_item(attempt, entry)
   local n = #admitted
   admitted[n + 1] = entry
   admitted[n + 2] = spec
@@ -237,7 +235,7 @@ for k, entry in ipairs(ord) do
       -- The common case, kept to the fewest Lua operations: a first attempt
       -- of a job without a key.
       put_state(id, first_run)
-      leased[#leased + 1] = '1 ' .. entry
+      leased[#leased + 1] = lease_item(1, entry)
       local n = #admitted
       admitted[n + 1] = entry
       admitted[n + 2] = spec
@@ -274,7 +272,7 @@ end
 -- have all ended: a lease per job cost Redis a sorted-set insert and removal
 -- per job.
 if #leased > 0 then
-  redis.call('SET', lease_key, table.concat(leased, '\n'))
+  redis.call('RPUSH', lease_key, unpack(leased))
   redis.call('ZADD', LEASES, deadline_s, lease_key)
 end
 flush_records()

@@ -19,7 +19,7 @@
 local now = now_ms()
 local now_s = ms_str(now)
 local fstate, entry = KEYS[13], ARGV[1]
-local id = string.sub(entry, 1, 36)
+local id = entry_id(entry)
 local st = state_of(id)
 if not st or st.status ~= 'running' or st.attempt ~= tonumber(ARGV[2]) then return 'refused' end
 if st.words.cancel then return 'cancel' end

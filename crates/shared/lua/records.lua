@@ -49,11 +49,43 @@ local function load_states(ids)
   preload(state_cache, STATE, ids)
 end
 
--- { status, attempt, at, words } parsed from a state string, or nil.
+-- The stored formats' codecs, mirrored one for one in Rust (state.rs,
+-- entry.rs, lease.rs); tests/codecs.rs runs each side on the other's output.
+
+-- Queue entries: the 36-byte job id, then a space and the concurrency key
+-- when the job has one. The id's length, not a separator, ends it, so any
+-- byte may stand in the key.
+local function entry_id(e)
+  if #e == 36 then return e end
+  return string.sub(e, 1, 36)
+end
+local function entry_ckey(e)
+  return string.sub(e, 38)
+end
+local function job_entry(id, ckey)
+  if ckey == '' then return id end
+  return id .. ' ' .. ckey
+end
+
+-- Lease items: one list item per execution, "<attempt> <entry>".
+local function lease_item(attempt, entry)
+  return attempt .. ' ' .. entry
+end
+local function parse_lease_item(s)
+  local attempt, entry = string.match(s, '^(%d+) (.*)$')
+  if not attempt or #attempt > 9 or #entry < 36 or (#entry > 36 and string.sub(entry, 37, 37) ~= ' ') then
+    return nil
+  end
+  return tonumber(attempt), entry
+end
+
+-- { status, attempt, at, words } parsed from a state string, or nil. An
+-- attempt of more than 9 digits or a time of more than 16 is malformed:
+-- beyond them Lua's numbers and Rust's part ways.
 local function parse_state(s)
   if not s then return nil end
   local status, attempt, at, rest = string.match(s, '^(%a+) (%d+) (%d+)(.*)$')
-  if not status then return nil end
+  if not status or #attempt > 9 or #at > 16 then return nil end
   local words = {}
   for w in string.gmatch(rest, '%S+') do
     local k, v = string.match(w, '^([%a_]+)=(.*)$')

@@ -34,8 +34,8 @@ for i = 1, (#ARGV - 1) / 3 do
   local l, attempt, entry = tonumber(ARGV[3 * i - 1]), tonumber(ARGV[3 * i]), ARGV[3 * i + 1]
   local k = NS + nl + 3 * i
   local slots, wait, fstate = KEYS[k - 2], KEYS[k - 1], KEYS[k]
-  local id = string.sub(entry, 1, 36)
-  local ckey = string.sub(entry, 38)
+  local id = entry_id(entry)
+  local ckey = entry_ckey(entry)
   local st = expired[l] and state_of(id)
   if st and st.status == 'running' and st.attempt == attempt then
     if st.words.drive == 'active' then

@@ -26,6 +26,14 @@ pub enum Error {
     Redis(#[from] redis::RedisError),
     #[error("Redis connection pool: {0}")]
     Pool(String),
+    /// A batch failed part way: the jobs in `written` (the first ones, in
+    /// order) were enqueued and will run; the rest were not.
+    #[error("only the first {} jobs of the batch were enqueued (their ids are printed): {source}", written.len())]
+    PartlyEnqueued {
+        written: Vec<String>,
+        #[source]
+        source: Box<Error>,
+    },
 }
 
 impl Error {

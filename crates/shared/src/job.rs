@@ -124,7 +124,14 @@ impl Job {
             .as_deref()
             .and_then(|s| serde_json::from_str::<Spec>(s).ok())
             .unwrap_or_default();
-        let st = state.as_deref().map(State::parse).unwrap_or_default();
+        // A malformed state reads as status "corrupt", as the scripts see it.
+        let st = match state.as_deref() {
+            None => State::default(),
+            Some(s) => State::parse(s).unwrap_or_else(|| State {
+                status: "corrupt".into(),
+                ..State::default()
+            }),
+        };
         let status = st.status.clone();
         let finished = Status::parse(&status).is_some_and(Status::is_final);
         let since = Some(st.since).filter(|&t| t > 0);
@@ -206,53 +213,7 @@ pub struct Spec {
     pub args: Value,
 }
 
-/// A job's state as stored in `{p}:state` (see keys.rs).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct State {
-    pub status: String,
-    pub attempt: u32,
-    /// When it entered this status (for scheduled: when it falls due), Unix ms.
-    pub since: i64,
-    /// When a finished job's last attempt started.
-    pub started: Option<i64>,
-    /// When a waiting, running or finished job became ready, if not at its
-    /// creation.
-    pub ready: Option<i64>,
-    pub drive: Option<String>,
-    pub cancel: bool,
-}
-
-impl State {
-    /// Reads a state; a malformed one keeps its text as the status.
-    pub fn parse(s: &str) -> State {
-        let mut parts = s.split(' ');
-        let status = parts.next().unwrap_or_default().to_string();
-        let attempt = parts.next().and_then(|v| v.parse().ok());
-        let since = parts.next().and_then(|v| v.parse().ok());
-        let (Some(attempt), Some(since)) = (attempt, since) else {
-            return State {
-                status: s.to_string(),
-                ..State::default()
-            };
-        };
-        let mut st = State {
-            status,
-            attempt,
-            since,
-            ..State::default()
-        };
-        for w in parts {
-            match w.split_once('=') {
-                Some(("started", v)) => st.started = v.parse().ok(),
-                Some(("ready", v)) => st.ready = v.parse().ok(),
-                Some(("drive", v)) => st.drive = Some(v.to_string()),
-                _ if w == "cancel" => st.cancel = true,
-                _ => {}
-            }
-        }
-        st
-    }
-}
+pub use crate::state::State;
 
 /// A job ready to be written by enqueue.lua: validated, its key resolved and
 /// its limit stamped.
@@ -306,15 +267,6 @@ impl JobRequest {
 
 impl NewJob {
     pub fn build(config: &Config, req: &JobRequest) -> Result<NewJob> {
-        if !req.args.is_object() {
-            return Err(Error::invalid(
-                "args",
-                format!("must be a JSON object, got {}", json_kind(&req.args)),
-            ));
-        }
-        if req.workspace.is_empty() {
-            return Err(Error::invalid("workspace", "must not be empty"));
-        }
         if let Some(flow) = config.flows.get(&req.path) {
             let at = format!("flows.{:?}.concurrency", req.path);
             let limit = stamped_limit(&flow.concurrency, &at)?;
@@ -399,16 +351,37 @@ impl NewJob {
         kind: JobKind,
         parent: Option<StepOf>,
     ) -> Result<NewJob> {
+        check_args(&req.args)?;
+        check_workspace(&req.workspace)?;
         let ckey = match &limit {
             Some(Limit { key: Some(t), .. }) => t.render(&req.workspace, &req.args)?,
+            Some(_) if default_key.len() > crate::template::MAX_KEY_BYTES => {
+                return Err(Error::invalid(
+                    "concurrency key",
+                    format!(
+                        "the default key {default_key:?} is longer than {} bytes",
+                        crate::template::MAX_KEY_BYTES
+                    ),
+                ))
+            }
             Some(_) => default_key,
             None => String::new(),
         };
+        let args = req.args.to_string();
+        if args.len() > MAX_ARGS_BYTES {
+            return Err(Error::invalid(
+                "args",
+                format!(
+                    "are {} bytes as JSON, more than {MAX_ARGS_BYTES}",
+                    args.len()
+                ),
+            ));
+        }
         Ok(NewJob {
             id: uuid::Uuid::now_v7().to_string(),
             path: req.path.clone(),
             workspace: req.workspace.clone(),
-            args: req.args.to_string(),
+            args,
             ckey,
             limit: limit.map(|l| (l.max, l.window_ms)),
             max_attempts,
@@ -483,6 +456,58 @@ impl NewJob {
     pub fn entry(&self) -> String {
         Entry::job(&self.id, &self.ckey)
     }
+}
+
+/// The most bytes a job's args take as JSON: 1 MiB.
+pub const MAX_ARGS_BYTES: usize = 1 << 20;
+/// The deepest nesting of arrays and objects in a job's args. serde_json
+/// reads up to 128 levels; a margin keeps every reader (the worker, the
+/// command line, Lua's cjson) able to read what was accepted.
+pub const MAX_ARGS_DEPTH: usize = 64;
+/// The longest workspace name, in bytes.
+pub const MAX_WORKSPACE_BYTES: usize = 128;
+
+fn check_workspace(w: &str) -> Result<()> {
+    let bad = |reason: String| Err(Error::invalid("workspace", reason));
+    if w.is_empty() {
+        return bad("must not be empty".into());
+    }
+    if w.len() > MAX_WORKSPACE_BYTES {
+        return bad(format!(
+            "is {} bytes, more than {MAX_WORKSPACE_BYTES}",
+            w.len()
+        ));
+    }
+    if let Some(why) = crate::template::control_char(w) {
+        return bad(why);
+    }
+    Ok(())
+}
+
+/// Args must be an object nested at most MAX_ARGS_DEPTH deep.
+fn check_args(args: &Value) -> Result<()> {
+    if !args.is_object() {
+        return Err(Error::invalid(
+            "args",
+            format!("must be a JSON object, got {}", json_kind(args)),
+        ));
+    }
+    // Iterative, so that a crafted value cannot overflow the stack here.
+    let mut stack = vec![(args, 1usize)];
+    while let Some((v, depth)) = stack.pop() {
+        if depth > MAX_ARGS_DEPTH {
+            return Err(Error::invalid(
+                "args",
+                format!("are nested more than {MAX_ARGS_DEPTH} levels deep"),
+            ));
+        }
+        match v {
+            Value::Array(a) => stack.extend(a.iter().map(|x| (x, depth + 1))),
+            Value::Object(o) => stack.extend(o.values().map(|x| (x, depth + 1))),
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 /// A limit setting as a job stamps it; `at` names the setting in errors.
@@ -573,8 +598,10 @@ command = ["true"]
         assert_eq!(job.result, Some(json!({"ok": 1})));
         assert_eq!(job.error, None);
         assert_eq!(job.concurrency_key.as_deref(), Some("acme/acct/42"));
-        let st = State::parse("running 1 5 drive=parked cancel");
+        let st = State::parse("running 1 5 drive=parked cancel").unwrap();
         assert_eq!((st.drive.as_deref(), st.cancel), (Some("parked"), true));
+        let damaged = Job::from_records("x", None, Some("running one 5".into()), None).unwrap();
+        assert_eq!(damaged.status, "corrupt");
         assert!(Job::from_records("x", None, None, None).is_none());
     }
 

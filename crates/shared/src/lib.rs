@@ -7,10 +7,12 @@ pub mod error;
 pub mod flow;
 pub mod job;
 pub mod keys;
+pub mod lease;
 pub mod logging;
 pub mod records;
 pub mod redis_conn;
 pub mod scripts;
+pub mod state;
 pub mod template;
 
 pub use config::{Config, LimitConfig};

@@ -17,6 +17,12 @@ const SLOTS_LIB: &str = include_str!("../lua/slots.lua");
 const JOBS_LIB: &str = include_str!("../lua/jobs.lua");
 const ACKS_LIB: &str = include_str!("../lua/acks.lua");
 
+/// The helpers every script starts with (records.lua): the stored formats'
+/// Lua codecs, for tests that run them on what Rust writes.
+pub fn records_lib() -> &'static str {
+    RECORDS_LIB
+}
+
 pub struct Script {
     pub name: &'static str,
     source: String,

@@ -5,6 +5,17 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 
+/// The longest concurrency key, in bytes. A key rides in every call that
+/// admits, ends or recovers its jobs, and names Redis keys.
+pub const MAX_KEY_BYTES: usize = 512;
+
+/// Why a text cannot be part of a key or a workspace, if it cannot.
+pub fn control_char(text: &str) -> Option<String> {
+    text.chars()
+        .find(|c| c.is_control())
+        .map(|c| format!("holds a control character (U+{:04X})", c as u32))
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
     Text(String),
@@ -74,27 +85,55 @@ impl KeyTemplate {
         &self.source
     }
 
-    /// Resolves the key for one job. A missing argument is an error naming it.
+    /// Resolves the key for one job. A missing argument, or a value that
+    /// would make a bad key, is an error naming it.
     pub fn render(&self, workspace: &str, args: &Value) -> Result<String> {
+        let fail = |reason: String| Error::Template {
+            template: self.source.clone(),
+            reason,
+        };
         let mut out = String::new();
+        let mut from = Vec::new();
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
                 Part::Workspace => out.push_str(workspace),
                 Part::Arg(path) => {
+                    let name = path.join(".");
                     let mut v = args;
-                    for name in path {
-                        v = v.get(name).ok_or_else(|| Error::Template {
-                            template: self.source.clone(),
-                            reason: format!("the job has no argument `{}`", path.join(".")),
-                        })?;
+                    for step in path {
+                        v = v
+                            .get(step)
+                            .ok_or_else(|| fail(format!("the job has no argument `{name}`")))?;
                     }
-                    match v {
-                        Value::String(s) => out.push_str(s),
-                        other => out.push_str(&other.to_string()),
+                    let text = match v {
+                        Value::String(s) => s.clone(),
+                        other => other.to_string(),
+                    };
+                    if let Some(why) = control_char(&text) {
+                        return Err(fail(format!("argument `{name}` {why}")));
                     }
+                    out.push_str(&text);
+                    from.push(format!("`{name}`"));
                 }
             }
+        }
+        let from = if from.is_empty() {
+            String::new()
+        } else {
+            format!(" (from argument {})", from.join(", "))
+        };
+        if out.is_empty() {
+            return Err(fail(format!("renders to an empty key{from}")));
+        }
+        if out.len() > MAX_KEY_BYTES {
+            return Err(fail(format!(
+                "renders to a key of {} bytes, more than {MAX_KEY_BYTES}{from}",
+                out.len()
+            )));
+        }
+        if let Some(why) = control_char(&out) {
+            return Err(fail(format!("the key {why}")));
         }
         Ok(out)
     }
@@ -145,6 +184,37 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("`a.b`"), "{e}");
+    }
+
+    #[test]
+    fn keys_that_would_break_a_limit_are_refused_naming_the_argument() {
+        let cases = [
+            (
+                "$args[t]",
+                json!({"t": ""}),
+                "empty key (from argument `t`)",
+            ),
+            (
+                "$args[t]",
+                json!({"t": "acme\nbeta"}),
+                "`t` holds a control character (U+000A)",
+            ),
+            (
+                "k/$args[t]",
+                json!({"t": "a\u{0}b"}),
+                "`t` holds a control character (U+0000)",
+            ),
+            ("$args[t]", json!({"t": "x".repeat(600)}), "600 bytes"),
+        ];
+        for (t, args, needle) in cases {
+            let e = render(t, args).unwrap_err().to_string();
+            assert!(e.contains(needle), "{t}: {e:?} should say {needle:?}");
+        }
+        let e = KeyTemplate::parse("$workspace")
+            .unwrap()
+            .render("", &json!({}))
+            .unwrap_err();
+        assert!(e.to_string().contains("empty key"), "{e}");
     }
 
     #[test]

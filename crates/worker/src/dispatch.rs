@@ -314,27 +314,23 @@ impl Dispatcher {
         })
     }
 
-    /// Runs recover.lua on expired lease keys: their lines name the
+    /// Runs recover.lua on expired lease keys: their items name the
     /// executions, and a dead step's flow must hear of it, so the parents are
     /// read first.
     async fn recover(&self, con: &mut MultiplexedConnection, expired: &[String]) -> Result<()> {
-        let contents: Vec<Option<String>> = redis::cmd("MGET")
-            .arg(expired)
-            .query_async(&mut *con)
-            .await?;
+        let contents = sluice_shared::lease::read(&mut *con, expired).await?;
         // Leases a call at a time, up to RECOVER_LINES executions a call (a
         // lease holds at most one admission's worth, 1,000).
-        let mut group: Vec<(&String, &str)> = Vec::new();
+        let mut group: Vec<(&String, &[String])> = Vec::new();
         let mut lines = 0;
-        for (lease, text) in expired.iter().zip(&contents) {
-            let text = text.as_deref().unwrap_or("");
-            let n = text.lines().count();
+        for (lease, items) in expired.iter().zip(&contents) {
+            let n = items.len();
             if !group.is_empty() && lines + n > RECOVER_LINES {
                 self.recover_leases(con, &group).await?;
                 group.clear();
                 lines = 0;
             }
-            group.push((lease, text));
+            group.push((lease, items));
             lines += n;
         }
         if !group.is_empty() {
@@ -343,24 +339,28 @@ impl Dispatcher {
         Ok(())
     }
 
-    /// One recover.lua call for these lease keys and their lines.
+    /// One recover.lua call for these lease keys and their items.
     async fn recover_leases(
         &self,
         con: &mut MultiplexedConnection,
-        leases: &[(&String, &str)],
+        leases: &[(&String, &[String])],
     ) -> Result<()> {
-        // (lease index from 1, attempt, entry) of every line.
-        let mut lines: Vec<(usize, &str, &str)> = Vec::new();
-        for (l, (_, text)) in leases.iter().enumerate() {
-            for line in text.lines() {
-                if let Some((attempt, entry)) = line.split_once(' ') {
-                    lines.push((l + 1, attempt, entry));
+        // (lease index from 1, attempt, entry) of every item; a damaged one
+        // is skipped (and its lease still goes).
+        let mut lines: Vec<(usize, u32, &str)> = Vec::new();
+        for (l, (lease, items)) in leases.iter().enumerate() {
+            for item in items.iter() {
+                match sluice_shared::lease::parse_item(item) {
+                    Some((attempt, entry)) => lines.push((l + 1, attempt, entry)),
+                    None => {
+                        tracing::error!(lease = %lease, item = %item.escape_debug(), "damaged lease item skipped")
+                    }
                 }
             }
         }
         let ids: Vec<String> = lines
             .iter()
-            .map(|(_, _, e)| e.get(..ID_LEN).unwrap_or(e).to_string())
+            .map(|(_, _, e)| e[..ID_LEN].to_string())
             .collect();
         let specs = read_specs(&mut *con, &self.keys, &ids).await?;
         let mut call = scripts().recover.call_in(&self.keys);

@@ -65,11 +65,22 @@ pub struct Admitted {
 impl Admitted {
     /// From an admitted entry, its spec as stored (JSON) and its new state.
     pub fn new(entry: String, spec: &str, state: &str) -> Admitted {
-        let state = State::parse(state);
+        // admit.lua wrote this state a moment ago: a malformed one can only
+        // come from a damaged reply, and fails the job below.
+        let raw_state = state;
+        let parsed_state = State::parse(raw_state);
+        let damaged_state = parsed_state.is_none();
+        let state = parsed_state.unwrap_or_default();
         let parsed = Entry::parse(&entry);
         let id = parsed.as_ref().and_then(|e| e.id()).unwrap_or_default();
         let ckey = parsed.as_ref().map(|e| e.ckey()).unwrap_or_default();
         let (spec, corrupt) = match serde_json::from_str::<Spec>(spec) {
+            Ok(s) if damaged_state => (
+                s,
+                Some(format!(
+                    "corrupt job record: state {raw_state:?} is malformed"
+                )),
+            ),
             Ok(s) if s.args.is_object() => (s, None),
             Ok(s) => (
                 s,
