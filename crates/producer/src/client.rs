@@ -60,6 +60,8 @@ impl Client {
     /// Enqueues many jobs in few round trips, returning their ids in order.
     /// Every request is validated before anything is written, so bad input
     /// leaves nothing behind; the error names the index of the bad request.
+    /// Jobs go in atomic calls of 250: if Redis fails after the first call,
+    /// the error is [`Error::PartlyEnqueued`], with the ids that were written.
     pub async fn enqueue_batch(&self, reqs: &[JobRequest]) -> Result<Vec<String>> {
         let jobs = reqs
             .iter()
@@ -72,7 +74,7 @@ impl Client {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut con = self.pool.get().await?;
-        for chunk in jobs.chunks(BATCH_CHUNK) {
+        for (n, chunk) in jobs.chunks(BATCH_CHUNK).enumerate() {
             let mut call = scripts().enqueue.call_in(&self.keys);
             // Two values a job when none has a key or a delay (see enqueue.lua).
             if chunk.iter().all(NewJob::is_plain) {
@@ -86,7 +88,21 @@ impl Client {
                     job.push(&self.keys, &mut call);
                 }
             }
-            call.query::<i64, _>(&mut *con).await?;
+            // Each chunk is one atomic script call: on a failure, the chunks
+            // before it are written and the rest are not.
+            if let Err(e) = call.query::<i64, _>(&mut *con).await {
+                if n == 0 {
+                    return Err(e);
+                }
+                let written = jobs[..n * BATCH_CHUNK]
+                    .iter()
+                    .map(|j| j.id.clone())
+                    .collect();
+                return Err(Error::PartlyEnqueued {
+                    written,
+                    source: Box::new(e),
+                });
+            }
         }
         Ok(jobs.into_iter().map(|j| j.id).collect())
     }

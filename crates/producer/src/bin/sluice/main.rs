@@ -184,12 +184,24 @@ async fn run(cli: Cli) -> Result<u8> {
             // Input is checked before connecting: a bad file is reported as
             // such even when Redis is down too.
             let client = Client::connect(config).await?;
-            let ids = client.enqueue_batch(&reqs).await?;
             let mut out = std::io::stdout().lock();
-            for id in ids {
-                writeln!(out, "{id}").ok();
+            match client.enqueue_batch(&reqs).await {
+                Ok(ids) => {
+                    for id in ids {
+                        writeln!(out, "{id}").ok();
+                    }
+                    Ok(0)
+                }
+                // The jobs written before the failure are real: their ids
+                // are printed, so that the caller can tell which they are.
+                Err(Error::PartlyEnqueued { written, source }) => {
+                    for id in &written {
+                        writeln!(out, "{id}").ok();
+                    }
+                    Err(Error::PartlyEnqueued { written, source })
+                }
+                Err(e) => Err(e),
             }
-            Ok(0)
         }
         Cmd::Wait { ids, timeout_s } => {
             let timeout = timeout_s.map(|s| seconds("--timeout-s", s)).transpose()?;
@@ -388,6 +400,9 @@ fn single_request(
     })
 }
 
+/// The fields a batch line may have.
+const BATCH_FIELDS: [&str; 4] = ["path", "workspace", "args", "delay_s"];
+
 /// Reads a batch file; any bad line refuses the whole batch, naming the line.
 fn read_batch(file: &std::path::Path, config: &Config) -> Result<Vec<JobRequest>> {
     let name = file.display().to_string();
@@ -409,6 +424,17 @@ fn read_batch(file: &std::path::Path, config: &Config) -> Result<Vec<JobRequest>
         let obj = v
             .as_object()
             .ok_or_else(|| Error::invalid(&at, "must be a JSON object"))?;
+        // A misspelt field would otherwise be dropped without a word, and
+        // the job run with defaults.
+        if let Some(unknown) = obj.keys().find(|k| !BATCH_FIELDS.contains(&k.as_str())) {
+            return Err(Error::invalid(
+                &at,
+                format!(
+                    "unknown field {unknown:?}; a line has {}",
+                    BATCH_FIELDS.join(", ")
+                ),
+            ));
+        }
         let path = match obj.get("path") {
             Some(Value::String(p)) => p.clone(),
             _ => return Err(Error::invalid(&at, "needs \"path\", a string")),
