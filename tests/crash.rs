@@ -169,7 +169,7 @@ async fn an_outage_longer_than_a_lease_loses_nothing() {
     drop(client);
 
     env.redis.stop();
-    worker.wait_for_log("no lease renewal reached Redis in time");
+    worker.wait_for_log("lease lost");
     env.redis = RedisServer::spawn(&args, aof.url.clone());
     let client = env.client().await;
     let jobs = env.finish(&client, &ids).await;

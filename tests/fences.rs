@@ -5,19 +5,19 @@
 
 use sluice_tests::*;
 
-fn config(log: &std::path::Path) -> String {
+fn config(log: &std::path::Path, lease_s: u32, secs: f64) -> String {
     format!(
         r#"
 [worker]
 concurrency = 2
-lease_s = 1
+lease_s = {lease_s}
 
 [scripts."f/long"]
 command = {}
 max_attempts = 5
 concurrency = {{ max = 1, window_s = 0 }}
 "#,
-        logging_command(log, 4.0)
+        logging_command(log, secs)
     )
 }
 
@@ -29,12 +29,16 @@ enum Fault {
 }
 
 /// One job on a `max = 1` key: a first worker starts it and meets `fault`;
-/// a second worker takes the job over. The attempts must never overlap.
+/// a second worker takes the job over. Every process of the first attempt
+/// must be dead before its lease's last deadline in Redis (after which
+/// recovery may start), so the attempts never overlap; and the first attempt
+/// is never recorded as a failure of its own.
 async fn take_over_after(fault: Fault) {
     let dir = std::env::temp_dir().join(format!("sluice-fence-{}", uuid::Uuid::now_v7()));
     std::fs::create_dir_all(&dir).unwrap();
     let log = dir.join("commands.log");
-    let env = TestEnv::new(&config(&log));
+    let env = TestEnv::new(&config(&log, 1, 4.0));
+    let leases = LeaseWatch::start(&env);
     let proxy = Proxy::start(&env.redis.url);
     let first = env.worker(&[], &[("SLUICE_REDIS_URL", &proxy.url)]);
     let client = env.client().await;
@@ -56,17 +60,34 @@ async fn take_over_after(fault: Fault) {
         ("succeeded", 2),
         "{job:?}"
     );
-    assert_attempts_never_overlap(&read_command_log(&log));
+    let lines = read_command_log(&log);
+    assert_attempts_never_overlap(&lines);
+    let deadline_ms = leases.deadline_of(&ids[0], 1).expect("attempt 1's lease");
+    for l in lines.iter().filter(|l| l.attempt == 1) {
+        assert!(
+            l.ns < deadline_ms * 1_000_000,
+            "attempt 1 was alive ({} line of pid {}) {} ms after its lease ran out in Redis",
+            l.kind,
+            l.pid,
+            (l.ns - deadline_ms * 1_000_000) / 1_000_000
+        );
+    }
     match fault {
         Fault::Kill => {}
         Fault::Freeze => first.signal("CONT"),
-        Fault::Partition => {
-            // Once Redis answers again, the fenced worker's view changes nothing.
-            proxy.resume();
-            first.wait_for_log("no lease renewal reached Redis in time");
-            let again = client.job(&ids[0]).await.unwrap().unwrap();
-            assert_eq!((again.status.as_str(), again.attempt), ("succeeded", 2));
-        }
+        Fault::Partition => proxy.resume(),
+    }
+    if !matches!(fault, Fault::Kill) {
+        // Thawed or reconnected, the first worker drops the attempt as lost:
+        // its kill at the deadline is not a failure of the job.
+        first.wait_for_log("lease lost");
+        assert!(
+            !first.log_text().contains("signal: 9"),
+            "{}",
+            first.log_text()
+        );
+        let again = client.job(&ids[0]).await.unwrap().unwrap();
+        assert_eq!((again.status.as_str(), again.attempt), ("succeeded", 2));
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -82,8 +103,46 @@ async fn a_worker_cut_off_from_redis_stops_its_commands_before_recovery() {
 }
 
 /// A frozen worker (SIGSTOP: it can neither renew nor act) still fences:
-/// each command's supervisor kills it at the worker's local deadline.
+/// each command's supervisor kills it at the lease's local deadline.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_frozen_workers_commands_stop_at_its_deadline() {
     take_over_after(Fault::Freeze).await;
+}
+
+/// The lifeline alone: with a 60 s lease and a 45 s command, neither the
+/// deadline nor the command's end comes soon, so the command and its
+/// grandchild die because the worker did, while its lease still has most of
+/// its time to run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sigkilled_workers_process_tree_dies_at_once() {
+    let dir = std::env::temp_dir().join(format!("sluice-fence-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let log = dir.join("commands.log");
+    let env = TestEnv::new(&config(&log, 60, 45.0));
+    let worker = env.worker(&[], &[]);
+    let client = env.client().await;
+    env.enqueue(&client, "f/long", json!({}), 1).await;
+    let pids = || -> Vec<i32> {
+        let lines = read_command_log(&log);
+        let mut p: Vec<i32> = lines.iter().map(|l| l.pid).collect();
+        p.dedup();
+        p
+    };
+    wait_until("the command and its grandchild to log", || {
+        let lines = read_command_log(&log);
+        lines.iter().any(|l| l.kind == "START") && lines.iter().any(|l| l.kind == "HB")
+    });
+    let mut r = env.redis();
+    let lease: Vec<(String, f64)> = zrange_withscores(&mut r, &env.key("leases"));
+    worker.signal("KILL");
+    wait_until("every process of the job to die", || {
+        !pids().into_iter().any(alive)
+    });
+    let now = redis_now_ms(&mut r);
+    assert!(
+        (lease[0].1 as i64) - now > 30_000,
+        "the processes died only near the lease's end ({} ms left): not by the lifeline",
+        lease[0].1 as i64 - now
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

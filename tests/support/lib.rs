@@ -523,16 +523,17 @@ pub fn read_command_log(path: &Path) -> Vec<LogLine> {
         .collect()
 }
 
-/// A command for a config: logs its START to `$LOG`, leaves a grandchild
-/// that logs a heartbeat every 50 ms (for at most 10 s), sleeps `secs`, and
-/// logs its END. A killed process logs nothing more, so the last heartbeat
-/// of an attempt bounds when its process tree was last alive.
+/// A command for a config: logs its START to the log file, leaves a
+/// grandchild (a shell of its own, so its line carries its own pid) that
+/// logs a heartbeat every 50 ms for at most 10 s, sleeps `secs`, and logs
+/// its END. A killed process logs nothing more, so the last heartbeat of an
+/// attempt bounds when its process tree was last alive.
 pub fn logging_command(log: &Path, secs: f64) -> String {
     let script = format!(
         r#"log={log:?}
 line() {{ echo "$1 $SLUICE_JOB_ID $SLUICE_ATTEMPT $$ $(date +%s%N)" >> "$log"; }}
 line START
-( for i in $(seq 200); do echo "HB $SLUICE_JOB_ID $SLUICE_ATTEMPT $$ $(date +%s%N)" >> "$log"; sleep 0.05; done ) &
+sh -c 'for i in $(seq 200); do echo "HB $SLUICE_JOB_ID $SLUICE_ATTEMPT $$ $(date +%s%N)" >> "$0"; sleep 0.05; done' "$log" &
 sleep {secs}
 line END
 echo '"done"'
@@ -540,6 +541,80 @@ echo '"done"'
         log = log.display().to_string()
     );
     format!("[\"sh\", \"-c\", {script:?}]")
+}
+
+/// Whether a process is alive (a zombie is not).
+pub fn alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the parenthesised command name.
+        Ok(stat) => stat
+            .rsplit_once(") ")
+            .is_some_and(|(_, rest)| !rest.starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Watches a namespace's leases in the background: for each lease key, the
+/// latest deadline Redis gave it (Unix ms) and the executions it held. The
+/// Redis deadline is the moment after which recovery may start, so an
+/// execution must be dead before its lease's last deadline.
+/// Lease keys seen: name, latest deadline, items.
+type SeenLeases = std::sync::Arc<std::sync::Mutex<Vec<(String, i64, Vec<String>)>>>;
+
+pub struct LeaseWatch {
+    seen: SeenLeases,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl LeaseWatch {
+    pub fn start(env: &TestEnv) -> LeaseWatch {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        use std::sync::Arc;
+        let seen: SeenLeases = Default::default();
+        let stop = Arc::new(AtomicBool::new(false));
+        let (s, st) = (seen.clone(), stop.clone());
+        let mut con = env.redis();
+        let leases = env.key("leases");
+        std::thread::spawn(move || {
+            while !st.load(Ordering::SeqCst) {
+                let now: Vec<(String, f64)> = zrange_withscores(&mut con, &leases);
+                for (lease, score) in now {
+                    let mut seen = s.lock().unwrap();
+                    match seen.iter_mut().find(|(l, _, _)| *l == lease) {
+                        Some(x) => x.1 = x.1.max(score as i64),
+                        None => {
+                            let items: Vec<String> = redis::cmd("LRANGE")
+                                .arg(&lease)
+                                .arg(0)
+                                .arg(-1)
+                                .query(&mut con)
+                                .unwrap_or_default();
+                            seen.push((lease, score as i64, items));
+                        }
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        });
+        LeaseWatch { seen, stop }
+    }
+
+    /// The last Redis deadline of the lease that held `attempt` of job `id`.
+    pub fn deadline_of(&self, id: &str, attempt: u32) -> Option<i64> {
+        let item = format!("{attempt} {id}");
+        self.seen
+            .lock()
+            .unwrap()
+            .iter()
+            .find(|(_, _, items)| items.iter().any(|i| i.starts_with(&item)))
+            .map(|(_, d, _)| *d)
+    }
+}
+
+impl Drop for LeaseWatch {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Asserts that no two attempts of one job were ever alive at once, from the

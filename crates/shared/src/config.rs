@@ -151,6 +151,10 @@ pub const MAX_BATCH: i64 = 1000;
 /// in ms stay exact far past it.
 pub const MAX_SECONDS: f64 = 366.0 * 86_400.0;
 
+/// The shortest lease: a worker renews every third of it and fences itself
+/// at four fifths, so shorter ones leave no room for a round trip.
+pub const MIN_LEASE_S: f64 = 0.5;
+
 /// Variables that Sluice sets for the commands it runs (see command.rs). A
 /// command may itself run `sluice`: they are not settings, and must not be
 /// refused as unknown ones.
@@ -330,6 +334,15 @@ impl Config {
             ));
         }
         positive(self.worker.lease_s, "worker.lease_s")?;
+        if self.worker.lease_s < MIN_LEASE_S {
+            return Err(bad(
+                "worker.lease_s",
+                format!(
+                    "must be at least {MIN_LEASE_S} s (renewals go every third of it), got {}",
+                    self.worker.lease_s
+                ),
+            ));
+        }
         if let Some(addr) = &self.worker.metrics_addr {
             addr.parse::<std::net::SocketAddr>().map_err(|e| {
                 bad(
@@ -758,6 +771,7 @@ concurrency = { max = 5, window_s = 1 }
                 "scripts.\"a\".timeout_s",
             ),
             ("[worker]\nlease_s = inf", "worker.lease_s"),
+            ("[worker]\nlease_s = 0.05", "worker.lease_s"),
         ];
         for (toml, key) in cases {
             let e = load(toml, &[]).unwrap_err().to_string();

@@ -27,32 +27,6 @@ pub fn parse_item(raw: &str) -> Option<(u32, &str)> {
     Some((attempt.parse().ok()?, entry))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::entry::Entry;
-
-    const ID: &str = "01935c1e-7f00-7000-8000-000000000001";
-
-    #[test]
-    fn any_key_survives_the_round_trip() {
-        for ckey in ["", "a b", "x\n1 other key", "nul\0byte", "wake k"] {
-            let entry = Entry::job(ID, ckey);
-            assert_eq!(parse_item(&item(7, &entry)), Some((7, entry.as_str())));
-        }
-        for bad in [
-            "",
-            "7",
-            "x 01935c1e",
-            "7 short",
-            " 7 x",
-            "99999999999 01935c1e-7f00-7000-8000-000000000001",
-        ] {
-            assert_eq!(parse_item(bad), None, "{bad:?}");
-        }
-    }
-}
-
 /// The items of these lease keys, in order, with one pipelined round trip.
 /// A lease still written as one string of lines (by workers from before
 /// leases were lists) is read too, so that its jobs are still recovered and
@@ -111,4 +85,30 @@ async fn read_one<C: redis::aio::ConnectionLike>(
         .query_async(con)
         .await
         .unwrap_or_default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::entry::Entry;
+
+    const ID: &str = "01935c1e-7f00-7000-8000-000000000001";
+
+    #[test]
+    fn any_key_survives_the_round_trip() {
+        for ckey in ["", "a b", "x\n1 other key", "nul\0byte", "wake k"] {
+            let entry = Entry::job(ID, ckey);
+            assert_eq!(parse_item(&item(7, &entry)), Some((7, entry.as_str())));
+        }
+        for bad in [
+            "",
+            "7",
+            "x 01935c1e",
+            "7 short",
+            " 7 x",
+            "99999999999 01935c1e-7f00-7000-8000-000000000001",
+        ] {
+            assert_eq!(parse_item(bad), None, "{bad:?}");
+        }
+    }
 }

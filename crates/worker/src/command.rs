@@ -7,6 +7,7 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::process::Stdio;
+use std::sync::atomic::AtomicI64;
 use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
@@ -27,7 +28,12 @@ pub async fn run(
     ctx: &JobContext,
     timeout: Duration,
     stop: &mut watch::Receiver<Option<Stop>>,
+    deadline: Option<&'static AtomicI64>,
 ) -> Outcome {
+    // Stopped (fenced, cancelled) before it could start: start nothing.
+    if let Some(why) = *stop.borrow() {
+        return Outcome::from_stop(why);
+    }
     let mut cmd = tokio::process::Command::new(&argv[0]);
     cmd.args(&argv[1..])
         .stdin(Stdio::piped())
@@ -42,7 +48,7 @@ pub async fn run(
             ctx.concurrency_key.as_deref().unwrap_or(""),
         )
         .env("SLUICE_ATTEMPT", ctx.attempt.to_string());
-    crate::supervise::install(&mut cmd);
+    crate::supervise::install(&mut cmd, deadline);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
         Err(e) => return Outcome::Err(format!("cannot start {:?}: {e}", argv[0])),
@@ -74,24 +80,31 @@ pub async fn run(
     ));
 
     let status = tokio::select! {
+        // A stop first: when the supervisor's kill and the watchdog's stop
+        // land together, the stop says what it was.
+        biased;
+        why = stopped(stop) => {
+            kill_group();
+            let _ = child.wait().await;
+            return Outcome::from_stop(why);
+        }
         s = child.wait() => s,
         _ = tokio::time::sleep(timeout) => {
             kill_group();
             let _ = child.wait().await;
             return Outcome::Err(format!("timed out after {} s; the process group was killed", timeout.as_secs_f64()));
         }
-        why = stopped(stop) => {
-            kill_group();
-            let _ = child.wait().await;
-            return Outcome::from_stop(why);
-        }
     };
-    kill_group();
+    // The supervisor killed what the command left in its group before it
+    // exited; the group id may be free now, so it is not killed again.
+    group.disarm();
     let out = stdout.await.unwrap_or_default();
     let err = stderr.await.unwrap_or_default();
-    // Killed by its supervisor at the fencing deadline: the attempt may
-    // already be another worker's, so it reports nothing.
-    if crate::fence::passed() && status.as_ref().is_ok_and(|s| s.signal() == Some(9)) {
+    // Killed by its supervisor at the lease's local deadline: the attempt
+    // may already be another worker's, so it reports nothing.
+    let killed = status.as_ref().is_ok_and(|s| s.signal() == Some(9));
+    if *stop.borrow() == Some(Stop::Lost) || (killed && deadline.is_some_and(crate::fence::passed))
+    {
         return Outcome::Lost;
     }
     match status {
@@ -118,6 +131,10 @@ impl Group {
         if let Some(pg) = self.0 {
             let _ = killpg(pg, Signal::SIGKILL);
         }
+        self.disarm();
+    }
+
+    fn disarm(&self) {
         self.1.store(true, std::sync::atomic::Ordering::Relaxed);
     }
 }

@@ -78,6 +78,12 @@ pub async fn run<S: Future<Output = ()> + Send>(
     shutdown: S,
 ) -> Result<()> {
     let concurrency = config.worker.concurrency as usize;
+    // The supervisors' lifeline and shared deadlines, before any command.
+    crate::fence::init()
+        .and_then(|()| crate::supervise::init())
+        .map_err(|e| {
+            sluice_shared::Error::Config(format!("cannot set up command supervision: {e}"))
+        })?;
     let pool = redis_conn::pool(&config.redis_url, 4)?;
     redis_conn::ping(&pool, &config.redis_url).await?;
     scripts().load_all(&mut *pool.get().await?).await?;
@@ -397,23 +403,25 @@ impl Dispatcher {
             .filter(|c| c.len() == 3)
             .map(|c| Admitted::new(text(&c[0]), &text(&c[1]), &text(&c[2])))
             .collect();
-        self.running.add_lease(lease, jobs.len(), deadline);
-        for job in jobs {
-            let attempt = job.attempt;
+        let entries: Vec<(String, u32)> =
+            jobs.iter().map(|j| (j.entry.clone(), j.attempt)).collect();
+        let started = self
+            .running
+            .admit(lease, deadline, crate::fence::now_ns(), &entries);
+        for (job, started) in jobs.into_iter().zip(started) {
             ::metrics::counter!(metrics::STARTED, "path" => job.path.clone()).increment(1);
             if job.kind != "flow" {
                 let queued_ms = job.started - job.ready_at;
                 ::metrics::histogram!(metrics::QUEUE_SECONDS)
                     .record(queued_ms.max(0) as f64 / 1000.0);
             }
-            let stop = self.running.insert(job.entry.clone(), attempt, lease);
             let lease = lease.clone();
             let shared = self.shared.clone();
             let acks = self.acks.clone();
             let backoff_ms = crate::execute::settings(&shared.config, &job).2;
             let (running, freed) = (self.running.clone(), self.freed.clone());
             tokio::spawn(async move {
-                let outcome = execute(&shared, &job, stop).await;
+                let outcome = execute(&shared, &job, started).await;
                 let counter = match &outcome {
                     Outcome::Ok(_) => Some(metrics::SUCCEEDED),
                     Outcome::Err(_) => Some(metrics::FAILED),

@@ -9,7 +9,6 @@ use serde_json::Value;
 use sluice_shared::entry::Entry;
 use sluice_shared::job::{Spec, State};
 use sluice_shared::Config;
-use tokio::sync::watch;
 use tracing::Instrument;
 
 use crate::command;
@@ -141,8 +140,9 @@ pub fn settings<'a>(
 pub async fn execute(
     shared: &crate::dispatch::Shared,
     job: &Admitted,
-    mut stop: watch::Receiver<Option<Stop>>,
+    started: crate::running::Started,
 ) -> Outcome {
+    let (mut stop, deadline) = (started.stop, started.deadline);
     let (config, handlers) = (&*shared.config, &*shared.handlers);
     let span = tracing::info_span!("job", id = %job.id, path = %job.path, key = %job.ckey, attempt = job.attempt);
     async {
@@ -179,7 +179,7 @@ pub async fn execute(
                 why = command::stopped(&mut stop) => Outcome::from_stop(why),
             }
         } else if let Some(argv) = command {
-            Box::pin(command::run(argv, &ctx, timeout, &mut stop)).await
+            Box::pin(command::run(argv, &ctx, timeout, &mut stop, deadline)).await
         } else {
             Outcome::Err(format!(
                 "no handler is registered and no command is configured for path {:?} on this worker",

@@ -13,8 +13,9 @@ use crate::fence;
 use crate::running::{Running, Stop};
 
 pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duration) {
-    // Often enough to survive two missed renewals before the local deadline,
-    // and to see a cancel request within two seconds.
+    // Every third of the lease (the deadline is at four fifths of it, or
+    // less the 2 s margin): a late or lost renewal is survived; and a cancel
+    // request is seen within two seconds.
     let every = (lease / 3).min(Duration::from_secs(2));
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -29,7 +30,11 @@ pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duratio
         let sent = fence::now_ns();
         match renew(&pool, &keys, &held, &leases, lease).await {
             Ok((lost, cancel)) => {
-                running.renewed(&leases, fence::deadline_after(sent, lease));
+                let late =
+                    running.renewed(&leases, fence::deadline_after(sent, lease), fence::now_ns());
+                if late > 0 {
+                    tracing::error!(leases = late, "a lease renewal came back after the local deadline: stopping those attempts");
+                }
                 ::metrics::counter!(crate::metrics::RENEWALS).increment(held.len() as u64);
                 // An execution that ended after the snapshot reads as lost
                 // here; only one still running is.
@@ -62,11 +67,11 @@ pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duratio
 pub async fn watchdog(running: Running) {
     loop {
         let now = fence::now_ns();
-        let (stopped, next) = running.fence_expired(now);
-        if stopped > 0 {
-            ::metrics::counter!(crate::metrics::LEASES_LOST).increment(stopped as u64);
+        let (fenced, next) = running.fence_expired(now);
+        if fenced > 0 {
+            ::metrics::counter!(crate::metrics::LEASES_LOST).increment(fenced as u64);
             tracing::error!(
-                stopped,
+                leases = fenced,
                 "no lease renewal reached Redis in time: stopping those attempts before another worker may take them over"
             );
         }

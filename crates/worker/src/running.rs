@@ -1,12 +1,13 @@
 //! The executions a worker holds, shared by the dispatcher (which starts and
-//! acknowledges them) and the lease renewer (which may have to stop them).
-//! Each lease has a local deadline (fence.rs); the earliest one is published
-//! to the supervisors whenever it changes.
+//! acknowledges them), the lease renewer and the watchdog (which may have to
+//! stop them). Each lease has a local fencing deadline (fence.rs), kept in a
+//! slot its commands' supervisors watch too.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::watch;
+use tokio::sync::{watch, Notify};
 
 use crate::fence;
 
@@ -28,10 +29,17 @@ pub struct Execution {
     pub lease: Arc<str>,
 }
 
+/// What an admitted execution gets: its stop signal, and its lease's shared
+/// deadline (for the command's supervisor), when there is a slot for it.
+pub struct Started {
+    pub stop: watch::Receiver<Option<Stop>>,
+    pub deadline: Option<&'static AtomicI64>,
+}
+
 /// Executions keyed by queue entry, and the lease keys they were admitted
 /// under with how many of their executions have not been reported yet.
 #[derive(Clone, Default)]
-pub struct Running(Arc<Mutex<Inner>>, Arc<tokio::sync::Notify>);
+pub struct Running(Arc<Mutex<Inner>>, Arc<Notify>);
 
 #[derive(Default)]
 struct Inner {
@@ -41,98 +49,120 @@ struct Inner {
 
 /// A lease key's executions not yet reported, and whether one of them was
 /// lost: such a lease is never ended by this worker, so that recovery looks
-/// at its jobs once it expires. `deadline` is its local fencing deadline
-/// (fence.rs), `fence::NONE` once fenced.
+/// at its jobs once it expires. A fenced lease is lost as a whole: it is no
+/// longer renewed, and its slot keeps the deadline that passed.
 struct Lease {
     open: usize,
     lost: bool,
+    fenced: bool,
     deadline: i64,
+    slot: Option<fence::Slot>,
 }
 
 impl Running {
-    /// Counts `n` executions under `lease`, all of them before any starts:
-    /// one that ends at once must not see the lease as finished. `deadline`
-    /// is its local fencing deadline: the admitting call's send time plus
-    /// the lease, less the margin.
-    pub fn add_lease(&self, lease: &Arc<str>, n: usize, deadline: i64) {
+    /// Registers the executions one admission call gave this worker, all
+    /// under one lock, before any starts: one that ends at once must not see
+    /// the lease as finished, and the watchdog must not fence the lease
+    /// between its registration and its executions'. `deadline` is the
+    /// admitting call's send time plus the lease, less the margin; if it has
+    /// passed already, the executions are stopped before they start.
+    pub fn admit(
+        &self,
+        lease: &Arc<str>,
+        deadline: i64,
+        now: i64,
+        jobs: &[(String, u32)],
+    ) -> Vec<Started> {
         // A turn that admitted nothing wrote no lease: nothing to renew.
-        if n == 0 {
-            return;
+        if jobs.is_empty() {
+            return vec![];
         }
         let mut inner = self.0.lock().unwrap();
-        let l = inner.leases.entry(lease.clone()).or_insert(Lease {
+        let late = deadline <= now;
+        let l = inner.leases.entry(lease.clone()).or_insert_with(|| Lease {
             open: 0,
-            lost: false,
+            lost: late,
+            fenced: late,
             deadline,
+            slot: fence::Slot::take(deadline),
         });
-        l.open += n;
-        inner.publish();
+        l.open += jobs.len();
+        let cell = l.slot.as_ref().map(fence::Slot::cell);
+        let stopped = l.fenced;
+        let mut out = Vec::with_capacity(jobs.len());
+        for (entry, attempt) in jobs {
+            let (tx, rx) = watch::channel(stopped.then_some(Stop::Lost));
+            inner.executions.insert(
+                entry.clone(),
+                Execution {
+                    attempt: *attempt,
+                    stop: tx,
+                    lease: lease.clone(),
+                },
+            );
+            out.push(Started {
+                stop: rx,
+                deadline: cell,
+            });
+        }
+        drop(inner);
         // The watchdog sleeps until the earliest deadline it knew of.
         self.1.notify_one();
+        out
     }
 
     /// Resolves after a lease was added (or at once if one was added since
-    /// the last call): the watchdog's wake-up when it had no deadline.
+    /// the last call): the watchdog's wake-up.
     pub async fn lease_added(&self) {
         self.1.notified().await
     }
 
-    pub fn insert(
-        &self,
-        entry: String,
-        attempt: u32,
-        lease: &Arc<str>,
-    ) -> watch::Receiver<Option<Stop>> {
-        let (tx, rx) = watch::channel(None);
-        self.0.lock().unwrap().executions.insert(
-            entry,
-            Execution {
-                attempt,
-                stop: tx,
-                lease: lease.clone(),
-            },
-        );
-        rx
-    }
-
-    /// A renewal sent at `sent_ns` succeeded for these leases: their local
-    /// deadlines move on. A lease already fenced stays fenced.
-    pub fn renewed(&self, leases: &[String], deadline: i64) {
+    /// A renewal that covered these leases succeeded: their deadlines move
+    /// on to `deadline`. One whose deadline passed before the reply came is
+    /// fenced instead: its supervisors may already have killed its commands.
+    pub fn renewed(&self, leases: &[String], deadline: i64, now: i64) -> usize {
         let mut inner = self.0.lock().unwrap();
+        let mut fenced: Vec<Arc<str>> = Vec::new();
         for name in leases {
             if let Some(l) = inner.leases.get_mut(name.as_str()) {
-                if l.deadline != fence::NONE {
-                    l.deadline = l.deadline.max(deadline);
+                if l.fenced {
+                    continue;
+                }
+                if l.deadline <= now {
+                    fence_lease(l);
+                    fenced.push(name.as_str().into());
+                } else if deadline > l.deadline {
+                    l.deadline = deadline;
+                    if let Some(s) = &l.slot {
+                        s.set(deadline);
+                    }
                 }
             }
         }
-        inner.publish();
+        inner.stop_leases(&fenced)
     }
 
-    /// Stops, as lost, every execution of a lease whose local deadline is
-    /// at or before `now`: Redis may already have given its jobs to another
-    /// worker. Returns how many executions were stopped, and the earliest
-    /// deadline still ahead (`fence::NONE` for none).
+    /// Fences every lease whose local deadline is at or before `now`: Redis
+    /// may already have given its jobs to another worker, so its executions
+    /// are stopped as lost. Returns how many leases were fenced, and the
+    /// earliest deadline still ahead (`fence::NONE` for none).
     pub fn fence_expired(&self, now: i64) -> (usize, i64) {
         let mut inner = self.0.lock().unwrap();
         let mut fenced: Vec<Arc<str>> = Vec::new();
+        let mut next = fence::NONE;
         for (name, l) in inner.leases.iter_mut() {
+            if l.fenced {
+                continue;
+            }
             if l.deadline <= now {
-                l.deadline = fence::NONE;
-                l.lost = true;
+                fence_lease(l);
                 fenced.push(name.clone());
+            } else {
+                next = next.min(l.deadline);
             }
         }
-        let mut stopped = 0;
-        if !fenced.is_empty() {
-            for x in inner.executions.values() {
-                if fenced.contains(&x.lease) {
-                    x.stop.send_replace(Some(Stop::Lost));
-                    stopped += 1;
-                }
-            }
-        }
-        (stopped, inner.publish())
+        inner.stop_leases(&fenced);
+        (fenced.len(), next)
     }
 
     /// Forgets `attempt` of `entry`; a newer attempt of the same job that
@@ -158,8 +188,9 @@ impl Running {
             return false;
         }
         let lost = l.lost;
+        // Its slot goes back to the pool: every command under it has ended,
+        // and with it its supervisor.
         inner.leases.remove(lease);
-        inner.publish();
         !lost
     }
 
@@ -171,7 +202,8 @@ impl Running {
         self.len() == 0
     }
 
-    /// (entry, attempt) of every execution, and the lease keys held, for renewal.
+    /// (entry, attempt) of every execution, and the lease keys to renew
+    /// (fenced ones are not: they are left to expire and be recovered).
     pub fn snapshot(&self) -> (Vec<(String, u32)>, Vec<String>) {
         let inner = self.0.lock().unwrap();
         (
@@ -180,7 +212,12 @@ impl Running {
                 .iter()
                 .map(|(e, x)| (e.clone(), x.attempt))
                 .collect(),
-            inner.leases.keys().map(|k| k.to_string()).collect(),
+            inner
+                .leases
+                .iter()
+                .filter(|(_, l)| !l.fenced)
+                .map(|(k, _)| k.to_string())
+                .collect(),
         )
     }
 
@@ -203,18 +240,25 @@ impl Running {
     }
 }
 
+/// Marks a lease fenced; its slot keeps the deadline that passed, so its
+/// supervisors and its commands see it as passed.
+fn fence_lease(l: &mut Lease) {
+    l.fenced = true;
+    l.lost = true;
+}
+
 impl Inner {
-    /// Publishes the earliest local deadline to the supervisors, and
-    /// returns it.
-    fn publish(&self) -> i64 {
-        let earliest = self
-            .leases
-            .values()
-            .map(|l| l.deadline)
-            .min()
-            .unwrap_or(fence::NONE);
-        fence::shared().store(earliest, std::sync::atomic::Ordering::SeqCst);
-        earliest
+    /// Stops, as lost, every execution of these leases; returns how many
+    /// leases there were.
+    fn stop_leases(&self, leases: &[Arc<str>]) -> usize {
+        if !leases.is_empty() {
+            for x in self.executions.values() {
+                if leases.contains(&x.lease) {
+                    x.stop.send_replace(Some(Stop::Lost));
+                }
+            }
+        }
+        leases.len()
     }
 }
 
@@ -222,15 +266,19 @@ impl Inner {
 mod tests {
     use super::*;
 
+    fn jobs(names: &[&str]) -> Vec<(String, u32)> {
+        names.iter().map(|n| (n.to_string(), 1)).collect()
+    }
+
     #[test]
     fn a_lease_ends_once_all_its_executions_are_done_and_none_was_lost() {
         let running = Running::default();
         let (a, b): (Arc<str>, Arc<str>) = ("{p}:lease:w:1".into(), "{p}:lease:w:2".into());
         // A turn that admitted nothing leaves nothing to renew.
-        running.add_lease(&a, 0, 10);
+        running.admit(&a, 10, 0, &[]);
         assert!(running.snapshot().1.is_empty());
-        running.add_lease(&a, 2, 10);
-        running.add_lease(&b, 1, 10);
+        running.admit(&a, 10, 0, &jobs(&["x", "y"]));
+        running.admit(&b, 10, 0, &jobs(&["z"]));
         assert!(!running.lease_done(&a, false));
         assert!(running.lease_done(&a, false));
         // A lost execution keeps its lease for recovery to find.
@@ -242,23 +290,31 @@ mod tests {
     fn a_lease_past_its_local_deadline_stops_its_executions_only() {
         let running = Running::default();
         let (a, b): (Arc<str>, Arc<str>) = ("{p}:lease:w:1".into(), "{p}:lease:w:2".into());
-        running.add_lease(&a, 1, 100);
-        running.add_lease(&b, 1, 200);
-        let ra = running.insert("ja".into(), 1, &a);
-        let rb = running.insert("jb".into(), 1, &b);
-        assert_eq!(
-            fence::shared().load(std::sync::atomic::Ordering::SeqCst),
-            100
-        );
-        // A renewal moves both on; then time passes a's deadline only.
-        running.renewed(&["{p}:lease:w:1".to_string()], 150);
+        let ra = running.admit(&a, 100, 0, &jobs(&["ja"])).remove(0);
+        let rb = running.admit(&b, 200, 0, &jobs(&["jb"])).remove(0);
+        // A renewal moves a on; then time passes a's deadline only.
+        assert_eq!(running.renewed(&["{p}:lease:w:1".to_string()], 150, 50), 0);
         assert_eq!(running.fence_expired(149), (0, 150));
         assert_eq!(running.fence_expired(150), (1, 200));
-        assert_eq!(*ra.borrow(), Some(Stop::Lost));
-        assert_eq!(*rb.borrow(), None);
-        // A fenced lease is never renewed back to life, and never ended.
-        running.renewed(&["{p}:lease:w:1".to_string()], 500);
-        assert_eq!(running.fence_expired(300), (1, fence::NONE));
+        assert_eq!(*ra.stop.borrow(), Some(Stop::Lost));
+        assert_eq!(*rb.stop.borrow(), None);
+        // A fenced lease is not renewed back to life, nor renewed at all,
+        // and never ended.
+        assert_eq!(running.renewed(&["{p}:lease:w:1".to_string()], 500, 160), 0);
+        assert_eq!(running.snapshot().1, vec!["{p}:lease:w:2".to_string()]);
         assert!(!running.lease_done(&a, false));
+        // A renewal whose reply comes after the deadline fences, not extends.
+        assert_eq!(running.renewed(&["{p}:lease:w:2".to_string()], 900, 200), 1);
+        assert_eq!(*rb.stop.borrow(), Some(Stop::Lost));
+        assert_eq!(running.fence_expired(300), (0, fence::NONE));
+    }
+
+    #[test]
+    fn jobs_admitted_after_their_deadline_never_start() {
+        let running = Running::default();
+        let a: Arc<str> = "{p}:lease:w:1".into();
+        let started = running.admit(&a, 100, 100, &jobs(&["x"]));
+        assert_eq!(*started[0].stop.borrow(), Some(Stop::Lost));
+        assert!(running.snapshot().1.is_empty());
     }
 }
