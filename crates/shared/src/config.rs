@@ -391,13 +391,14 @@ impl Config {
                 ));
             }
             for i in 0..f.steps.len() {
-                self.validate_step(&at, i, &f.steps)?;
+                self.validate_step(&at, i, f)?;
             }
         }
         Ok(())
     }
 
-    fn validate_step(&self, flow_at: &str, i: usize, steps: &[StepConfig]) -> Result<()> {
+    fn validate_step(&self, flow_at: &str, i: usize, flow: &FlowConfig) -> Result<()> {
+        let steps = &flow.steps;
         use crate::flow::Root;
         let bad = |setting: &str, reason: String| Error::Config(format!("{setting}: {reason}"));
         let step = &steps[i];
@@ -441,6 +442,27 @@ impl Config {
         }
         if let Some(l) = &step.concurrency {
             l.to_limit(&format!("{at}.concurrency"))?;
+        }
+        // A step whose fixed key is its flow's fixed key would wait for the
+        // slot its own run holds until it ends. (Keys that depend on args
+        // are checked at enqueue and when the run plans the step.)
+        let flow_key = flow.concurrency.as_ref().and_then(|l| l.key.as_deref());
+        let step_limit = match &step.script {
+            Some(s) => self.scripts.get(s).and_then(|s| s.concurrency.as_ref()),
+            None => step.concurrency.as_ref(),
+        };
+        let step_key = step_limit.and_then(|l| l.key.as_deref());
+        if let (Some(f), Some(k)) = (flow_key, step_key) {
+            let (f, k) = (KeyTemplate::parse(f)?, KeyTemplate::parse(k)?);
+            if f.as_static().is_some() && f.as_static() == k.as_static() {
+                return Err(bad(
+                    &at,
+                    format!(
+                        "its concurrency key {:?} is its flow's own: the run holds that slot until it ends, so the step would wait for ever",
+                        f.source()
+                    ),
+                ));
+            }
         }
         if !(1..=MAX_BATCH).contains(&step.parallelism) {
             return Err(bad(

@@ -213,6 +213,15 @@ pub struct Spec {
     pub args: Value,
 }
 
+impl Spec {
+    /// The fields before `args`, read as the scripts read them (spec_of in
+    /// records.lua): what is left of a spec whose args cannot be parsed.
+    pub fn head_of(raw: &str) -> Option<Spec> {
+        let cut = raw.find(",\"args\":")?;
+        serde_json::from_str(&format!("{}}}", &raw[..cut])).ok()
+    }
+}
+
 pub use crate::state::State;
 
 /// A job ready to be written by enqueue.lua: validated, its key resolved and
@@ -272,7 +281,9 @@ impl NewJob {
             let limit = stamped_limit(&flow.concurrency, &at)?;
             let default_key = format!("{}/flow/{}", req.workspace, req.path);
             // A flow's driver is not retried: a failed step already had its retries.
-            return NewJob::new(req, limit, default_key, 1, JobKind::Flow, None);
+            let job = NewJob::new(req, limit, default_key, 1, JobKind::Flow, None)?;
+            check_steps_at_enqueue(config, &req.path, flow, &job, &req.args)?;
+            return Ok(job);
         }
         let script = config
             .scripts
@@ -456,6 +467,68 @@ impl NewJob {
     pub fn entry(&self) -> String {
         Entry::job(&self.id, &self.ckey)
     }
+}
+
+/// Plans, at enqueue, the key of every step of a flow whose args the flow's
+/// input alone decides (no args template, or one that names only
+/// `$flow_input`), so that a key naming a missing argument, a bad key, or a
+/// step key equal to the flow's own is refused before anything is written. Steps that depend on
+/// earlier results are checked when the run plans them, and fail the run.
+fn check_steps_at_enqueue(
+    config: &Config,
+    path: &str,
+    flow: &crate::config::FlowConfig,
+    run: &NewJob,
+    input: &Value,
+) -> Result<()> {
+    use crate::flow::{fill, parse, references, Root, Scope};
+    let none = |_: &str| None;
+    for step in flow.steps.iter().filter(|s| s.for_each.is_none()) {
+        let args = match &step.args {
+            None => input.clone(),
+            Some(t) => {
+                let mut refs = Vec::new();
+                references(t, &mut refs);
+                let input_only = refs
+                    .iter()
+                    .all(|r| matches!(parse(r), Some((Root::FlowInput, _)) | None));
+                if !input_only {
+                    continue;
+                }
+                let scope = Scope {
+                    flow_input: input,
+                    result: &none,
+                    previous_step: None,
+                    item: None,
+                };
+                // An args reference that does not resolve fails the run when
+                // it plans the step, naming it; only keys are checked here.
+                match fill(t, &scope) {
+                    Ok(args) => args,
+                    Err(_) => continue,
+                }
+            }
+        };
+        let of = StepOf {
+            flow_id: run.id.clone(),
+            flow_path: path.to_string(),
+            step: step.id.clone(),
+            iter: None,
+        };
+        let at = || format!("flow {path:?} step {}", step.id);
+        let child = NewJob::step(config, of, &run.workspace, args)
+            .map_err(|e| Error::invalid(at(), e.to_string()))?;
+        if !child.ckey.is_empty() && child.ckey == run.ckey {
+            return Err(Error::invalid(
+                at(),
+                format!(
+                    "its concurrency key {:?} is the flow's own, which the run holds until it ends: it would wait for ever",
+                    child.ckey
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The most bytes a job's args take as JSON: 1 MiB.

@@ -85,8 +85,11 @@ impl Admitted {
                 s,
                 Some("corrupt job record: args are not a JSON object".to_string()),
             ),
+            // Its head (every field before args, as the scripts read it)
+            // may still name the flow it is a step of, which must hear of
+            // the failure.
             Err(e) => (
-                Spec::default(),
+                Spec::head_of(spec).unwrap_or_default(),
                 Some(format!("corrupt job record: spec is not valid JSON: {e}")),
             ),
         };

@@ -118,7 +118,10 @@ async fn plan(
                 Ok(a) => a,
                 Err(reason) => return Ok(Outcome::Err(reason)),
             };
-            let child = new_step(config, job, step, None, args)?;
+            let child = match new_step(config, job, step, None, args) {
+                Ok(c) => c,
+                Err(reason) => return Ok(Outcome::Err(reason)),
+            };
             return park(&mut d, job, i, None, 0, vec![child]).await;
         };
         // A for-each step: its elements are stored once, one field each, so
@@ -208,7 +211,10 @@ async fn plan(
                     Ok(a) => a,
                     Err(reason) => return Ok(Outcome::Err(reason)),
                 };
-                children.push(new_step(config, job, step, Some(k), args)?);
+                match new_step(config, job, step, Some(k), args) {
+                    Ok(c) => children.push(c),
+                    Err(reason) => return Ok(Outcome::Err(reason)),
+                }
             }
         }
         return park(&mut d, job, i, Some(n), next + start, children).await;
@@ -264,20 +270,37 @@ fn step_args(
     Ok(args)
 }
 
+/// A step's job. A step that cannot be planned (its key template names an
+/// argument its args lack, renders a bad key, or its args are too large) is
+/// an error naming the step, which fails the run: driving it again would
+/// meet the same error. So is a step whose key is the flow's own: the run
+/// holds that key's slot until it ends, so the step would wait for ever.
 fn new_step(
     config: &Config,
     job: &Admitted,
     step: &StepConfig,
     iter: Option<usize>,
     args: Value,
-) -> Result<NewJob> {
+) -> std::result::Result<NewJob, String> {
+    let label = match iter {
+        Some(k) => format!("{}[{k}]", step.id),
+        None => step.id.clone(),
+    };
     let of = StepOf {
         flow_id: job.id.clone(),
         flow_path: job.path.clone(),
         step: step.id.clone(),
         iter,
     };
-    NewJob::step(config, of, &job.workspace, args)
+    let child =
+        NewJob::step(config, of, &job.workspace, args).map_err(|e| format!("step {label}: {e}"))?;
+    if !child.ckey.is_empty() && child.ckey == job.ckey {
+        return Err(format!(
+            "step {label}: its concurrency key {:?} is the flow's own, which the run holds until it ends",
+            child.ckey
+        ));
+    }
+    Ok(child)
 }
 
 /// Starts `children` and parks the flow at step `i`, atomically (drive.lua).

@@ -1,0 +1,364 @@
+//! The bad-input matrix: hostile values through the command line, the
+//! library, config files, the environment, batch files, args and keys, and
+//! records damaged in Redis. Each is refused with an error that names the
+//! fault (exit 3 for the command line) and leaves nothing in Redis; a
+//! damaged record fails its job with a reason, tells its flow, frees its
+//! slot, and the worker goes on serving.
+
+use sluice_producer::JobRequest;
+use sluice_tests::*;
+
+const CONFIG: &str = r#"
+[scripts."f/ok"]
+command = ["sh", "-c", "cat"]
+
+[scripts."f/keyed"]
+command = ["sh", "-c", "cat"]
+concurrency = { max = 1, window_s = 0, key = "$args[t]" }
+
+[flows."f/flow"]
+concurrency = { max = 1, key = "run/$args[t]" }
+[[flows."f/flow".steps]]
+id = "call"
+script = "f/keyed"
+
+[flows."f/same"]
+concurrency = { max = 1, key = "$args[t]" }
+[[flows."f/same".steps]]
+id = "call"
+script = "f/keyed"
+"#;
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).to_string()
+}
+
+fn namespace_keys(env: &TestEnv) -> Vec<String> {
+    redis::cmd("KEYS")
+        .arg(env.key("*"))
+        .query(&mut env.redis())
+        .unwrap()
+}
+
+fn nested(depth: usize) -> String {
+    format!("{}1{}", "{\"a\":".repeat(depth), "}".repeat(depth))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_command_line_refuses_hostile_input_naming_it_and_writes_nothing() {
+    let env = TestEnv::new(CONFIG);
+    // Too long for one argv string (128 KiB on Linux): they go in batches.
+    let big_key = format!(
+        "{{\"path\":\"f/keyed\",\"args\":{{\"t\":\"{}\"}}}}\n",
+        "k".repeat(4 << 20)
+    );
+    let big_args = format!(
+        "{{\"path\":\"f/ok\",\"args\":{{\"blob\":\"{}\"}}}}\n",
+        "x".repeat(2 << 20)
+    );
+    let deep = nested(100);
+    let long_ws = "w".repeat(200);
+    let cases: Vec<(Vec<&str>, Option<&str>, &str)> = vec![
+        (
+            vec!["enqueue", "f/ok", "--args", "{nope"],
+            None,
+            "malformed JSON",
+        ),
+        (
+            vec!["enqueue", "f/ok", "--args", "[1]"],
+            None,
+            "must be a JSON object",
+        ),
+        (
+            vec!["enqueue", "f/ok", "--args", "\"s\""],
+            None,
+            "must be a JSON object",
+        ),
+        (vec!["enqueue", "f/missing"], None, "f/missing"),
+        (vec!["enqueue", ""], None, "unknown path"),
+        (vec!["enqueue", "f/keyed"], None, "`t`"),
+        (
+            vec!["enqueue", "f/keyed", "--args", r#"{"t":""}"#],
+            None,
+            "empty key (from argument `t`)",
+        ),
+        (
+            vec!["enqueue", "f/keyed", "--args", r#"{"t":"acme\nbeta"}"#],
+            None,
+            "`t` holds a control character (U+000A)",
+        ),
+        (
+            vec!["enqueue", "f/keyed", "--args", r#"{"t":"a\u0000b"}"#],
+            None,
+            "`t` holds a control character (U+0000)",
+        ),
+        (
+            vec!["enqueue", "--batch", "-"],
+            Some(&big_key),
+            "more than 512",
+        ),
+        (
+            vec!["enqueue", "--batch", "-"],
+            Some(&big_args),
+            "more than 1048576",
+        ),
+        (
+            vec!["enqueue", "f/ok", "--args", &deep],
+            None,
+            "nested more than 64",
+        ),
+        (
+            vec!["enqueue", "f/ok", "--workspace", ""],
+            None,
+            "workspace",
+        ),
+        (
+            vec!["enqueue", "f/ok", "--workspace", "a\tb"],
+            None,
+            "workspace",
+        ),
+        (
+            vec!["enqueue", "f/ok", "--workspace", &long_ws],
+            None,
+            "workspace",
+        ),
+        (
+            vec!["enqueue", "f/ok", "--delay-s", "-1"],
+            None,
+            "--delay-s",
+        ),
+        (
+            vec!["enqueue", "f/ok", "--delay-s", "1e300"],
+            None,
+            "--delay-s",
+        ),
+        (vec!["enqueue", "f/flow"], None, "`t`"),
+        (
+            vec!["enqueue", "f/same", "--args", r#"{"t":"x"}"#],
+            None,
+            "the flow's own",
+        ),
+        (
+            vec!["enqueue", "--batch", "-"],
+            Some("{\"path\":\"f/ok\",\"arg\":{}}\n"),
+            "unknown field \"arg\"",
+        ),
+        (
+            vec!["enqueue", "--batch", "-"],
+            Some("{\"path\":\"f/ok\"}\n{\"path\":\"f/ok\",\"delay\":5}\n"),
+            "line 2: unknown field \"delay\"",
+        ),
+        (
+            vec!["enqueue", "--batch", "-"],
+            Some("{\"path\":\"f/ok\",\"delay_s\":\"x\"}\n"),
+            "delay_s",
+        ),
+        (
+            vec!["enqueue", "--batch", "-"],
+            Some("[1]\n"),
+            "line 1: must be a JSON object",
+        ),
+        (
+            vec!["enqueue", "--batch", "-"],
+            Some("\n\n"),
+            "holds no job",
+        ),
+        (
+            vec!["enqueue", "--batch", "-"],
+            Some("{\"path\":\"f/ok\"}\n{\"path\":\"f/keyed\",\"args\":{\"t\":\"a\\nb\"}}\n"),
+            "line 2",
+        ),
+        (
+            vec!["enqueue", "--batch", "-"],
+            Some("{\"path\":\"f/ok\",\"workspace\":7}\n"),
+            "workspace",
+        ),
+        (
+            vec!["enqueue", "--batch", "/nonexistent/jobs.jsonl"],
+            None,
+            "/nonexistent/jobs.jsonl",
+        ),
+        (
+            vec!["status", "01a213e6-0000-7000-8000-000000000000"],
+            None,
+            "not found",
+        ),
+    ];
+    for (args, stdin, needle) in &cases {
+        let out = env.sluice(args, *stdin);
+        let err = text(&out.stderr);
+        let shown: Vec<String> = args.iter().map(|a| a.chars().take(60).collect()).collect();
+        assert_eq!(
+            out.status.code(),
+            Some(3),
+            "{shown:?} should fail with 3: {err}"
+        );
+        assert!(
+            err.contains(needle),
+            "{shown:?}: {err:?} should say {needle:?}"
+        );
+        assert!(
+            namespace_keys(&env).is_empty(),
+            "{shown:?} left keys behind: {:?}",
+            namespace_keys(&env)
+        );
+    }
+}
+
+#[test]
+fn bad_configs_are_refused_naming_the_setting() {
+    // (config body, environment, what the error must name)
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
+        ("[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 2, windows_s = 60 }", &[], "windows_s"),
+        ("[scripts.\"a\"]\ncomand = [\"true\"]", &[], "comand"),
+        ("[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 1.5 }", &[], "max"),
+        ("[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = \"2\" }", &[], "max"),
+        ("[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 1, window_s = 1e300 }", &[], "window_s"),
+        ("[worker]\nlease_s = 0.01", &[], "worker.lease_s"),
+        ("", &[("SLUICE_WORKER__CONCURENCY", "4")], "concurency"),
+        (
+            "[scripts.\"s\"]\ncommand = [\"true\"]\nconcurrency = { max = 1, key = \"one\" }\n[flows.\"f\"]\nconcurrency = { max = 1, key = \"one\" }\n[[flows.\"f\".steps]]\nid = \"x\"\nscript = \"s\"",
+            &[],
+            "its flow's own",
+        ),
+    ];
+    for (body, env, needle) in cases {
+        let t = TestEnv::new(body);
+        let out = std::process::Command::new(bin("sluice"))
+            .arg("--config")
+            .arg(&t.config_path)
+            .args(["enqueue", "a"])
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(3), "{body:?}: {err}");
+        assert!(
+            err.contains(needle),
+            "{body:?}: {err:?} should name {needle:?}"
+        );
+        // The worker refuses it the same way, before touching Redis.
+        let out = std::process::Command::new(bin("sluice-worker"))
+            .arg("--config")
+            .arg(&t.config_path)
+            .envs(env.iter().copied())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(3), "{body:?}");
+        assert!(namespace_keys(&t).is_empty());
+    }
+    // A URL's password never shows in an error.
+    let dir = std::env::temp_dir().join(format!("sluice-cfg-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = write_file(&dir, "s.toml", "redis_url = \"nope://u:hunter2@h:1\"\n");
+    let out = std::process::Command::new(bin("sluice"))
+        .arg("--config")
+        .arg(&cfg)
+        .arg("wait")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("redis_url") && !err.contains("hunter2"),
+        "{err}"
+    );
+    // No config file at all: said so.
+    let out = std::process::Command::new(bin("sluice"))
+        .current_dir(&dir)
+        .env_remove("SLUICE_CONFIG")
+        .arg("wait")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("no config file"),
+        "{}",
+        text(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_library_refuses_what_the_command_line_cannot_even_send() {
+    let env = TestEnv::new(CONFIG);
+    let client = env.client().await;
+    // Deeper than serde_json itself would parse: built in code.
+    let mut deep = json!(1);
+    for _ in 0..200 {
+        deep = json!({ "a": deep });
+    }
+    let cases = [
+        (JobRequest::new("f/ok", deep), "nested more than 64"),
+        (
+            JobRequest::new("f/ok", json!(null)),
+            "must be a JSON object",
+        ),
+        (
+            JobRequest::new("f/keyed", json!({"t": {"k": "a\u{7f}"}})),
+            "control character",
+        ),
+        (
+            JobRequest::new("f/keyed", json!({"t": "x\u{85}y"})),
+            "control character",
+        ),
+    ];
+    for (req, needle) in cases {
+        let e = client.enqueue(req).await.unwrap_err().to_string();
+        assert!(e.contains(needle), "{e:?} should say {needle:?}");
+    }
+    // In a batch, the bad request is named by its place, and nothing lands.
+    let reqs = vec![
+        JobRequest::new("f/ok", json!({})),
+        JobRequest::new("f/keyed", json!({"t": ""})),
+    ];
+    let e = client.enqueue_batch(&reqs).await.unwrap_err().to_string();
+    assert!(e.contains("job #2") && e.contains("empty key"), "{e}");
+    assert!(namespace_keys(&env).is_empty());
+}
+
+/// A batch that Redis stops taking part way (here: out of memory) reports
+/// the ids of the jobs it did write, which are real and run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_that_fails_part_way_names_what_it_wrote() {
+    let env = TestEnv::new(CONFIG);
+    let client = env.client().await;
+    client
+        .enqueue(JobRequest::new("f/ok", json!({})))
+        .await
+        .unwrap();
+    let mut r = env.redis();
+    let info: String = redis::cmd("INFO").arg("memory").query(&mut r).unwrap();
+    let used: u64 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:"))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    // Room for the first call of 250 jobs to start, not for the second.
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(used + 1_500_000)
+        .query(&mut r)
+        .unwrap();
+    let blob = "x".repeat(4000);
+    let reqs: Vec<JobRequest> = (0..600)
+        .map(|_| JobRequest::new("f/ok", json!({ "blob": blob })))
+        .collect();
+    let e = client.enqueue_batch(&reqs).await.unwrap_err();
+    let _: () = redis::cmd("CONFIG")
+        .arg("SET")
+        .arg("maxmemory")
+        .arg(0)
+        .query(&mut r)
+        .unwrap();
+    let sluice_producer::Error::PartlyEnqueued { written, .. } = &e else {
+        panic!("expected a partial batch, got {e}");
+    };
+    assert_eq!(written.len(), 250, "{e}");
+    let jobs = client.jobs(written).await.unwrap();
+    assert!(jobs.iter().all(|j| j.is_some()));
+    assert!(e.to_string().contains("only the first 250 jobs"), "{e}");
+}
