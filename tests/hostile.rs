@@ -362,3 +362,124 @@ async fn a_batch_that_fails_part_way_names_what_it_wrote() {
     assert!(jobs.iter().all(|j| j.is_some()));
     assert!(e.to_string().contains("only the first 250 jobs"), "{e}");
 }
+
+const FLOWS: &str = r#"
+[worker]
+concurrency = 4
+
+[scripts."f/keyed"]
+command = ["sh", "-c", "cat"]
+concurrency = { max = 1, window_s = 0, key = "$args[t]" }
+
+[scripts."f/hold"]
+command = ["sh", "-c", "sleep 1; cat"]
+concurrency = { max = 1, window_s = 0, key = "$args[t]" }
+
+[flows."f/missing"]
+concurrency = { max = 1 }
+[[flows."f/missing".steps]]
+id = "list"
+command = ["sh", "-c", "echo '{\"x\": 1}'"]
+[[flows."f/missing".steps]]
+id = "call"
+script = "f/keyed"
+args = { other = "$results.list.x" }
+
+[flows."f/self"]
+concurrency = { max = 1, key = "$args[t]" }
+[[flows."f/self".steps]]
+id = "echo"
+command = ["cat"]
+[[flows."f/self".steps]]
+id = "call"
+script = "f/keyed"
+args = { t = "$results.echo.t" }
+
+[flows."f/wait"]
+[[flows."f/wait".steps]]
+id = "call"
+script = "f/keyed"
+"#;
+
+/// Steps that cannot be planned fail their run, naming the step and the
+/// reason, and the flow's next run is not held up behind them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_that_cannot_be_planned_fails_its_run_and_blocks_nothing() {
+    let env = TestEnv::new(FLOWS);
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    for (path, needle) in [("f/missing", "`t`"), ("f/self", "the flow's own")] {
+        let ids = client
+            .enqueue_batch(&[
+                JobRequest::new(path, json!({"t": "k1"})),
+                JobRequest::new(path, json!({"t": "k1"})),
+            ])
+            .await
+            .unwrap();
+        let runs = env.finish(&client, &ids).await;
+        for run in runs {
+            assert_eq!(run.status, "failed", "{path}: {run:?}");
+            let why = run.error.unwrap_or_default();
+            assert!(why.contains("step call") && why.contains(needle), "{path}: {why}");
+        }
+    }
+    // Nothing is left holding a slot or waiting.
+    let limits = client.limits(None).await.unwrap();
+    assert!(limits.iter().all(|l| l.held == 0 && l.waiting == 0), "{limits:?}");
+}
+
+/// A step whose record is damaged in Redis while it waits fails with a
+/// reason, its flow hears of it, its key's slot is freed, and the worker
+/// goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_step_record_fails_the_step_and_tells_its_flow() {
+    let env = TestEnv::new(FLOWS);
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    // The key is held, so the flow's step waits on it.
+    let hold = client
+        .enqueue(JobRequest::new("f/hold", json!({"t": "x"})))
+        .await
+        .unwrap();
+    wait_running(&client, std::slice::from_ref(&hold), 1).await;
+    let run = client
+        .enqueue(JobRequest::new("f/wait", json!({"t": "x"})))
+        .await
+        .unwrap();
+    let mut r = env.redis();
+    let step = loop {
+        let all: Vec<(String, String)> = redis::cmd("HGETALL")
+            .arg(env.key("jobs"))
+            .query(&mut r)
+            .unwrap();
+        if let Some((id, _)) = all.iter().find(|(_, spec)| spec.contains(&run)) {
+            break id.clone();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    };
+    // Its args cut short: the spec is no longer JSON.
+    let spec: String = redis::cmd("HGET")
+        .arg(env.key("jobs"))
+        .arg(&step)
+        .query(&mut r)
+        .unwrap();
+    let cut = spec.find(",\"args\":").unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(env.key("jobs"))
+        .arg(&step)
+        .arg(format!("{},\"args\":{{\"t\":", &spec[..cut]))
+        .query(&mut r)
+        .unwrap();
+    let flow = env.finish(&client, std::slice::from_ref(&run)).await.remove(0);
+    assert_eq!(flow.status, "failed");
+    assert!(flow.error.unwrap_or_default().contains("corrupt"), "{}", env.logs());
+    let step = client.job(&step).await.unwrap().unwrap();
+    assert_eq!(step.status, "failed");
+    // The key is free again, and the worker still serves it.
+    let next = client
+        .enqueue(JobRequest::new("f/keyed", json!({"t": "x"})))
+        .await
+        .unwrap();
+    let next = env.finish(&client, &[next]).await.remove(0);
+    assert_eq!(next.status, "succeeded");
+}
