@@ -60,7 +60,7 @@ fn entries_round_trip_both_ways() {
         // Lua writes, Rust reads.
         let written: Vec<u8> = eval(
             &mut con,
-            "return job_entry(ARGV[1], ARGV[2])",
+            "return make_entry(ARGV[1], ARGV[2])",
             &[ID.into(), key.clone().into_bytes()],
         );
         let written = String::from_utf8(written).unwrap();

@@ -420,12 +420,18 @@ async fn a_step_that_cannot_be_planned_fails_its_run_and_blocks_nothing() {
         for run in runs {
             assert_eq!(run.status, "failed", "{path}: {run:?}");
             let why = run.error.unwrap_or_default();
-            assert!(why.contains("step call") && why.contains(needle), "{path}: {why}");
+            assert!(
+                why.contains("step call") && why.contains(needle),
+                "{path}: {why}"
+            );
         }
     }
     // Nothing is left holding a slot or waiting.
     let limits = client.limits(None).await.unwrap();
-    assert!(limits.iter().all(|l| l.held == 0 && l.waiting == 0), "{limits:?}");
+    assert!(
+        limits.iter().all(|l| l.held == 0 && l.waiting == 0),
+        "{limits:?}"
+    );
 }
 
 /// A step whose record is damaged in Redis while it waits fails with a
@@ -470,9 +476,16 @@ async fn a_damaged_step_record_fails_the_step_and_tells_its_flow() {
         .arg(format!("{},\"args\":{{\"t\":", &spec[..cut]))
         .query(&mut r)
         .unwrap();
-    let flow = env.finish(&client, std::slice::from_ref(&run)).await.remove(0);
+    let flow = env
+        .finish(&client, std::slice::from_ref(&run))
+        .await
+        .remove(0);
     assert_eq!(flow.status, "failed");
-    assert!(flow.error.unwrap_or_default().contains("corrupt"), "{}", env.logs());
+    assert!(
+        flow.error.unwrap_or_default().contains("corrupt"),
+        "{}",
+        env.logs()
+    );
     let step = client.job(&step).await.unwrap().unwrap();
     assert_eq!(step.status, "failed");
     // The key is free again, and the worker still serves it.

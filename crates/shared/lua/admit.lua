@@ -136,7 +136,7 @@ local function admit(id, entry, st, ckey, slots)
       -- A flow holds one slot for its whole run, whatever attempt drives it.
       local token = id .. '#' .. attempt
       if flow then token = id .. '#f' end
-      redis.call('ZADD', slots, '+inf', token)
+      hold_open(slots, token)
     end
   end
   leased[#leased + 1] = lease_item(attempt, entry)
@@ -159,6 +159,7 @@ local function release_reservation(ckey, id)
     count_waiting(-1)
     expire_slots(k.slots, now)
     settle(k.slots, k.wait, DELAYED, ckey, now)
+    bound_slots(k.slots)
   end
 end
 
@@ -200,13 +201,16 @@ local function limited(id, entry, st, ckey, due_at)
   else
     local held = redis.call('ZCARD', k.slots)
     if held < max then
+      -- An idle key may have been pruned from the registry (prune_limits.lua):
+      -- it is in use again.
+      if held == 0 then redis.call('HSETNX', LIMITS, ckey, spec.max .. ' ' .. spec.window_ms) end
       admit(id, entry, st, ckey, k.slots)
     else
       local first = first_timed_slot(k.slots)
       if first ~= nil and held == max then
         -- Take over the earliest slot that frees at a known time.
         redis.call('ZREM', k.slots, first[1])
-        redis.call('ZADD', k.slots, '+inf', id .. '#r')
+        hold_open(k.slots, id .. '#r')
         redis.call('ZADD', DELAYED, first[2], entry)
         set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st) })
         count_waiting(1)
@@ -225,6 +229,7 @@ for k, entry in ipairs(ord) do
     local kk = declared[ckey]
     expire_slots(kk.slots, now)
     settle(kk.slots, kk.wait, DELAYED, ckey, now)
+    bound_slots(kk.slots)
   else
     j = j + 1
     local id, s, spec = job_ids[j], states[j], specs[j]

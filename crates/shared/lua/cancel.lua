@@ -56,6 +56,7 @@ flush_finished()
 if ckey ~= '' then
   expire_slots(slots, now)
   settle(slots, wait, DELAYED, ckey, now)
+  bound_slots(slots)
 end
 -- A slot handed to a waiter here must reach a worker's timer.
 wake_if_earlier(DELAYED, MARKER, head_before)

@@ -62,8 +62,8 @@ end
 local function entry_ckey(e)
   return string.sub(e, 38)
 end
-local function job_entry(id, ckey)
-  if ckey == '' then return id end
+local function make_entry(id, ckey)
+  if ckey == nil or ckey == '' then return id end
   return id .. ' ' .. ckey
 end
 

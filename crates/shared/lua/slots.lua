@@ -33,15 +33,26 @@ local function ms_str(ms)
   return string.format('%d', ms)
 end
 
--- A queue entry is the job id (36 characters), then " " and its concurrency
--- key when it has one.
-local function make_entry(id, ckey)
-  if ckey == nil or ckey == '' then return id end
-  return id .. ' ' .. ckey
-end
-
 local function expire_slots(slots, now)
   redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
+end
+
+-- A key's slots set lives only while it holds something: an open-ended slot
+-- keeps it (PERSIST), and once only timed slots are left it expires with
+-- the last of them (see bound_slots). So a key nobody uses leaves nothing
+-- behind beyond its window.
+local function hold_open(slots, token)
+  redis.call('ZADD', slots, '+inf', token)
+  redis.call('PERSIST', slots)
+end
+
+-- After slots were freed: if only timed slots are left, the set expires
+-- when the last one frees. (An empty set is gone already.)
+local function bound_slots(slots)
+  local last = redis.call('ZRANGE', slots, -1, -1, 'WITHSCORES')
+  if last[2] ~= nil and last[2] ~= 'inf' then
+    redis.call('PEXPIREAT', slots, math.floor(tonumber(last[2])) + 1)
+  end
 end
 
 -- The earliest slot that frees at a known time, as {member, score}, or nil.
@@ -77,7 +88,7 @@ local function settle(slots, wait, delayed, ckey, now)
       at = tonumber(first[2])
     end
     redis.call('LPOP', wait)
-    redis.call('ZADD', slots, '+inf', hid .. '#r')
+    hold_open(slots, hid .. '#r')
     redis.call('ZADD', delayed, at, make_entry(hid, ckey))
   end
 end
@@ -91,6 +102,7 @@ local function end_slot(slots, wait, delayed, ckey, token, window_ms, now)
   end
   expire_slots(slots, now)
   settle(slots, wait, delayed, ckey, now)
+  bound_slots(slots)
 end
 
 -- Final states move the namespace counters that `sluice wait` reads, and

@@ -76,6 +76,7 @@ pub struct Scripts {
     pub purge: Script,
     pub limit_state: Script,
     pub drive: Script,
+    pub prune_limits: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -88,6 +89,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     purge: Script::new("purge", include_str!("../lua/purge.lua")),
     limit_state: Script::new("limit_state", include_str!("../lua/limit_state.lua")),
     drive: Script::new("drive", include_str!("../lua/drive.lua")),
+    prune_limits: Script::new("prune_limits", include_str!("../lua/prune_limits.lua")),
 });
 
 pub fn scripts() -> &'static Scripts {
@@ -95,7 +97,7 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 9] {
+    fn all(&self) -> [&Script; 10] {
         [
             &self.enqueue,
             &self.admit,
@@ -106,6 +108,7 @@ impl Scripts {
             &self.purge,
             &self.limit_state,
             &self.drive,
+            &self.prune_limits,
         ]
     }
 

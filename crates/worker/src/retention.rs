@@ -1,7 +1,8 @@
 //! Retention: finished jobs that ended more than `retention.keep_s` ago, or
 //! beyond the newest `retention.keep_max`, are removed with their index entries, oldest
 //! first, a batch at a time. Every worker runs it; purge.lua re-checks each job,
-//! so workers racing here remove nothing twice.
+//! so workers racing here remove nothing twice. Each pass also prunes the
+//! registry of concurrency keys of those that hold and wait for nothing.
 
 use std::time::Duration;
 
@@ -32,6 +33,42 @@ pub async fn retention_loop(pool: Pool, keys: Keys, cfg: RetentionConfig) {
                 }
             }
         }
+        match prune_limits(&pool, &keys).await {
+            Ok(n) if n > 0 => tracing::debug!(pruned = n, "idle concurrency keys forgotten"),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "pruning idle concurrency keys failed"),
+        }
+    }
+}
+
+/// Walks the registry of concurrency keys, a page at a time, and removes
+/// those that hold nothing and have nothing waiting (prune_limits.lua).
+pub async fn prune_limits(pool: &Pool, keys: &Keys) -> Result<usize> {
+    let mut con = pool.get().await?;
+    let mut cursor: u64 = 0;
+    let mut pruned = 0;
+    loop {
+        let (next, page): (u64, Vec<String>) = redis::cmd("HSCAN")
+            .arg(keys.limits())
+            .arg(cursor)
+            .arg("COUNT")
+            .arg(200)
+            .query_async(&mut *con)
+            .await?;
+        // HSCAN pages are field, value, field, value...
+        let names: Vec<&String> = page.iter().step_by(2).collect();
+        if !names.is_empty() {
+            let mut call = scripts().prune_limits.call();
+            call.key(keys.limits());
+            for k in &names {
+                call.key(keys.slots(k)).key(keys.wait(k)).arg(k.as_str());
+            }
+            pruned += call.query::<usize, _>(&mut *con).await?;
+        }
+        if next == 0 {
+            return Ok(pruned);
+        }
+        cursor = next;
     }
 }
 
