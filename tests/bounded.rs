@@ -42,7 +42,7 @@ async fn a_namespace_shrinks_back_to_its_counters_once_work_is_done() {
         k.sort();
         k
     };
-    let expected = vec![env.key("marker"), env.key("stats")];
+    let expected = [env.key("marker"), env.key("stats")];
     wait_until("only the namespace's counters to be left", || {
         left(&mut r).iter().all(|k| expected.contains(k))
     });
