@@ -57,8 +57,27 @@ fn next_pause(p: Duration) -> Duration {
     (p * 2).min(Duration::from_millis(250))
 }
 
+/// How long a wait pauses before it looks again when Redis cannot be reached.
+const RECONNECT_PAUSE: Duration = Duration::from_millis(250);
+
+/// An error a wait outlives: Redis restarting or out of reach for a moment.
+/// (A wait's first look still fails at once: `Client::connect` checked Redis.)
+fn transient(e: &sluice_shared::Error) -> bool {
+    match e {
+        sluice_shared::Error::Redis(r) => {
+            r.is_io_error()
+                || r.is_connection_dropped()
+                || r.is_connection_refusal()
+                || r.is_timeout()
+        }
+        sluice_shared::Error::Pool(_) => true,
+        _ => false,
+    }
+}
+
 impl Client {
-    /// Waits until the given jobs have finished, or `timeout` passes.
+    /// Waits until the given jobs have finished, or `timeout` passes. Redis
+    /// going away for a while (a restart) is waited out.
     pub async fn wait(&self, ids: &[String], timeout: Option<Duration>) -> Result<WaitOutcome> {
         self.wait_with_progress(ids, timeout, |_| {}).await
     }
@@ -75,37 +94,52 @@ impl Client {
         let mut pending: Vec<String> = ids.to_vec();
         let mut pause = Duration::from_millis(10);
         loop {
-            let mut still = Vec::new();
             let mut p = Progress {
                 total: Some(ids.len() as u64),
                 ..Default::default()
             };
-            let mut con = self.pool.get().await?;
-            for chunk in pending.chunks(5000) {
-                let states: Vec<Option<String>> = redis::cmd("HMGET")
-                    .arg(self.keys.state())
-                    .arg(chunk)
-                    .query_async(&mut *con)
-                    .await?;
-                for (id, st) in chunk.iter().zip(states) {
-                    let status = st.as_deref().and_then(|s| s.split(' ').next());
-                    match status.and_then(Status::parse) {
-                        None => out.missing.push(id.clone()),
-                        Some(Status::Succeeded) => out.succeeded += 1,
-                        Some(Status::Failed) => out.failed += 1,
-                        Some(Status::Cancelled) => out.cancelled += 1,
-                        Some(other) => {
-                            match other {
-                                Status::Running => p.running += 1,
-                                Status::Waiting => p.waiting += 1,
-                                _ => p.queued += 1,
-                            }
-                            still.push(id.clone())
+            // One look at every pending job; counted only once it is whole,
+            // so a look cut short by a lost connection is simply taken again.
+            let look = async {
+                let mut con = self.pool.get().await?;
+                let mut states = Vec::with_capacity(pending.len());
+                for chunk in pending.chunks(5000) {
+                    let part: Vec<Option<String>> = redis::cmd("HMGET")
+                        .arg(self.keys.state())
+                        .arg(chunk)
+                        .query_async(&mut *con)
+                        .await?;
+                    states.extend(part);
+                }
+                Ok::<_, sluice_shared::Error>(states)
+            };
+            let states = match look.await {
+                Ok(s) => s,
+                Err(e) if transient(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
+                    tracing::warn!(error = %e, "Redis unreachable while waiting; retrying");
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let mut still = Vec::new();
+            for (id, st) in pending.iter().zip(states) {
+                let status = st.as_deref().and_then(|s| s.split(' ').next());
+                match status.and_then(Status::parse) {
+                    None => out.missing.push(id.clone()),
+                    Some(Status::Succeeded) => out.succeeded += 1,
+                    Some(Status::Failed) => out.failed += 1,
+                    Some(Status::Cancelled) => out.cancelled += 1,
+                    Some(other) => {
+                        match other {
+                            Status::Running => p.running += 1,
+                            Status::Waiting => p.waiting += 1,
+                            _ => p.queued += 1,
                         }
+                        still.push(id.clone())
                     }
                 }
             }
-            drop(con);
             (p.succeeded, p.failed, p.cancelled) = (out.succeeded, out.failed, out.cancelled);
             progress(&p);
             pending = still;
@@ -136,15 +170,27 @@ impl Client {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut pause = Duration::from_millis(10);
         loop {
-            let mut con = self.pool.get().await?;
-            let (counts, ready, delayed): (Vec<Option<i64>>, u64, u64) = redis::pipe()
-                .cmd("HMGET")
-                .arg(self.keys.stats())
-                .arg(&["active", "succeeded", "failed", "cancelled", "waiting"])
-                .llen(self.keys.ready())
-                .zcard(self.keys.delayed())
-                .query_async(&mut *con)
-                .await?;
+            let look = async {
+                let mut con = self.pool.get().await?;
+                let r: (Vec<Option<i64>>, u64, u64) = redis::pipe()
+                    .cmd("HMGET")
+                    .arg(self.keys.stats())
+                    .arg(&["active", "succeeded", "failed", "cancelled", "waiting"])
+                    .llen(self.keys.ready())
+                    .zcard(self.keys.delayed())
+                    .query_async(&mut *con)
+                    .await?;
+                Ok::<_, sluice_shared::Error>(r)
+            };
+            let (counts, ready, delayed) = match look.await {
+                Ok(r) => r,
+                Err(e) if transient(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
+                    tracing::warn!(error = %e, "Redis unreachable while waiting; retrying");
+                    tokio::time::sleep(RECONNECT_PAUSE).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let count = |i: usize| counts[i].unwrap_or(0).max(0) as u64;
             let (active, succeeded, failed, cancelled, waiting) =
                 (count(0), count(1), count(2), count(3), count(4));
@@ -152,7 +198,6 @@ impl Client {
             // also holds slots reserved for waiters, hence the clamp.
             let queued = (ready + delayed).min(active.saturating_sub(waiting));
             let running = active.saturating_sub(waiting + queued);
-            drop(con);
             progress(&Progress {
                 total: None,
                 succeeded,
