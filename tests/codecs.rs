@@ -125,7 +125,7 @@ if not st then return nil end
 local w = st.words
 local function s(x) if x == nil then return '' end return tostring(x) end
 return { st.status, s(st.attempt), s(st.at), s(w.ready), s(w.started), s(w.drive),
-  s(w.cancel == true), s(w.dirty == true) }"#,
+  s(w.cancel), s(w.dirty) }"#,
         &[raw.as_bytes().to_vec()],
     );
     v
@@ -141,8 +141,17 @@ fn rust_state(raw: &str) -> Option<Vec<String>> {
         s(st.ready),
         s(st.started),
         st.drive.unwrap_or_default(),
-        st.cancel.to_string(),
-        st.dirty.to_string(),
+        // Lua's raw values: true, or nothing.
+        if st.cancel {
+            "true".into()
+        } else {
+            String::new()
+        },
+        if st.dirty {
+            "true".into()
+        } else {
+            String::new()
+        },
     ])
 }
 
@@ -169,6 +178,9 @@ fn states_read_the_same_on_both_sides_damaged_or_not() {
         "succeeded 2 5 started=4".into(),
         "queued 0 12abc\tcancel".into(),
         "running 1 5 drive=a=b".into(),
+        "running 1 5 cancel=no dirty=0 drive".into(),
+        "running 1 5 ready=abc started=-4 ready=7".into(),
+        "running 1 5 cancelx ready= drive=".into(),
         String::new(),
         "running".into(),
         "running 1".into(),

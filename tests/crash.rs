@@ -181,6 +181,39 @@ async fn an_outage_longer_than_a_lease_loses_nothing() {
     );
 }
 
+/// After an outage long enough that a doubling reconnect pause would have
+/// grown to seconds, work resumes within a second of Redis's return: a job
+/// enqueued as soon as Redis answers starts within a second, by Redis time.
+/// (The one timing bound in the suite: it is the guarantee itself.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn work_resumes_within_a_second_of_redis_coming_back() {
+    let aof = Aof::new();
+    let args = aof.args();
+    let mut env = TestEnv::with_redis(RedisServer::spawn(&args, aof.url.clone()), CONFIG);
+    let worker = env.worker(&[], &[]);
+    worker.wait_for_log("worker started");
+    env.redis.stop();
+    // Long enough for many failed tries: the old pause doubled up to 5 s.
+    worker.wait_for_log("retrying");
+    tokio::time::sleep(std::time::Duration::from_secs(7)).await;
+    env.redis = RedisServer::spawn(&args, aof.url.clone());
+    let client = env.client().await;
+    let id = client
+        .enqueue(sluice_producer::JobRequest::new("f/work", json!({})))
+        .await
+        .unwrap();
+    let job = env
+        .finish(&client, std::slice::from_ref(&id))
+        .await
+        .remove(0);
+    let waited = job.started_at.unwrap() - job.created_at.unwrap();
+    assert!(
+        waited < 1000,
+        "the job started {waited} ms after Redis was back\n{}",
+        env.logs()
+    );
+}
+
 /// A redis-server with an append-only file in a directory of its own, on a
 /// free port, to be stopped and started again on the same data.
 struct Aof {

@@ -277,7 +277,7 @@ async fn a_failing_step_fails_the_flow_and_frees_its_slot_after_the_window() {
         !steps.contains(&"never".to_string()),
         "a step after the failure ran: {steps:?}"
     );
-    let limits = client.limits(Some("default/flow/f/failing")).await.unwrap();
+    let limits = client.limits(Some("flow:default/f/failing")).await.unwrap();
     assert_eq!(
         limits[0].held, 1,
         "the failed flow's slot is held for its window"
@@ -328,7 +328,7 @@ async fn cancelling_a_flow_cancels_its_steps_and_frees_its_slot() {
         .await
         .remove(0);
     assert_eq!(step.status, "cancelled");
-    let limits = client.limits(Some("default/flow/f/forever")).await.unwrap();
+    let limits = client.limits(Some("flow:default/f/forever")).await.unwrap();
     assert_eq!(limits[0].held, 0, "the flow's slot is free again");
     // So the next run is admitted at once.
     let next = start(&client, "f/forever", json!({}), 1).await;

@@ -21,12 +21,6 @@ concurrency = { max = 1, key = "run/$args[t]" }
 [[flows."f/flow".steps]]
 id = "call"
 script = "f/keyed"
-
-[flows."f/same"]
-concurrency = { max = 1, key = "$args[t]" }
-[[flows."f/same".steps]]
-id = "call"
-script = "f/keyed"
 "#;
 
 fn text(b: &[u8]) -> String {
@@ -134,9 +128,14 @@ async fn the_command_line_refuses_hostile_input_naming_it_and_writes_nothing() {
         ),
         (vec!["enqueue", "f/flow"], None, "`t`"),
         (
-            vec!["enqueue", "f/same", "--args", r#"{"t":"x"}"#],
+            vec!["enqueue", "f/keyed", "--args", r#"{"t":"flow:x"}"#],
             None,
-            "the flow's own",
+            "belong to flow runs",
+        ),
+        (
+            vec!["enqueue", "f/flow", "--args", r#"{"t":""}"#],
+            None,
+            "empty key",
         ),
         (
             vec!["enqueue", "--batch", "-"],
@@ -210,17 +209,38 @@ fn bad_configs_are_refused_naming_the_setting() {
     // (config body, environment, what the error must name)
     type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
     let cases: &[Case] = &[
-        ("[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 2, windows_s = 60 }", &[], "windows_s"),
+        (
+            "[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 2, windows_s = 60 }",
+            &[],
+            "windows_s",
+        ),
         ("[scripts.\"a\"]\ncomand = [\"true\"]", &[], "comand"),
-        ("[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 1.5 }", &[], "max"),
-        ("[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = \"2\" }", &[], "max"),
-        ("[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 1, window_s = 1e300 }", &[], "window_s"),
+        (
+            "[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 1.5 }",
+            &[],
+            "max",
+        ),
+        (
+            "[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = \"2\" }",
+            &[],
+            "max",
+        ),
+        (
+            "[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 1, window_s = 1e300 }",
+            &[],
+            "window_s",
+        ),
         ("[worker]\nlease_s = 0.01", &[], "worker.lease_s"),
         ("", &[("SLUICE_WORKER__CONCURENCY", "4")], "concurency"),
         (
-            "[scripts.\"s\"]\ncommand = [\"true\"]\nconcurrency = { max = 1, key = \"one\" }\n[flows.\"f\"]\nconcurrency = { max = 1, key = \"one\" }\n[[flows.\"f\".steps]]\nid = \"x\"\nscript = \"s\"",
+            "[scripts.\"a\"]\ncommand = [\"true\"]\ntimeout_s = \"60\"",
             &[],
-            "its flow's own",
+            "timeout_s",
+        ),
+        (
+            "[scripts.\"a\"]\ncommand = [\"true\"]\nconcurrency = { max = 1, window_s = true }",
+            &[],
+            "window_s",
         ),
     ];
     for (body, env, needle) in cases {
@@ -354,10 +374,13 @@ async fn a_batch_that_fails_part_way_names_what_it_wrote() {
         .arg(0)
         .query(&mut r)
         .unwrap();
-    let sluice_producer::Error::PartlyEnqueued { written, .. } = &e else {
+    let sluice_producer::Error::PartlyEnqueued {
+        written, in_doubt, ..
+    } = &e
+    else {
         panic!("expected a partial batch, got {e}");
     };
-    assert_eq!(written.len(), 250, "{e}");
+    assert_eq!((written.len(), in_doubt.len()), (250, 0), "{e}");
     let jobs = client.jobs(written).await.unwrap();
     assert!(jobs.iter().all(|j| j.is_some()));
     assert!(e.to_string().contains("only the first 250 jobs"), "{e}");
@@ -395,6 +418,16 @@ id = "call"
 script = "f/keyed"
 args = { t = "$results.echo.t" }
 
+[flows."f/cross"]
+concurrency = { max = 1, key = "$args[from]" }
+[[flows."f/cross".steps]]
+id = "echo"
+command = ["sh", "-c", "sleep 0.3; cat"]
+[[flows."f/cross".steps]]
+id = "call"
+script = "f/hold"
+args = { t = "$results.echo.to" }
+
 [flows."f/wait"]
 [[flows."f/wait".steps]]
 id = "call"
@@ -408,30 +441,44 @@ async fn a_step_that_cannot_be_planned_fails_its_run_and_blocks_nothing() {
     let env = TestEnv::new(FLOWS);
     let _w = env.worker(&[], &[]);
     let client = env.client().await;
-    for (path, needle) in [("f/missing", "`t`"), ("f/self", "the flow's own")] {
-        let ids = client
-            .enqueue_batch(&[
-                JobRequest::new(path, json!({"t": "k1"})),
-                JobRequest::new(path, json!({"t": "k1"})),
-            ])
-            .await
-            .unwrap();
-        let runs = env.finish(&client, &ids).await;
-        for run in runs {
-            assert_eq!(run.status, "failed", "{path}: {run:?}");
-            let why = run.error.unwrap_or_default();
-            assert!(
-                why.contains("step call") && why.contains(needle),
-                "{path}: {why}"
-            );
-        }
+    let ids = client
+        .enqueue_batch(&[
+            JobRequest::new("f/missing", json!({"t": "k1"})),
+            JobRequest::new("f/missing", json!({"t": "k1"})),
+        ])
+        .await
+        .unwrap();
+    for run in env.finish(&client, &ids).await {
+        assert_eq!(run.status, "failed", "{run:?}");
+        let why = run.error.unwrap_or_default();
+        assert!(why.contains("step call") && why.contains("`t`"), "{why}");
     }
-    // Nothing is left holding a slot or waiting.
     let limits = client.limits(None).await.unwrap();
     assert!(
         limits.iter().all(|l| l.held == 0 && l.waiting == 0),
         "{limits:?}"
     );
+}
+
+/// Flow runs' keys are a space of their own: a run never waits on a slot
+/// another run holds. A step with the very key of its run, and two runs
+/// whose steps each need the key the other run is limited by, all finish.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flow_runs_never_deadlock_on_keys() {
+    let env = TestEnv::new(FLOWS);
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let ids = client
+        .enqueue_batch(&[
+            JobRequest::new("f/self", json!({"t": "k1"})),
+            JobRequest::new("f/cross", json!({"from": "x", "to": "y"})),
+            JobRequest::new("f/cross", json!({"from": "y", "to": "x"})),
+        ])
+        .await
+        .unwrap();
+    let runs = env.finish(&client, &ids).await;
+    assert!(runs.iter().all(|r| r.status == "succeeded"), "{runs:#?}");
+    assert_eq!(runs[0].concurrency_key.as_deref(), Some("flow:k1"));
 }
 
 /// A step whose record is damaged in Redis while it waits fails with a

@@ -55,6 +55,21 @@ stored result comes from its last attempt, which logged its end (fencing);
 flow runs succeeded; nothing is running at the end; every key shows held 0,
 waiting 0; no command process is alive once every job finished; no worker
 exited on its own.
+
+Per kill -9 of a worker (measured from the moment just before the signal,
+the KILL action's at_us): every process of its executions not yet dead then,
+and when the last one died. Its death is its E, else the watcher's X, else
+its last heartbeat plus a period (the latest it can have died); the summary
+gives count, median and max of these kill-to-death times. A process whose
+last sign of life comes more than 1 s after the kill fails the run (nothing
+a job started outlives its worker: within 1 s); one that may only have
+lived that long, within the uncertainty of its death, is a warning.
+
+On the hang of the proxied worker: its executions running when the hang
+began that did not finish on their own (a process without an E: they were
+stopped) are "fenced"; for each, the time from the hang's start to the
+death of its last process (as above), and from that death to the start of
+the same job's next attempt (positive: it died before that attempt started).
 """
 
 import argparse
@@ -252,7 +267,118 @@ def most_starts(starts, window_ns):
 
 
 # --------------------------------------------------------------------------
+# measured figures: kill -9 to death, and the fencing of a hung worker
+
+KILL_DEATH_LIMIT_NS = 1_000_000_000  # nothing a job started outlives its worker by more
+
+
+def procs_of(e):
+    return [e.cmd] + list(e.gcs)
+
+
+def kill_deaths(execs, kills, off, hb_ns):
+    """Per kill -9 [(real_ns, worker pid, name)]: the processes (cmd and
+    grandchildren) of that worker's executions not yet dead at the kill,
+    and the last one's death. Each entry's `last` and `certain` are
+    (ns after the kill, Proc, how it ended) of the process that died last:
+    `last` by its death as E, else the watcher's X, else its last heartbeat
+    plus a period tell it (Proc.finish's latest possible death); `certain`
+    by its last sign of life (it surely outlived the kill by that much).
+    A process that logged its start only after the kill is counted too:
+    its worker (which it names) had started it before dying."""
+    by_worker = collections.defaultdict(list)
+    for e in execs:
+        by_worker[e.worker].append(e)
+    out = []
+    for t_kill, pid, name in kills:
+        live = []
+        for e in by_worker.get(pid, ()):
+            for p in procs_of(e):
+                lo, hi, how = p.finish(hb_ns)
+                if hi + off <= t_kill:
+                    continue  # ended, or died, before the kill
+                live.append((hi + off - t_kill, lo + off - t_kill, p, how))
+        out.append({
+            "at": t_kill, "pid": pid, "name": name, "procs": len(live),
+            "last": max(((x[0], x[2], x[3]) for x in live), key=lambda x: x[0], default=None),
+            "certain": max(((x[1], x[2], x[3]) for x in live), key=lambda x: x[0], default=None),
+        })
+    return out
+
+
+def hang_fenced(execs, by_job, hangs, hang_pids, proxied_pids, off, hb_ns):
+    """Per hang of the proxied worker: its executions running when the hang
+    began (started before it, not dead yet). Returns [(hang_start, exec,
+    death_mono, how, next_exec or None, fenced)]: fenced when one of its
+    processes did not log its end (it was stopped, not finished on its
+    own); death is the latest possible death of its processes (E, X, or
+    last heartbeat plus a period); next is the job's next attempt (the
+    earliest-starting execution of a later attempt)."""
+    out = []
+    for (hs, _he), hpid in zip(hangs, hang_pids):
+        pids = {hpid} if hpid is not None else proxied_pids
+        for e in execs:
+            if e.worker not in pids or e.start + off > hs:
+                continue
+            fins = [(p.finish(hb_ns), p) for p in procs_of(e)]
+            (_, death, how), _p = max(fins, key=lambda x: x[0][1])
+            if death + off <= hs:
+                continue
+            fenced = any(p.end is None for p in procs_of(e))
+            later = [x for x in by_job.get(e.job, ()) if x.att > e.att]
+            nxt = min(later, key=lambda x: x.start) if later else None
+            out.append((hs, e, death, how, nxt, fenced))
+    return out
+
+
+def hang_line(hangs, rows, on_own):
+    """The summary's line on the fencing of the hung worker."""
+    if not hangs:
+        return "none (the workload ended first)"
+    if not rows:
+        return "no execution of the hung worker was stopped by its fencing deadline (%s)" % (
+            "it ran nothing when the hang began" if not on_own else
+            "the one it ran when the hang began finished on its own" if on_own == 1 else
+            "the %d it ran when the hang began finished on their own" % on_own)
+    others = ("; %d other%s running then finished on %s own" % (
+        on_own, "" if on_own == 1 else "s", "its" if on_own == 1 else "their")) if on_own else ""
+    b = [r["died_before_next_start_ms"] for r in rows if r["died_before_next_start_ms"] is not None]
+    a_ = [r["died_after_hang_start_ms"] / 1e3 for r in rows]
+    n = len(rows)
+    out = "%d fenced execution%s died " % (n, "" if n == 1 else "s")
+    def span(xs, fmt):
+        lo, hi = fmt % min(xs), fmt % max(xs)
+        return lo if lo == hi else "%s..%s" % (lo, hi)
+
+    if b:
+        out += "%s ms before %s next attempt%s started%s" % (
+            span(b, "%.0f"), "its" if n == 1 else "their", "" if n == 1 else "s",
+            " (negative: after it)" if min(b) < 0 else "")
+        if len(b) < n:
+            out += ", %d with no next attempt" % (n - len(b))
+    else:
+        out += "with no next attempt of %s job%s" % ("its" if n == 1 else "their", "" if n == 1 else "s")
+    out += " (fence at %s s after the hang began)" % span(a_, "%.1f")
+    return out + others
+
+
+def median(xs):
+    xs = sorted(xs)
+    n = len(xs)
+    if not n:
+        return None
+    return xs[n // 2] if n % 2 else (xs[n // 2 - 1] + xs[n // 2]) / 2
+
+
+# --------------------------------------------------------------------------
 # actions of the harness
+
+def at_of(t, kv):
+    """When an action happened: its at_us (taken just before the signal was
+    sent; the line itself is written after), else the line's time."""
+    at = kv.get("at_us", "")
+    return int(at) * 1000 if at.isdigit() else t
+
 
 def parse_actions(path):
     """Lines: `<real_us> <KIND> k=v ...` -> [(real_ns, kind, {k: v})]."""
@@ -378,16 +504,19 @@ def cmd_judge(a):
         if kind == "WORKER" and "pid" in kv:
             worker_of_pid[int(kv["pid"])] = kv.get("name", "?")
         if kind == "KILL" and "pid" in kv:
-            killed_at[int(kv["pid"])] = t
+            killed_at[int(kv["pid"])] = at_of(t, kv)
     hangs = []
+    hang_pids = []  # the hung worker's pid, per hang
     hang_start = None
     proxied_pids = {int(kv["pid"]) for t, k, kv in actions
                     if k == "WORKER" and kv.get("proxied") == "yes" and "pid" in kv}
     for t, kind, kv in actions:
         if kind == "HANG":
-            hang_start = t
+            hang_start = at_of(t, kv)
+            hang_pid = int(kv["pid"]) if kv.get("pid", "").isdigit() else None
         elif kind == "RESUME" and hang_start is not None:
             hangs.append((hang_start, t))
+            hang_pids.append(hang_pid)
             hang_start = None
     crashes = [(t, kv) for t, k, kv in actions if k == "CRASH"]
     redis_down = [t for t, k, _ in actions if k == "REDIS_DOWN"]
@@ -642,6 +771,62 @@ def cmd_judge(a):
             fail("key %s (max %d, window_s %g) went over its limit %d time(s):\n%s%s"
                  % (key, mx, win, len(problems), "\n".join(shown), more))
 
+    # -- kill -9 to death: nothing a killed worker was running lives on
+    kd = kill_deaths(execs, [(at_of(t, kv), int(kv["pid"]), kv.get("name", "?"))
+                             for t, _, kv in kills if kv.get("pid", "").isdigit()], off, hb_ns)
+    kd_ms = [k["last"][0] / 1e6 for k in kd if k["last"]]
+
+    def proc_name(p_):
+        return "%s pid %d of job %s attempt %d" % (p_.role, p_.pid, p_.job, p_.att)
+
+    kd_over = [k for k in kd if k["certain"] and k["certain"][0] > KILL_DEATH_LIMIT_NS]
+    if kd_over:
+        fail("%d of %d kills -9 left a process of the killed worker alive more than %.0f s later "
+             "(nothing a job started outlives its worker: within 1 s):\n%s%s" % (
+                 len(kd_over), len(kd), KILL_DEATH_LIMIT_NS / 1e9, "\n".join(
+                     "  %s (pid %d) killed at t=%.3f s, running %d processes (commands and grandchildren): %s alive until at least "
+                     "%.0f ms after the kill (%s)" % (
+                         k["name"], k["pid"], rel_real(k["at"]), k["procs"], proc_name(k["certain"][1]),
+                         k["certain"][0] / 1e6, k["certain"][2])
+                     for k in kd_over[:3]),
+                 "" if len(kd_over) <= 3 else "\n  ... and %d more" % (len(kd_over) - 3)))
+    for k in kd:
+        if k not in kd_over and k["last"] and k["last"][0] > KILL_DEATH_LIMIT_NS:
+            warnings.append("kill -9 of %s (pid %d) at t=%.3f s: %s may have lived up to %.0f ms after it, "
+                            "within the uncertainty of its death (%s)" % (
+                                k["name"], k["pid"], rel_real(k["at"]), proc_name(k["last"][1]),
+                                k["last"][0] / 1e6, k["last"][2]))
+    kill_fig = {
+        "count": len(kd_ms),
+        "median": round(median(kd_ms), 1) if kd_ms else None,
+        "max": round(max(kd_ms), 1) if kd_ms else None,
+        "kills_with_nothing_running": sum(1 for k in kd if not k["last"]),
+        "over_1s": len(kd_over),
+        "per_kill": [{"worker": k["name"], "pid": k["pid"], "t_s": round(rel_real(k["at"]), 3),
+                      "processes": k["procs"],
+                      "ms": round(k["last"][0] / 1e6, 1) if k["last"] else None,
+                      "last": proc_name(k["last"][1]) if k["last"] else None,
+                      "how": k["last"][2] if k["last"] else None} for k in kd],
+    }
+
+    # -- the hang: when w0's fenced executions died, against their next attempts
+    hf_all = hang_fenced(execs, by_job, hangs, hang_pids, proxied_pids, off, hb_ns)
+    hang_rows = []
+    for hs, e, death, how, nxt, fenced in hf_all:
+        if not fenced:
+            continue
+        hang_rows.append({
+            "job": e.job, "attempt": e.att, "cmd_pid": e.cmd.pid,
+            "worker": worker_of_pid.get(e.worker, "?"), "key": e.key,
+            "started_s": round(rel(e.start), 3), "died_s": round(rel(death), 3), "death": how,
+            "died_after_hang_start_ms": round((death + off - hs) / 1e6, 1),
+            "next_attempt": nxt.att if nxt else None,
+            "next_worker": worker_of_pid.get(nxt.worker, "?") if nxt else None,
+            "next_started_s": round(rel(nxt.start), 3) if nxt else None,
+            "died_before_next_start_ms": round((nxt.start - death) / 1e6, 1) if nxt else None,
+        })
+    hang_on_own = sum(1 for x in hf_all if not x[5])
+
     # -- figures
     n_exec = len(execs)
     n_jobs_exec = len(by_job)
@@ -690,6 +875,9 @@ def cmd_judge(a):
         "keys_over_limit": overlap_fail_keys,
         "jobs_with_overlapping_attempts": len({b_.job for _, b_ in self_overlaps}),
         "stray_processes": len(strays),
+        "kill_to_death_ms": kill_fig,
+        "hang_fenced": hang_rows,
+        "hang_finished_on_their_own": hang_on_own,
         "failures": failures,
         "warnings": warnings,
         "dir": d,
@@ -709,6 +897,16 @@ def cmd_judge(a):
     p("time:        %s total%s; sluice wait exit %d" % (
         ("%.1f s" % total_s) if total_s is not None else "?",
         (", workload %.1f s" % report["workload_s"]) if report["workload_s"] else "", wait_rc))
+    if a.faults:
+        nothing = kill_fig["kills_with_nothing_running"]
+        if kd_ms:
+            p("kill->death: %d kills, median %.0f ms, max %.0f ms%s%s" % (
+                len(kd_ms), kill_fig["median"], kill_fig["max"],
+                ("; %d more found nothing running" % nothing) if nothing else "",
+                ("; %d over 1 s" % len(kd_over)) if kd_over else ""))
+        else:
+            p("kill->death: no kill found the worker running anything (%d kills)" % len(kd))
+        p("hang:        %s" % hang_line(hangs, hang_rows, hang_on_own))
     p("")
     p("%-36s %4s %7s %6s %7s %12s %14s %11s" % ("key", "max", "window", "execs", "killed",
                                                  "max running", "max starts/w", "max slots"))

@@ -138,7 +138,7 @@ def main():
             k = key_of(path, n)
             if k is not None:
                 keys[k] = {"max": mx, "window_s": w, "path": path}
-    keys["default/flow/" + FLOW] = {"max": 1, "window_s": 0, "path": FLOW}
+    keys["flow:default/" + FLOW] = {"max": 1, "window_s": 0, "path": FLOW}
     keys["default/script/%s/list" % FLOW] = {"max": 1, "window_s": 0, "path": FLOW + "#list"}
     keys["default/script/%s/done" % FLOW] = {"max": 1, "window_s": 0.5, "path": FLOW + "#done"}
 

@@ -61,7 +61,9 @@ impl Client {
     /// Every request is validated before anything is written, so bad input
     /// leaves nothing behind; the error names the index of the bad request.
     /// Jobs go in atomic calls of 250: if Redis fails after the first call,
-    /// the error is [`Error::PartlyEnqueued`], with the ids that were written.
+    /// or the connection fails while Redis has a call, the error is
+    /// [`Error::PartlyEnqueued`], with the ids that were written and those
+    /// that may have been.
     pub async fn enqueue_batch(&self, reqs: &[JobRequest]) -> Result<Vec<String>> {
         let jobs = reqs
             .iter()
@@ -91,15 +93,21 @@ impl Client {
             // Each chunk is one atomic script call: on a failure, the chunks
             // before it are written and the rest are not.
             if let Err(e) = call.query::<i64, _>(&mut *con).await {
-                if n == 0 {
+                // A reply that never came leaves this call in doubt: Redis
+                // may have run it. An error reply means it did not.
+                let doubtful = match &e {
+                    Error::Redis(r) => {
+                        r.is_io_error() || r.is_timeout() || r.is_connection_dropped()
+                    }
+                    _ => false,
+                };
+                if n == 0 && !doubtful {
                     return Err(e);
                 }
-                let written = jobs[..n * BATCH_CHUNK]
-                    .iter()
-                    .map(|j| j.id.clone())
-                    .collect();
+                let ids = |js: &[NewJob]| js.iter().map(|j| j.id.clone()).collect();
                 return Err(Error::PartlyEnqueued {
-                    written,
+                    written: ids(&jobs[..n * BATCH_CHUNK]),
+                    in_doubt: if doubtful { ids(chunk) } else { vec![] },
                     source: Box::new(e),
                 });
             }

@@ -86,10 +86,19 @@ local function parse_state(s)
   if not s then return nil end
   local status, attempt, at, rest = string.match(s, '^(%a+) (%d+) (%d+)(.*)$')
   if not status or #attempt > 9 or #at > 16 then return nil end
+  -- Only the known words count, each in its one form (state.rs reads the
+  -- same): ready= and started= with digits, drive= with a value, and the
+  -- bare flags cancel and dirty. Anything else is ignored.
   local words = {}
   for w in string.gmatch(rest, '%S+') do
     local k, v = string.match(w, '^([%a_]+)=(.*)$')
-    if k then words[k] = v else words[w] = true end
+    if k == 'drive' then
+      words.drive = v
+    elseif (k == 'ready' or k == 'started') and string.match(v, '^%d+$') and #v <= 16 then
+      words[k] = v
+    elseif not k and (w == 'cancel' or w == 'dirty') then
+      words[w] = true
+    end
   end
   return { status = status, attempt = tonumber(attempt), at = at, words = words }
 end

@@ -43,10 +43,10 @@ pub struct WorkerConfig {
     /// Prometheus `/metrics` and `/healthz`; off when unset.
     pub metrics_addr: Option<String>,
     /// How long a running job's lease lasts without renewal.
-    #[serde(default = "default_lease_s")]
+    #[serde(default = "default_lease_s", deserialize_with = "seconds")]
     pub lease_s: f64,
     /// On SIGTERM/SIGINT, how long running jobs get to finish.
-    #[serde(default = "default_grace_s")]
+    #[serde(default = "default_grace_s", deserialize_with = "seconds")]
     pub grace_s: f64,
 }
 
@@ -66,11 +66,11 @@ impl Default for WorkerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
-    #[serde(default = "default_keep_s")]
+    #[serde(default = "default_keep_s", deserialize_with = "seconds")]
     pub keep_s: f64,
     #[serde(default = "default_keep_max", deserialize_with = "integer")]
     pub keep_max: i64,
-    #[serde(default = "default_every_s")]
+    #[serde(default = "default_every_s", deserialize_with = "seconds")]
     pub every_s: f64,
 }
 
@@ -89,13 +89,13 @@ impl Default for RetentionConfig {
 pub struct ScriptConfig {
     /// argv; without it a Rust handler registered in the worker serves the path.
     pub command: Option<Vec<String>>,
-    #[serde(default = "default_timeout_s")]
+    #[serde(default = "default_timeout_s", deserialize_with = "seconds")]
     pub timeout_s: f64,
     pub concurrency: Option<LimitConfig>,
     #[serde(default = "default_max_attempts", deserialize_with = "integer")]
     pub max_attempts: i64,
     /// First retry delay; each further retry doubles it.
-    #[serde(default = "default_backoff_s")]
+    #[serde(default = "default_backoff_s", deserialize_with = "seconds")]
     pub backoff_s: f64,
 }
 
@@ -104,7 +104,7 @@ pub struct ScriptConfig {
 pub struct LimitConfig {
     #[serde(deserialize_with = "integer")]
     pub max: i64,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seconds")]
     pub window_s: f64,
     pub key: Option<String>,
 }
@@ -133,11 +133,11 @@ pub struct StepConfig {
     pub for_each: Option<String>,
     #[serde(default = "default_parallelism", deserialize_with = "integer")]
     pub parallelism: i64,
-    #[serde(default = "default_timeout_s")]
+    #[serde(default = "default_timeout_s", deserialize_with = "seconds")]
     pub timeout_s: f64,
     #[serde(default = "default_max_attempts", deserialize_with = "integer")]
     pub max_attempts: i64,
-    #[serde(default = "default_backoff_s")]
+    #[serde(default = "default_backoff_s", deserialize_with = "seconds")]
     pub backoff_s: f64,
 }
 
@@ -180,6 +180,28 @@ fn not_a_setting(name: &str) -> bool {
         ]
         .iter()
         .any(|p| name.starts_with(p))
+}
+
+/// A duration in seconds: a number, never a string or a boolean that would
+/// be coerced into one. (From the environment, "60" arrives already parsed.)
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<f64, D::Error> {
+    struct Seconds;
+    impl serde::de::Visitor<'_> for Seconds {
+        type Value = f64;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a number of seconds")
+        }
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> std::result::Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> std::result::Result<f64, E> {
+            Ok(v as f64)
+        }
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> std::result::Result<f64, E> {
+            Ok(v)
+        }
+    }
+    d.deserialize_any(Seconds)
 }
 
 /// A count: an integer, never a float rounded or a string parsed. (From the
@@ -442,27 +464,6 @@ impl Config {
         }
         if let Some(l) = &step.concurrency {
             l.to_limit(&format!("{at}.concurrency"))?;
-        }
-        // A step whose fixed key is its flow's fixed key would wait for the
-        // slot its own run holds until it ends. (Keys that depend on args
-        // are checked at enqueue and when the run plans the step.)
-        let flow_key = flow.concurrency.as_ref().and_then(|l| l.key.as_deref());
-        let step_limit = match &step.script {
-            Some(s) => self.scripts.get(s).and_then(|s| s.concurrency.as_ref()),
-            None => step.concurrency.as_ref(),
-        };
-        let step_key = step_limit.and_then(|l| l.key.as_deref());
-        if let (Some(f), Some(k)) = (flow_key, step_key) {
-            let (f, k) = (KeyTemplate::parse(f)?, KeyTemplate::parse(k)?);
-            if f.as_static().is_some() && f.as_static() == k.as_static() {
-                return Err(bad(
-                    &at,
-                    format!(
-                        "its concurrency key {:?} is its flow's own: the run holds that slot until it ends, so the step would wait for ever",
-                        f.source()
-                    ),
-                ));
-            }
         }
         if !(1..=MAX_BATCH).contains(&step.parallelism) {
             return Err(bad(

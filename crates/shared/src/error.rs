@@ -27,10 +27,13 @@ pub enum Error {
     #[error("Redis connection pool: {0}")]
     Pool(String),
     /// A batch failed part way: the jobs in `written` (the first ones, in
-    /// order) were enqueued and will run; the rest were not.
-    #[error("only the first {} jobs of the batch were enqueued (their ids are printed): {source}", written.len())]
+    /// order) were enqueued and will run; those in `in_doubt` (the next
+    /// ones) may or may not have been, because the connection failed while
+    /// Redis had their call; the rest were not.
+    #[error("only the first {} jobs of the batch were enqueued, and {} more may have been (their ids are printed, the doubtful ones marked): {source}", written.len(), in_doubt.len())]
     PartlyEnqueued {
         written: Vec<String>,
+        in_doubt: Vec<String>,
         #[source]
         source: Box<Error>,
     },

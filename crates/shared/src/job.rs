@@ -279,7 +279,7 @@ impl NewJob {
         if let Some(flow) = config.flows.get(&req.path) {
             let at = format!("flows.{:?}.concurrency", req.path);
             let limit = stamped_limit(&flow.concurrency, &at)?;
-            let default_key = format!("{}/flow/{}", req.workspace, req.path);
+            let default_key = format!("{}/{}", req.workspace, req.path);
             // A flow's driver is not retried: a failed step already had its retries.
             let job = NewJob::new(req, limit, default_key, 1, JobKind::Flow, None)?;
             check_steps_at_enqueue(config, &req.path, flow, &job, &req.args)?;
@@ -364,7 +364,7 @@ impl NewJob {
     ) -> Result<NewJob> {
         check_args(&req.args)?;
         check_workspace(&req.workspace)?;
-        let ckey = match &limit {
+        let mut ckey = match &limit {
             Some(Limit { key: Some(t), .. }) => t.render(&req.workspace, &req.args)?,
             Some(_) if default_key.len() > crate::template::MAX_KEY_BYTES => {
                 return Err(Error::invalid(
@@ -378,6 +378,17 @@ impl NewJob {
             Some(_) => default_key,
             None => String::new(),
         };
+        // Flow runs' keys are a space of their own: a flow's limit counts
+        // runs, never executions, so a step can never wait on a slot that a
+        // parked run holds, and runs cannot deadlock one another.
+        if kind == JobKind::Flow && !ckey.is_empty() {
+            ckey = format!("{FLOW_KEY_PREFIX}{ckey}");
+        } else if ckey.starts_with(FLOW_KEY_PREFIX) {
+            return Err(Error::invalid(
+                "concurrency key",
+                format!("{ckey:?}: keys beginning with {FLOW_KEY_PREFIX:?} belong to flow runs"),
+            ));
+        }
         let args = req.args.to_string();
         if args.len() > MAX_ARGS_BYTES {
             return Err(Error::invalid(
@@ -471,8 +482,8 @@ impl NewJob {
 
 /// Plans, at enqueue, the key of every step of a flow whose args the flow's
 /// input alone decides (no args template, or one that names only
-/// `$flow_input`), so that a key naming a missing argument, a bad key, or a
-/// step key equal to the flow's own is refused before anything is written. Steps that depend on
+/// `$flow_input`), so that a key naming a missing argument or a bad key is
+/// refused before anything is written. Steps that depend on
 /// earlier results are checked when the run plans them, and fail the run.
 fn check_steps_at_enqueue(
     config: &Config,
@@ -516,20 +527,14 @@ fn check_steps_at_enqueue(
             iter: None,
         };
         let at = || format!("flow {path:?} step {}", step.id);
-        let child = NewJob::step(config, of, &run.workspace, args)
+        NewJob::step(config, of, &run.workspace, args)
             .map_err(|e| Error::invalid(at(), e.to_string()))?;
-        if !child.ckey.is_empty() && child.ckey == run.ckey {
-            return Err(Error::invalid(
-                at(),
-                format!(
-                    "its concurrency key {:?} is the flow's own, which the run holds until it ends: it would wait for ever",
-                    child.ckey
-                ),
-            ));
-        }
     }
     Ok(())
 }
+
+/// What every flow run's concurrency key begins with, and no other key may.
+pub const FLOW_KEY_PREFIX: &str = "flow:";
 
 /// The most bytes a job's args take as JSON: 1 MiB.
 pub const MAX_ARGS_BYTES: usize = 1 << 20;

@@ -28,19 +28,24 @@ pub async fn read_jobs<C: ConnectionLike>(
         .arg(ids)
         .query_async(con)
         .await?;
+    // Read as bytes and decoded leniently: one value damaged into invalid
+    // UTF-8 must not make every read of its batch fail (retention, runs).
+    let text = |v: Option<Vec<u8>>| v.map(|b| String::from_utf8_lossy(&b).into_owned());
     Ok(ids
         .iter()
         .zip(specs)
         .zip(states)
         .zip(results)
-        .map(|(((id, spec), state), result)| Job::from_records(id, spec, state, result))
+        .map(|(((id, spec), state), result)| {
+            Job::from_records(id, text(spec), text(state), text(result))
+        })
         .collect())
 }
 
 type Fields = (
-    Vec<Option<String>>,
-    Vec<Option<String>>,
-    Vec<Option<String>>,
+    Vec<Option<Vec<u8>>>,
+    Vec<Option<Vec<u8>>>,
+    Vec<Option<Vec<u8>>>,
 );
 
 /// The specs of these jobs, in order; a missing or malformed one reads as
@@ -53,7 +58,7 @@ pub async fn read_specs<C: ConnectionLike>(
     if ids.is_empty() {
         return Ok(vec![]);
     }
-    let raw: Vec<Option<String>> = redis::cmd("HMGET")
+    let raw: Vec<Option<Vec<u8>>> = redis::cmd("HMGET")
         .arg(keys.jobs())
         .arg(ids)
         .query_async(con)
@@ -61,7 +66,7 @@ pub async fn read_specs<C: ConnectionLike>(
     Ok(raw
         .into_iter()
         .map(|s| {
-            s.and_then(|s| serde_json::from_str(&s).ok())
+            s.and_then(|s| serde_json::from_slice(&s).ok())
                 .unwrap_or_default()
         })
         .collect())

@@ -37,11 +37,11 @@ impl Script {
     /// A script that also gets `extra` helpers prepended (acks.lua for the
     /// scripts that record ended executions).
     fn with_lib(name: &'static str, extra: &str, body: &str) -> Self {
-        // The shebang makes Redis (7.0 or later) check for out-of-memory once,
-        // before the script runs, and never in the middle of it: without
-        // it, a script stopped by OOM half way leaves half its writes (a
-        // job's spec without its place in the ready list).
-        let source = format!("#!lua\n{RECORDS_LIB}\n{SLOTS_LIB}\n{JOBS_LIB}\n{extra}\n{body}");
+        // No shebang: Redis then refuses a script for lack of memory only at
+        // its first write that needs memory, never after a write, so a
+        // script is never cut half way; and scripts that only free memory
+        // (purge, prune, recover) still run when Redis is full.
+        let source = format!("{RECORDS_LIB}\n{SLOTS_LIB}\n{JOBS_LIB}\n{extra}\n{body}");
         let hash = redis::Script::new(&source).get_hash().to_string();
         Script { name, source, hash }
     }

@@ -62,9 +62,17 @@ impl State {
         };
         for w in rest.split(lua_space).filter(|w| !w.is_empty()) {
             let (key, value) = leading(w, |b| b.is_ascii_alphabetic() || b == b'_');
+            // Only the known words, each in its one form, as Lua reads them.
+            let time = |v: &str| {
+                (!v.is_empty()
+                    && v.len() <= MAX_TIME_DIGITS
+                    && v.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| v.parse().ok())
+                .flatten()
+            };
             match (key, value.strip_prefix('=')) {
-                ("started", Some(v)) => st.started = v.parse().ok(),
-                ("ready", Some(v)) => st.ready = v.parse().ok(),
+                ("started", Some(v)) => st.started = time(v).or(st.started),
+                ("ready", Some(v)) => st.ready = time(v).or(st.ready),
                 ("drive", Some(v)) => st.drive = Some(v.to_string()),
                 _ if w == "cancel" => st.cancel = true,
                 _ if w == "dirty" => st.dirty = true,

@@ -85,14 +85,6 @@ impl KeyTemplate {
         &self.source
     }
 
-    /// The key itself, when the template has no placeholder.
-    pub fn as_static(&self) -> Option<&str> {
-        match self.parts.as_slice() {
-            [Part::Text(t)] => Some(t),
-            _ => None,
-        }
-    }
-
     /// Resolves the key for one job. A missing argument, or a value that
     /// would make a bad key, is an error naming it.
     pub fn render(&self, workspace: &str, args: &Value) -> Result<String> {

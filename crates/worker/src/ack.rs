@@ -119,7 +119,7 @@ impl Acks {
 /// Runs until `acks` is closed and everything in it is recorded.
 pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>) {
     let mut held: Option<deadpool_redis::Connection> = None;
-    let mut pause = Duration::from_millis(50);
+    let mut pause = crate::backoff::FIRST;
     loop {
         let closed = acks.closed.load(Ordering::SeqCst);
         if acks.is_empty() {
@@ -142,14 +142,14 @@ pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>) {
             Ok(refused) => {
                 acks.recorded();
                 warn_refused(refused);
-                pause = Duration::from_millis(50);
+                pause = crate::backoff::FIRST;
             }
             Err(e) => {
                 held = None;
                 tracing::warn!(error = %e, pending = msgs.len(), "recording results failed; retrying");
                 acks.not_recorded(msgs);
                 tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(5));
+                pause = crate::backoff::next(pause);
             }
         }
     }

@@ -28,7 +28,7 @@ use crate::ack::{ack_loop, push_section, warn_refused, AckMsg, Acks, Done};
 use crate::execute::{execute, Admitted, Outcome};
 use crate::handler::Handler;
 use crate::running::{Running, Stop};
-use crate::{lease, metrics, retention, wake};
+use crate::{backoff, lease, metrics, retention, wake};
 
 /// What every execution may need.
 pub struct Shared {
@@ -57,12 +57,6 @@ const RECOVER_LINES: usize = 1000;
 
 /// Turns a worker has in flight at most.
 const TURNS_IN_FLIGHT: usize = 2;
-
-/// Pauses between tries while Redis cannot be reached: doubling from the
-/// first, up to the last. A try costs one connection attempt; the cap keeps
-/// the time from Redis's return to work resuming well under a second.
-const RETRY_FIRST: Duration = Duration::from_millis(50);
-const RETRY_MAX: Duration = Duration::from_millis(250);
 
 /// What one turn learned.
 struct Turn {
@@ -146,7 +140,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     let mut ckeys: Vec<String> = Vec::new();
     let mut want_claim = true;
     let mut timer: Option<Instant> = None;
-    let mut retry_pause = RETRY_FIRST;
+    let mut retry_pause = backoff::FIRST;
     // Turns in flight, and the room they claimed: while Redis runs one, the
     // worker starts the jobs of the other.
     let mut turns = FuturesUnordered::new();
@@ -171,7 +165,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
                     Err(e) => {
                         tracing::warn!(error = %e, "Redis connection failed; retrying");
                         tokio::time::sleep(retry_pause).await;
-                        retry_pause = (retry_pause * 2).min(RETRY_MAX);
+                        retry_pause = backoff::next(retry_pause);
                         continue;
                     }
                 }
@@ -193,7 +187,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
                 reserved -= claimed;
                 match result {
                     Ok(turn) => {
-                        retry_pause = RETRY_FIRST;
+                        retry_pause = backoff::FIRST;
                         // A steady key stays declared; new ones replace it
                         // when they come next.
                         if !turn.need.is_empty() {
@@ -209,7 +203,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
                         want_claim = true;
                         tracing::warn!(error = %e, "Redis call failed; retrying");
                         tokio::time::sleep(retry_pause).await;
-                        retry_pause = (retry_pause * 2).min(RETRY_MAX);
+                        retry_pause = backoff::next(retry_pause);
                     }
                 }
             }

@@ -273,8 +273,7 @@ fn step_args(
 /// A step's job. A step that cannot be planned (its key template names an
 /// argument its args lack, renders a bad key, or its args are too large) is
 /// an error naming the step, which fails the run: driving it again would
-/// meet the same error. So is a step whose key is the flow's own: the run
-/// holds that key's slot until it ends, so the step would wait for ever.
+/// meet the same error.
 fn new_step(
     config: &Config,
     job: &Admitted,
@@ -292,15 +291,7 @@ fn new_step(
         step: step.id.clone(),
         iter,
     };
-    let child =
-        NewJob::step(config, of, &job.workspace, args).map_err(|e| format!("step {label}: {e}"))?;
-    if !child.ckey.is_empty() && child.ckey == job.ckey {
-        return Err(format!(
-            "step {label}: its concurrency key {:?} is the flow's own, which the run holds until it ends",
-            child.ckey
-        ));
-    }
-    Ok(child)
+    NewJob::step(config, of, &job.workspace, args).map_err(|e| format!("step {label}: {e}"))
 }
 
 /// Starts `children` and parks the flow at step `i`, atomically (drive.lua).

@@ -15,6 +15,7 @@
 //! ```
 
 mod ack;
+mod backoff;
 mod command;
 mod dispatch;
 mod execute;

@@ -19,18 +19,17 @@ pub async fn listen(
     mut listening: watch::Receiver<bool>,
     wake: Arc<Notify>,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = crate::backoff::FIRST;
     loop {
         let mut con = match redis_conn::blocking_connection(&url).await {
             Ok(c) => {
-                backoff = Duration::from_millis(100);
+                backoff = crate::backoff::FIRST;
                 c
             }
             Err(e) => {
                 tracing::warn!(error = %e, "cannot connect for wake-ups; retrying");
                 tokio::time::sleep(backoff).await;
-                // Short: after an outage, wake-ups must resume within a second.
-                backoff = (backoff * 2).min(Duration::from_millis(250));
+                backoff = crate::backoff::next(backoff);
                 continue;
             }
         };

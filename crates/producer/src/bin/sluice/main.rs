@@ -193,12 +193,24 @@ async fn run(cli: Cli) -> Result<u8> {
                     Ok(0)
                 }
                 // The jobs written before the failure are real: their ids
-                // are printed, so that the caller can tell which they are.
-                Err(Error::PartlyEnqueued { written, source }) => {
+                // are printed, so that the caller can tell which they are;
+                // those that may have been written follow, marked "? ".
+                Err(Error::PartlyEnqueued {
+                    written,
+                    in_doubt,
+                    source,
+                }) => {
                     for id in &written {
                         writeln!(out, "{id}").ok();
                     }
-                    Err(Error::PartlyEnqueued { written, source })
+                    for id in &in_doubt {
+                        writeln!(out, "? {id}").ok();
+                    }
+                    Err(Error::PartlyEnqueued {
+                        written,
+                        in_doubt,
+                        source,
+                    })
                 }
                 Err(e) => Err(e),
             }
