@@ -543,3 +543,22 @@ async fn a_damaged_step_record_fails_the_step_and_tells_its_flow() {
     let next = env.finish(&client, &[next]).await.remove(0);
     assert_eq!(next.status, "succeeded");
 }
+
+/// A Redis that may evict keys when full could drop jobs, leases or slots:
+/// the worker says so when it starts.
+#[test]
+fn a_worker_warns_when_redis_may_evict_its_keys() {
+    let port = free_port().to_string();
+    let redis = RedisServer::spawn(
+        &["--port", &port, "--maxmemory-policy", "allkeys-lru"],
+        format!("redis://127.0.0.1:{port}"),
+    );
+    let env = TestEnv::with_redis(redis, CONFIG);
+    let worker = env.worker(&[], &[]);
+    worker.wait_for_log("worker started");
+    let log = worker.log_text();
+    assert!(
+        log.contains("maxmemory-policy") && log.contains("allkeys-lru"),
+        "{log}"
+    );
+}

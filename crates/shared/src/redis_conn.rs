@@ -67,6 +67,31 @@ pub async fn ping(pool: &Pool, url: &str) -> Result<()> {
     })
 }
 
+/// Warns when Redis may evict keys under memory pressure: an evicted job,
+/// lease or slots set is a job lost or a limit broken. Sluice wants
+/// `maxmemory-policy noeviction` (Redis then refuses writes when full, and
+/// Sluice reports them). Returns the policy, if Redis tells it.
+pub async fn check_eviction(pool: &Pool) -> Option<String> {
+    let mut con = pool.get().await.ok()?;
+    let info: String = redis::cmd("INFO")
+        .arg("memory")
+        .query_async(&mut *con)
+        .await
+        .ok()?;
+    let policy = info
+        .lines()
+        .find_map(|l| l.strip_prefix("maxmemory_policy:"))?
+        .trim()
+        .to_string();
+    if policy != "noeviction" {
+        tracing::warn!(
+            policy = %policy,
+            "Redis may evict keys when its memory is full (maxmemory-policy is not noeviction): jobs could be lost and limits broken; set maxmemory-policy noeviction"
+        );
+    }
+    Some(policy)
+}
+
 /// The URL without its password, for messages.
 pub fn redacted(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {

@@ -80,6 +80,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
         })?;
     let pool = redis_conn::pool(&config.redis_url, 4)?;
     redis_conn::ping(&pool, &config.redis_url).await?;
+    redis_conn::check_eviction(&pool).await;
     scripts().load_all(&mut *pool.get().await?).await?;
     let keys = Keys::new(&config.prefix);
     let lease = Duration::from_millis(config.lease_ms());
