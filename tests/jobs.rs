@@ -2,7 +2,7 @@
 //! and bad records.
 
 use sluice_tests::*;
-use sluice_worker::{JobContext, Worker};
+use sluice_worker::{BoxError, JobContext, Worker};
 
 const CONFIG: &str = r#"
 [worker]
@@ -143,13 +143,13 @@ async fn rust_handlers_and_bad_jobs_do_not_stop_the_worker() {
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let worker = Worker::new(env.config())
         .handler("f/rust", |ctx: JobContext| async move {
-            Ok(json!({"double": ctx.args["n"].as_i64().unwrap_or(0) * 2, "key": ctx.concurrency_key}))
+            Ok::<_, BoxError>(json!({"double": ctx.args["n"].as_i64().unwrap_or(0) * 2, "key": ctx.concurrency_key}))
         })
         .handler("f/panic", |_ctx: JobContext| async move {
             if true {
                 panic!("handler bug");
             }
-            Ok(json!(null))
+            Ok::<_, BoxError>(json!(null))
         });
     let client = env.client().await;
     let panics = env.enqueue(&client, "f/panic", json!({}), 1).await;

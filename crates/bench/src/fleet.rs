@@ -16,7 +16,7 @@ pub async fn run_worker(config: PathBuf) -> BenchResult {
     let mut worker = Worker::new(config.clone());
     for path in config.scripts.keys() {
         worker = worker.handler(path.clone(), |_ctx: JobContext| async {
-            Ok(serde_json::Value::Null)
+            Ok::<_, sluice_worker::BoxError>(serde_json::Value::Null)
         });
     }
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())

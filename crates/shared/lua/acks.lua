@@ -12,8 +12,8 @@
 --         ended execution: entry, attempt, started (the ms of its running
 --         state, as admit.lua handed it out), outcome, payload (the result
 --         for "ok", the reason otherwise); outcome is "ok", "err
---         <backoff_ms>" (the first retry's delay) or "cancelled", followed
---         by " step" for a flow's step.
+--         <backoff_ms>" (the first retry's delay), "fail" (failed for good:
+--         no retry) or "cancelled", followed by " step" for a flow's step.
 -- A failed attempt is retried through the delayed set after
 -- backoff_ms * 2^(attempt-1) while attempts remain (max_attempts in the
 -- spec, default 3); a cancel request turns any outcome into "cancelled".
@@ -96,7 +96,8 @@ local function record_acks(sec, now, now_s)
       final = 'cancelled'
     else
       if spec == nil then spec = spec_of(id) end
-      if attempt < max_attempts(spec and spec.max_attempts) then
+      -- "fail": the job failed for good, whatever attempts remain.
+      if outcome ~= 'fail' and attempt < max_attempts(spec and spec.max_attempts) then
         local backoff = tonumber(string.match(rest, '^ (%d+)')) or 1000
         local at = ms_str(now + backoff * 2 ^ (attempt - 1))
         set_state(id, 'scheduled', attempt, at)

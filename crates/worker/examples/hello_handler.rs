@@ -19,7 +19,19 @@
 use std::path::PathBuf;
 
 use serde_json::json;
-use sluice_worker::{Config, HandlerResult, JobContext, Worker};
+use sluice_worker::{BoxError, Config, HandlerResult, JobContext, Worker};
+
+/// The args of `f/hello/upper`.
+#[derive(serde::Deserialize)]
+struct Upper {
+    text: String,
+}
+
+/// Its result: any `Serialize` type.
+#[derive(serde::Serialize)]
+struct Shout {
+    text: String,
+}
 
 /// Greets `args.name`. An `Err` fails the attempt with that reason; it is
 /// retried while the script's `max_attempts` allow.
@@ -65,9 +77,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     Worker::new(config)
         .handler("f/hello", hello)
         // A closure works too; it may capture shared state (clients, pools).
+        // Its args are read into a type of its own: args that do not fit
+        // fail the job at once (a Permanent error), without retries.
         .handler("f/hello/upper", |ctx: JobContext| async move {
-            let text = ctx.args["text"].as_str().unwrap_or_default().to_uppercase();
-            Ok(json!({ "text": text }))
+            let args: Upper = ctx.args_as()?;
+            Ok::<_, BoxError>(Shout {
+                text: args.text.to_uppercase(),
+            })
         })
         .run_until(shutdown)
         .await?;

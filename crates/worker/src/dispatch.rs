@@ -419,7 +419,7 @@ impl Dispatcher {
                 let outcome = execute(&shared, &job, started).await;
                 let counter = match &outcome {
                     Outcome::Ok(_) => Some(metrics::SUCCEEDED),
-                    Outcome::Err(_) => Some(metrics::FAILED),
+                    Outcome::Err(_) | Outcome::Fail(_) => Some(metrics::FAILED),
                     Outcome::Cancelled => Some(metrics::CANCELLED),
                     Outcome::Lost | Outcome::Parked => None,
                 };

@@ -12,13 +12,18 @@ use sluice_shared::Config;
 use tracing::Instrument;
 
 use crate::command;
-use crate::handler::JobContext;
+use crate::handler::{Handler, JobContext, Permanent, StopReason, HANDLER_GRACE};
 use crate::running::Stop;
+use tokio::sync::watch;
 
 #[derive(Debug)]
 pub enum Outcome {
     Ok(Value),
+    /// This attempt failed: retried while attempts remain.
     Err(String),
+    /// The job failed for good: no retry (a handler's `Permanent` error, a
+    /// corrupt record).
+    Fail(String),
     Cancelled,
     /// The attempt is no longer ours: nothing is reported.
     Lost,
@@ -55,6 +60,7 @@ pub struct Admitted {
     pub step: String,
     /// Why the job cannot run, when its spec is damaged.
     pub corrupt: Option<String>,
+    pub max_attempts: u32,
     /// Redis times (Unix ms): when it became ready, and the start of this
     /// attempt.
     pub ready_at: i64,
@@ -107,6 +113,9 @@ impl Admitted {
             parent: spec.parent,
             flow: spec.flow,
             step: spec.step,
+            max_attempts: spec
+                .max_attempts
+                .unwrap_or(sluice_shared::job::DEFAULT_MAX_ATTEMPTS),
             corrupt,
         }
     }
@@ -149,38 +158,30 @@ pub async fn execute(
     let (config, handlers) = (&*shared.config, &*shared.handlers);
     let span = tracing::info_span!("job", id = %job.id, path = %job.path, key = %job.ckey, attempt = job.attempt);
     async {
+        // A damaged record will not mend itself: no retry.
         if let Some(reason) = &job.corrupt {
-            return Outcome::Err(reason.clone());
+            return Outcome::Fail(reason.clone());
         }
-        let args = job.args.clone();
+        let (command, timeout, _) = settings(config, job);
+        let (signal, signalled) = watch::channel(None);
         let ctx = JobContext {
             id: job.id.clone(),
             path: job.path.clone(),
             workspace: job.workspace.clone(),
-            args,
+            args: job.args.clone(),
             attempt: job.attempt,
+            max_attempts: job.max_attempts,
             concurrency_key: (!job.ckey.is_empty()).then(|| job.ckey.clone()),
+            deadline: tokio::time::Instant::now() + timeout,
+            stop: signalled,
         };
-        let (command, timeout, _) = settings(config, job);
         let inline_step = job.kind == "step" && job.path == job.flow;
         // The flow and command branches are boxed: their futures are large,
         // and every job's task would otherwise be as large as they are.
         let outcome = if job.kind == "flow" {
             Box::pin(crate::flow::drive(&shared.pool, &shared.keys, config, job)).await
         } else if let Some(h) = handlers.get(&job.path).filter(|_| !inline_step) {
-            // A panic is caught where the handler runs: no task of its own.
-            let call = std::panic::AssertUnwindSafe(h.call(ctx)).catch_unwind();
-            tokio::select! {
-                r = call => match r {
-                    Ok(Ok(v)) => Outcome::Ok(v),
-                    Ok(Err(reason)) => Outcome::Err(reason),
-                    Err(panic) => Outcome::Err(format!("handler panicked: {}", panic_text(panic))),
-                },
-                _ = tokio::time::sleep(timeout) => {
-                    Outcome::Err(format!("timed out after {} s", timeout.as_secs_f64()))
-                }
-                why = command::stopped(&mut stop) => Outcome::from_stop(why),
-            }
+            Box::pin(run_handler(&**h, ctx, timeout, &mut stop, signal)).await
         } else if let Some(argv) = command {
             Box::pin(command::run(argv, &ctx, timeout, &mut stop, deadline)).await
         } else {
@@ -192,6 +193,7 @@ pub async fn execute(
         match &outcome {
             Outcome::Ok(_) => tracing::debug!("succeeded"),
             Outcome::Err(e) => tracing::warn!(error = %e, "failed"),
+            Outcome::Fail(e) => tracing::warn!(error = %e, "failed for good: no retry"),
             Outcome::Cancelled => tracing::info!("cancelled"),
             Outcome::Lost => tracing::warn!("lease lost: attempt stopped, result not reported"),
             Outcome::Parked => tracing::debug!("flow parked until its next step ends"),
@@ -200,6 +202,53 @@ pub async fn execute(
     }
     .instrument(span)
     .await
+}
+
+/// Runs a handler to its outcome. A stop (cancel, timeout, drain) first
+/// fires the handler's `JobContext::stopped` and gives it HANDLER_GRACE to
+/// return before its future is dropped; a lost lease drops it at once.
+async fn run_handler(
+    h: &dyn Handler,
+    ctx: JobContext,
+    timeout: Duration,
+    stop: &mut watch::Receiver<Option<Stop>>,
+    signal: watch::Sender<Option<StopReason>>,
+) -> Outcome {
+    // A panic is caught where the handler runs: no task of its own.
+    let mut call = std::pin::pin!(std::panic::AssertUnwindSafe(h.call(ctx)).catch_unwind());
+    let why = tokio::select! {
+        r = &mut call => return handler_outcome(r),
+        _ = tokio::time::sleep(timeout) => StopReason::TimedOut,
+        why = command::stopped(stop) => match why {
+            Stop::Cancelled => StopReason::Cancelled,
+            Stop::Shutdown => StopReason::Shutdown,
+            Stop::Lost => StopReason::LeaseLost,
+        },
+    };
+    signal.send_replace(Some(why));
+    if why != StopReason::LeaseLost {
+        let _ = tokio::time::timeout(HANDLER_GRACE, &mut call).await;
+    }
+    match why {
+        StopReason::TimedOut => {
+            Outcome::Err(format!("timed out after {} s", timeout.as_secs_f64()))
+        }
+        StopReason::Cancelled => Outcome::Cancelled,
+        StopReason::Shutdown => Outcome::from_stop(Stop::Shutdown),
+        StopReason::LeaseLost => Outcome::Lost,
+    }
+}
+
+/// A finished handler call as an outcome: its error may say "no retry".
+fn handler_outcome(
+    r: Result<Result<Value, crate::handler::BoxError>, Box<dyn std::any::Any + Send>>,
+) -> Outcome {
+    match r {
+        Ok(Ok(v)) => Outcome::Ok(v),
+        Ok(Err(e)) if e.downcast_ref::<Permanent>().is_some() => Outcome::Fail(e.to_string()),
+        Ok(Err(e)) => Outcome::Err(e.to_string()),
+        Err(panic) => Outcome::Err(format!("handler panicked: {}", panic_text(panic))),
+    }
 }
 
 fn panic_text(p: Box<dyn std::any::Any + Send>) -> String {

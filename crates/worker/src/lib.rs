@@ -7,7 +7,7 @@
 //! use sluice_worker::{JobContext, Worker};
 //! Worker::new(config)
 //!     .handler("f/hello", |ctx: JobContext| async move {
-//!         Ok(serde_json::json!({ "hello": ctx.args["name"] }))
+//!         Ok::<_, sluice_worker::BoxError>(serde_json::json!({ "hello": ctx.args["name"] }))
 //!     })
 //!     .run_until(async { tokio::signal::ctrl_c().await.ok(); })
 //!     .await
@@ -29,7 +29,9 @@ mod running;
 mod supervise;
 mod wake;
 
-pub use handler::{Handler, HandlerResult, JobContext};
+pub use handler::{
+    BoxError, Handler, HandlerResult, JobContext, Permanent, StopReason, HANDLER_GRACE,
+};
 pub use sluice_shared::{Config, Error, Result};
 
 use std::collections::HashMap;
@@ -40,6 +42,8 @@ use std::sync::Arc;
 pub struct Worker {
     config: Config,
     handlers: HashMap<String, Arc<dyn Handler>>,
+    /// Paths registered that the config does not know: run_until refuses.
+    unknown: Vec<String>,
 }
 
 impl Worker {
@@ -47,20 +51,32 @@ impl Worker {
         Worker {
             config,
             handlers: HashMap::new(),
+            unknown: Vec::new(),
         }
     }
 
     /// Registers an async Rust handler for a path. The path must also be in the
-    /// config's `[scripts]` (its limit, timeout and retries live there); a
-    /// handler takes precedence over a `command` for the same path.
+    /// config's `[scripts]` (its limit, timeout and retries live there), or
+    /// `run_until` refuses to start, naming it; a handler takes precedence
+    /// over a `command` for the same path.
     pub fn handler<H: Handler + 'static>(mut self, path: impl Into<String>, handler: H) -> Self {
-        self.handlers.insert(path.into(), Arc::new(handler));
+        let path = path.into();
+        if !self.config.scripts.contains_key(&path) {
+            self.unknown.push(path.clone());
+        }
+        self.handlers.insert(path, Arc::new(handler));
         self
     }
 
     /// Runs until `shutdown` completes, then drains: takes no new jobs, gives
     /// running ones `worker.grace_s` to finish, stops the rest, and returns.
     pub async fn run_until<S: Future<Output = ()> + Send>(self, shutdown: S) -> Result<()> {
+        if !self.unknown.is_empty() {
+            return Err(Error::Config(format!(
+                "handlers registered for paths that are not among the config's scripts: {:?}",
+                self.unknown
+            )));
+        }
         dispatch::run(self.config, self.handlers, shutdown).await
     }
 }
