@@ -227,7 +227,25 @@ async fn run_handler(
     };
     signal.send_replace(Some(why));
     if why != StopReason::LeaseLost {
-        let _ = tokio::time::timeout(HANDLER_GRACE, &mut call).await;
+        // The grace, cut short if the lease is lost meanwhile: fencing
+        // comes before courtesy.
+        let lost = async {
+            loop {
+                if *stop.borrow_and_update() == Some(Stop::Lost) {
+                    return;
+                }
+                if stop.changed().await.is_err() {
+                    return std::future::pending().await;
+                }
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(HANDLER_GRACE, &mut call) => {}
+            _ = lost => {
+                signal.send_replace(Some(StopReason::LeaseLost));
+                return Outcome::Lost;
+            }
+        }
     }
     match why {
         StopReason::TimedOut => {
