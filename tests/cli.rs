@@ -190,3 +190,53 @@ fn bad_config_and_unreachable_redis_are_named() {
         text(&out.stderr)
     );
 }
+
+/// An idempotency key makes a retried enqueue safe: the same key within the
+/// retention period gives back the first job's id and writes nothing new,
+/// from the library, the command line and batch lines alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_idempotency_key_enqueues_once() {
+    let env = TestEnv::new(CONFIG);
+    let client = env.client().await;
+    let req =
+        || sluice_producer::JobRequest::new("f/ok", json!({"n": 1})).idempotency_key("order-17");
+    let first = client.enqueue(req()).await.unwrap();
+    let again = client.enqueue(req()).await.unwrap();
+    assert_eq!(first, again);
+    // Within one batch too, next to a job without a key.
+    let ids = client
+        .enqueue_batch(&[
+            req(),
+            sluice_producer::JobRequest::new("f/ok", json!({})),
+            sluice_producer::JobRequest::new("f/ok", json!({})).idempotency_key("other"),
+            sluice_producer::JobRequest::new("f/ok", json!({})).idempotency_key("other"),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(ids[0], first);
+    assert_ne!(ids[1], first);
+    assert_eq!(ids[2], ids[3]);
+    let out = env.sluice(&["enqueue", "f/ok", "--idempotency-key", "order-17"], None);
+    assert_eq!(text(&out.stdout).trim(), first, "{}", text(&out.stderr));
+    let out = env.sluice(
+        &["enqueue", "--batch", "-"],
+        Some("{\"path\":\"f/ok\",\"idempotency_key\":\"order-17\"}\n{\"path\":\"f/ok\",\"idempotency_key\":\"fresh\"}\n"),
+    );
+    let lines: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(lines[0], first, "{}", text(&out.stderr));
+    assert_ne!(lines[1], first);
+    // Three distinct jobs were written in all: first, the keyless one,
+    // "other", and "fresh".
+    let stored: usize = redis::cmd("HLEN")
+        .arg(env.key("jobs"))
+        .query(&mut env.redis())
+        .unwrap();
+    assert_eq!(stored, 4);
+    let bad = env.sluice(&["enqueue", "f/ok", "--idempotency-key", "a\nb"], None);
+    assert_eq!(bad.status.code(), Some(3));
+    assert!(
+        text(&bad.stderr).contains("idempotency key"),
+        "{}",
+        text(&bad.stderr)
+    );
+}

@@ -76,7 +76,27 @@ impl Client {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut con = self.pool.get().await?;
+        let mut ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
         for (n, chunk) in jobs.chunks(BATCH_CHUNK).enumerate() {
+            if chunk.iter().any(|j| j.idempotency_key.is_some()) {
+                // Ids may come back as those of earlier jobs with the same key.
+                let keep_ms = (self.config.retention.keep_s * 1000.0) as u64;
+                let mut call = scripts().enqueue_once.call_in(&self.keys);
+                call.arg(keep_ms.max(1));
+                for job in chunk {
+                    let key = job.idempotency_key.as_deref().unwrap_or("");
+                    job.push(&self.keys, &mut call);
+                    call.key(self.keys.idempotency(key)).arg(key);
+                }
+                match call.query::<Vec<String>, _>(&mut *con).await {
+                    Ok(got) => {
+                        let start = n * BATCH_CHUNK;
+                        ids[start..start + got.len()].clone_from_slice(&got);
+                        continue;
+                    }
+                    Err(e) => return Err(partial(&ids, n, chunk, e)),
+                }
+            }
             let mut call = scripts().enqueue.call_in(&self.keys);
             // Two values a job when none has a key or a delay (see enqueue.lua).
             if chunk.iter().all(NewJob::is_plain) {
@@ -93,26 +113,10 @@ impl Client {
             // Each chunk is one atomic script call: on a failure, the chunks
             // before it are written and the rest are not.
             if let Err(e) = call.query::<i64, _>(&mut *con).await {
-                // A reply that never came leaves this call in doubt: Redis
-                // may have run it. An error reply means it did not.
-                let doubtful = match &e {
-                    Error::Redis(r) => {
-                        r.is_io_error() || r.is_timeout() || r.is_connection_dropped()
-                    }
-                    _ => false,
-                };
-                if n == 0 && !doubtful {
-                    return Err(e);
-                }
-                let ids = |js: &[NewJob]| js.iter().map(|j| j.id.clone()).collect();
-                return Err(Error::PartlyEnqueued {
-                    written: ids(&jobs[..n * BATCH_CHUNK]),
-                    in_doubt: if doubtful { ids(chunk) } else { vec![] },
-                    source: Box::new(e),
-                });
+                return Err(partial(&ids, n, chunk, e));
             }
         }
-        Ok(jobs.into_iter().map(|j| j.id).collect())
+        Ok(ids)
     }
 
     /// Reads one job; `None` when there is no such job.
@@ -163,5 +167,27 @@ impl Client {
             "finished" => Ok(CancelOutcome::AlreadyFinished),
             _ => Err(Error::JobNotFound(id.to_string())),
         }
+    }
+}
+
+/// The error for chunk `n` of a batch failing with `e`: the chunks
+/// before it were written; a reply that never came leaves this one in
+/// doubt (Redis may have run it), while an error reply means it did not.
+fn partial(ids: &[String], n: usize, chunk: &[NewJob], e: Error) -> Error {
+    let doubtful = match &e {
+        Error::Redis(r) => r.is_io_error() || r.is_timeout() || r.is_connection_dropped(),
+        _ => false,
+    };
+    if n == 0 && !doubtful {
+        return e;
+    }
+    Error::PartlyEnqueued {
+        written: ids[..n * BATCH_CHUNK].to_vec(),
+        in_doubt: if doubtful {
+            chunk.iter().map(|j| j.id.clone()).collect()
+        } else {
+            vec![]
+        },
+        source: Box::new(e),
     }
 }

@@ -240,6 +240,8 @@ pub struct NewJob {
     /// For a flow's step: the flow run, the flow's path, the step id, and the
     /// for-each position.
     pub parent: Option<StepOf>,
+    /// The caller's idempotency key, checked.
+    pub idempotency_key: Option<String>,
 }
 
 #[derive(Clone, Debug)]
@@ -261,6 +263,11 @@ pub struct JobRequest {
     pub workspace: String,
     pub args: Value,
     pub delay_ms: u64,
+    /// The caller's key for this request: the same key within the
+    /// retention period (`retention.keep_s`) gives back the first job's id
+    /// and writes nothing new, so a producer may safely retry an enqueue
+    /// whose reply it never got.
+    pub idempotency_key: Option<String>,
 }
 
 impl JobRequest {
@@ -270,7 +277,26 @@ impl JobRequest {
             workspace: "default".into(),
             args,
             delay_ms: 0,
+            idempotency_key: None,
         }
+    }
+
+    /// In this workspace (default `default`).
+    pub fn workspace(mut self, workspace: impl Into<String>) -> Self {
+        self.workspace = workspace.into();
+        self
+    }
+
+    /// To run no earlier than `delay` from now (whole milliseconds).
+    pub fn delay(mut self, delay: std::time::Duration) -> Self {
+        self.delay_ms = delay.as_millis() as u64;
+        self
+    }
+
+    /// With the caller's idempotency key (see the field).
+    pub fn idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
     }
 }
 
@@ -399,7 +425,11 @@ impl NewJob {
                 ),
             ));
         }
+        if let Some(k) = &req.idempotency_key {
+            check_idempotency_key(k)?;
+        }
         Ok(NewJob {
+            idempotency_key: req.idempotency_key.clone(),
             id: uuid::Uuid::now_v7().to_string(),
             path: req.path.clone(),
             workspace: req.workspace.clone(),
@@ -544,6 +574,26 @@ pub const MAX_ARGS_BYTES: usize = 1 << 20;
 pub const MAX_ARGS_DEPTH: usize = 64;
 /// The longest workspace name, in bytes.
 pub const MAX_WORKSPACE_BYTES: usize = 128;
+
+/// The longest idempotency key, in bytes.
+pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
+
+fn check_idempotency_key(k: &str) -> Result<()> {
+    let bad = |reason: String| Err(Error::invalid("idempotency key", reason));
+    if k.is_empty() {
+        return bad("must not be empty".into());
+    }
+    if k.len() > MAX_IDEMPOTENCY_KEY_BYTES {
+        return bad(format!(
+            "is {} bytes, more than {MAX_IDEMPOTENCY_KEY_BYTES}",
+            k.len()
+        ));
+    }
+    if let Some(why) = crate::template::control_char(k) {
+        return bad(why);
+    }
+    Ok(())
+}
 
 fn check_workspace(w: &str) -> Result<()> {
     let bad = |reason: String| Err(Error::invalid("workspace", reason));

@@ -18,6 +18,7 @@
 //! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results, for-each progress, steps running |
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped |
 //! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
+//! | `{p}:idem:<key>` | string | the id of the job a caller's idempotency key enqueued; expires after `retention.keep_s` |
 //! | `{p}:idx:status:<S>` | list | ids of finished jobs of status S (succeeded, failed, cancelled), in the order they finished: `runs --status` reads the tail, retention the head |
 //!
 //! An entry is the job id, then a space and its concurrency key if it has one.
@@ -84,6 +85,10 @@ impl Keys {
     /// Every job of concurrency key K (active and finished), by creation (Unix ms).
     pub fn idx_key(&self, ckey: &str) -> String {
         self.key(&format!("idx:key:{ckey}"))
+    }
+    /// The job a caller's idempotency key enqueued.
+    pub fn idempotency(&self, key: &str) -> String {
+        self.key(&format!("idem:{key}"))
     }
     /// Finished jobs of one final status, a list in the order they finished.
     pub fn idx_status(&self, status: &str) -> String {

@@ -68,6 +68,7 @@ impl Script {
 
 pub struct Scripts {
     pub enqueue: Script,
+    pub enqueue_once: Script,
     pub admit: Script,
     pub ack: Script,
     pub recover: Script,
@@ -81,6 +82,7 @@ pub struct Scripts {
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     enqueue: Script::new("enqueue", include_str!("../lua/enqueue.lua")),
+    enqueue_once: Script::new("enqueue_once", include_str!("../lua/enqueue_once.lua")),
     admit: Script::with_lib("admit", ACKS_LIB, include_str!("../lua/admit.lua")),
     ack: Script::with_lib("ack", ACKS_LIB, include_str!("../lua/ack.lua")),
     recover: Script::new("recover", include_str!("../lua/recover.lua")),
@@ -97,9 +99,10 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 10] {
+    fn all(&self) -> [&Script; 11] {
         [
             &self.enqueue,
+            &self.enqueue_once,
             &self.admit,
             &self.ack,
             &self.recover,

@@ -87,9 +87,15 @@ enum Cmd {
         )]
         delay_s: Option<f64>,
         /// A file of JSON objects, one a line: {"path", "workspace", "args",
-        /// "delay_s"}; - for stdin. Any bad line refuses the whole batch.
+        /// "delay_s", "idempotency_key"}; - for stdin. Any bad line refuses
+        /// the whole batch.
         #[arg(long, conflicts_with = "path", value_name = "FILE")]
         batch: Option<PathBuf>,
+        /// The caller's key for this request: the same key within the
+        /// retention period prints the first job's id and enqueues nothing,
+        /// so a retried enqueue is safe.
+        #[arg(long, conflicts_with = "batch", value_name = "KEY")]
+        idempotency_key: Option<String>,
     },
     /// Wait for jobs (all of the namespace's when no id is given) to finish.
     #[command(after_help = EXIT_CODES)]
@@ -172,11 +178,18 @@ async fn run(cli: Cli) -> Result<u8> {
             args,
             delay_s,
             batch,
+            idempotency_key,
         } => {
             let reqs = match batch {
                 Some(file) => read_batch(&file, &config)?,
                 None => {
-                    let req = single_request(path.unwrap_or_default(), workspace, &args, delay_s)?;
+                    let req = single_request(
+                        path.unwrap_or_default(),
+                        workspace,
+                        &args,
+                        delay_s,
+                        idempotency_key,
+                    )?;
                     sluice_shared::job::NewJob::build(&config, &req)?;
                     vec![req]
                 }
@@ -399,6 +412,7 @@ fn single_request(
     workspace: String,
     args: &str,
     delay_s: Option<f64>,
+    idempotency_key: Option<String>,
 ) -> Result<JobRequest> {
     let delay = delay_s
         .map(|s| seconds("--delay-s", s))
@@ -409,11 +423,12 @@ fn single_request(
         workspace,
         args: parse_args(args, "--args")?,
         delay_ms: delay.as_millis() as u64,
+        idempotency_key,
     })
 }
 
 /// The fields a batch line may have.
-const BATCH_FIELDS: [&str; 4] = ["path", "workspace", "args", "delay_s"];
+const BATCH_FIELDS: [&str; 5] = ["path", "workspace", "args", "delay_s", "idempotency_key"];
 
 /// Reads a batch file; any bad line refuses the whole batch, naming the line.
 fn read_batch(file: &std::path::Path, config: &Config) -> Result<Vec<JobRequest>> {
@@ -468,11 +483,17 @@ fn read_batch(file: &std::path::Path, config: &Config) -> Result<Vec<JobRequest>
                 .ok_or_else(|| Error::invalid(&at, "\"delay_s\" must be seconds ≥ 0"))?
                 .as_millis() as u64,
         };
+        let idempotency_key = match obj.get("idempotency_key") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => Some(k.clone()),
+            Some(_) => return Err(Error::invalid(&at, "\"idempotency_key\" must be a string")),
+        };
         let req = JobRequest {
             path,
             workspace,
             args,
             delay_ms,
+            idempotency_key,
         };
         // Check each line fully here so that the error names its line.
         sluice_shared::job::NewJob::build(config, &req)

@@ -1,0 +1,37 @@
+-- enqueue_once.lua: store a batch of new jobs, some of them with the
+-- caller's idempotency key: a key seen within the retention period gives
+-- back the job it first enqueued, and nothing is written for it.
+--
+-- KEYS[1..12]  the namespace keys (records.lua)
+-- KEYS[12+2i-1]  idx:key:K of the i-th job's concurrency key (any name without one)
+-- KEYS[12+2i]    idem:<key> of the i-th job's idempotency key (any name without one)
+-- ARGV[1]  how long an idempotency key is kept, in ms
+-- then 7 values per job: the 6 that write_job takes (jobs.lua), then its
+--   idempotency key ("" for none)
+-- Returns: the id of each job, in order: its own, or the one its key
+--   enqueued before (within this batch too).
+--
+-- Every job of the batch is written by this one call, so a batch lands whole.
+
+local now = now_ms()
+local now_s = ms_str(now)
+local keep_ms = ARGV[1]
+local acc = new_jobs(now_s)
+local ids = {}
+local per = JOB_ARGS + 1
+for i = 1, (#ARGV - 1) / per do
+  local a = 1 + per * (i - 1)
+  local idem_key, key = KEYS[NS + 2 * i], ARGV[a + per]
+  local before = key ~= '' and redis.call('GET', idem_key)
+  if before then
+    ids[i] = before
+  else
+    if key ~= '' then redis.call('SET', idem_key, ARGV[a + 1], 'PX', keep_ms) end
+    write_job(acc, KEYS[NS + 2 * i - 1], a, now, now_s)
+    ids[i] = ARGV[a + 1]
+  end
+end
+flush_jobs(acc)
+flush_records()
+if acc.n > 0 and redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
+return ids
