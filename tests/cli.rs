@@ -14,6 +14,11 @@ max_attempts = 1
 [scripts."f/keyed"]
 command = ["true"]
 concurrency = { max = 1, key = "$args[account]" }
+
+[scripts."f/second"]
+command = ["sh", "-c", "test \"$SLUICE_ATTEMPT\" -ge 2 && echo '\"ok\"'"]
+max_attempts = 1
+concurrency = { max = 1, window_s = 0 }
 "#;
 
 fn text(b: &[u8]) -> String {
@@ -238,5 +243,54 @@ async fn the_same_idempotency_key_enqueues_once() {
         text(&bad.stderr).contains("idempotency key"),
         "{}",
         text(&bad.stderr)
+    );
+}
+
+/// `sluice retry` puts a failed job back as a new attempt under its limit;
+/// a job that has not failed is refused, saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_runs_a_failed_job_again_as_a_new_attempt() {
+    let env = TestEnv::new(CONFIG);
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let id = text(&env.sluice(&["enqueue", "f/second"], None).stdout)
+        .trim()
+        .to_string();
+    let job = env
+        .finish(&client, std::slice::from_ref(&id))
+        .await
+        .remove(0);
+    assert_eq!((job.status.as_str(), job.attempt), ("failed", 1));
+    let out = env.sluice(&["retry", &id], None);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let job = env
+        .finish(&client, std::slice::from_ref(&id))
+        .await
+        .remove(0);
+    assert_eq!((job.status.as_str(), job.attempt), ("succeeded", 2));
+    assert_eq!(job.result, Some(json!("ok")));
+    // Succeeded now: nothing to retry.
+    let out = env.sluice(&["retry", &id], None);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        text(&out.stderr).contains("succeeded"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = env.sluice(&["retry", "01a213e6-0000-7000-8000-000000000000"], None);
+    assert_eq!(out.status.code(), Some(3));
+    // The counters moved with it: one job, succeeded, none active.
+    let stats: std::collections::HashMap<String, i64> = redis::cmd("HGETALL")
+        .arg(env.key("stats"))
+        .query(&mut env.redis())
+        .unwrap();
+    assert_eq!(
+        (
+            stats.get("active"),
+            stats.get("failed"),
+            stats.get("succeeded")
+        ),
+        (Some(&0), Some(&0), Some(&1)),
+        "{stats:?}"
     );
 }

@@ -29,6 +29,19 @@ pub enum CancelOutcome {
     AlreadyFinished,
 }
 
+/// What `Client::retry` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RetryOutcome {
+    /// The failed or cancelled job is queued again, as a new attempt.
+    Queued,
+    /// It has not finished: there is nothing to retry yet.
+    Unfinished,
+    /// It succeeded: nothing to retry.
+    Succeeded,
+    /// A flow's step or a flow run: enqueue the flow again instead.
+    FlowPart,
+}
+
 impl Client {
     /// Connects and checks that Redis answers.
     pub async fn connect(config: Config) -> Result<Client> {
@@ -147,6 +160,27 @@ impl Client {
             }
         }
         Ok(outcome)
+    }
+
+    /// Puts a failed or cancelled job back as a new attempt, queued behind
+    /// what is ready now and admitted under its limit. Its earlier attempts
+    /// stay counted, so a job that used all of its `max_attempts` gets this
+    /// one attempt more.
+    pub async fn retry(&self, id: &str) -> Result<RetryOutcome> {
+        let mut con = self.pool.get().await?;
+        let spec = read_specs(&mut *con, &self.keys, &[id.to_string()])
+            .await?
+            .remove(0);
+        let mut call = scripts().retry.call_in(&self.keys);
+        call.arg(id).arg(&spec.ckey);
+        let outcome: String = call.query(&mut *con).await?;
+        match outcome.as_str() {
+            "queued" => Ok(RetryOutcome::Queued),
+            "unfinished" => Ok(RetryOutcome::Unfinished),
+            "succeeded" => Ok(RetryOutcome::Succeeded),
+            "step" => Ok(RetryOutcome::FlowPart),
+            _ => Err(Error::JobNotFound(id.to_string())),
+        }
     }
 
     async fn cancel_one(&self, id: &str) -> Result<CancelOutcome> {

@@ -7,7 +7,7 @@ mod limits;
 mod runs;
 mod wait;
 
-pub use client::{CancelOutcome, Client};
+pub use client::{CancelOutcome, Client, RetryOutcome};
 pub use flows::StepView;
 pub use limits::LimitState;
 pub use runs::RunsQuery;

@@ -78,6 +78,7 @@ pub struct Scripts {
     pub limit_state: Script,
     pub drive: Script,
     pub prune_limits: Script,
+    pub retry: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -92,6 +93,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     limit_state: Script::new("limit_state", include_str!("../lua/limit_state.lua")),
     drive: Script::new("drive", include_str!("../lua/drive.lua")),
     prune_limits: Script::new("prune_limits", include_str!("../lua/prune_limits.lua")),
+    retry: Script::new("retry", include_str!("../lua/retry.lua")),
 });
 
 pub fn scripts() -> &'static Scripts {
@@ -99,7 +101,7 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 11] {
+    fn all(&self) -> [&Script; 12] {
         [
             &self.enqueue,
             &self.enqueue_once,
@@ -112,6 +114,7 @@ impl Scripts {
             &self.limit_state,
             &self.drive,
             &self.prune_limits,
+            &self.retry,
         ]
     }
 

@@ -15,7 +15,7 @@ mod progress;
 mod when;
 use serde_json::Value;
 use sluice_producer::{
-    CancelOutcome, Client, Config, Error, Job, JobRequest, Result, RunsQuery, Status,
+    CancelOutcome, Client, Config, Error, Job, JobRequest, Result, RetryOutcome, RunsQuery, Status,
 };
 
 /// Shown under every `--help`.
@@ -118,6 +118,12 @@ enum Cmd {
     /// Cancel a job or flow run that has not finished.
     #[command(after_help = EXIT_CODES)]
     Cancel {
+        /// The job's id.
+        id: String,
+    },
+    /// Put a failed or cancelled job back, as a new attempt under its limit.
+    #[command(after_help = EXIT_CODES)]
+    Retry {
         /// The job's id.
         id: String,
     },
@@ -384,6 +390,23 @@ async fn run(cli: Cli) -> Result<u8> {
                 }
             }
             Ok(0)
+        }
+        Cmd::Retry { id } => {
+            let client = Client::connect(config).await?;
+            match client.retry(&id).await? {
+                RetryOutcome::Queued => {
+                    println!("{id}: queued again");
+                    Ok(0)
+                }
+                other => Err(Error::invalid(
+                    format!("retry {id}"),
+                    match other {
+                        RetryOutcome::Unfinished => "it has not finished: nothing to retry",
+                        RetryOutcome::Succeeded => "it succeeded: nothing to retry",
+                        _ => "a flow's step or run cannot be retried alone: enqueue the flow again",
+                    },
+                )),
+            }
         }
         Cmd::Cancel { id } => {
             let client = Client::connect(config).await?;

@@ -1,0 +1,34 @@
+-- retry.lua: put a failed or cancelled job back, as a new attempt under its
+-- limit (`sluice retry`). It is queued at the tail of the ready list, so it
+-- waits its turn like a job enqueued now, and is admitted by its key's limit.
+--
+-- KEYS[1..12]  the namespace keys (records.lua)
+-- ARGV[1]  the job's id
+-- ARGV[2]  its concurrency key as the caller read it ("" for none)
+-- Returns: "queued", "missing", "unfinished" (it has not finished: nothing
+--   to retry), "succeeded" (it did not fail) or "step" (a flow's step or a
+--   flow run: retry the run by enqueueing it again); an error if the key
+--   changed under the caller.
+
+local now_s = ms_str(now_ms())
+local id, ckey = ARGV[1], ARGV[2]
+local st = state_of(id)
+local spec = spec_of(id)
+if not st or not spec then return 'missing' end
+if (spec.ckey or '') ~= ckey then
+  return redis.error_reply('concurrency key of job ' .. id .. ' changed while retrying')
+end
+if spec.kind == 'step' or spec.kind == 'flow' then return 'step' end
+local status = st.status
+if status == 'succeeded' then return 'succeeded' end
+if status ~= 'failed' and status ~= 'cancelled' then return 'unfinished' end
+-- Out of the finished index (retention would purge it) and the counters.
+redis.call('LREM', IDX[status], 1, id)
+redis.call('HINCRBY', STATS, status, -1)
+redis.call('HINCRBY', STATS, 'active', 1)
+-- The attempts so far stay counted: the next one is attempt + 1.
+set_state(id, 'queued', st.attempt, now_s)
+flush_records()
+redis.call('RPUSH', READY, make_entry(id, ckey))
+if redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
+return 'queued'
