@@ -146,6 +146,10 @@ pub struct StepConfig {
 /// Lua's limit of about 8,000 values.
 pub const MAX_BATCH: i64 = 1000;
 
+/// Attempts a job gets when its script's config says nothing; a spec stamps
+/// `max_attempts` only when it differs (see slots.lua).
+pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+
 /// The longest duration any setting takes (a window, a timeout, a lease):
 /// 366 days. Beyond it a value is almost surely a mistake, and Redis scores
 /// in ms stay exact far past it.
@@ -257,7 +261,7 @@ fn default_timeout_s() -> f64 {
     300.0
 }
 fn default_max_attempts() -> i64 {
-    crate::job::DEFAULT_MAX_ATTEMPTS as i64
+    DEFAULT_MAX_ATTEMPTS as i64
 }
 fn default_backoff_s() -> f64 {
     1.0

@@ -252,9 +252,7 @@ pub struct StepOf {
     pub iter: Option<usize>,
 }
 
-/// Attempts a job gets when its script's config says nothing; a spec stamps
-/// `max_attempts` only when it differs (see slots.lua).
-pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
+pub use crate::config::DEFAULT_MAX_ATTEMPTS;
 
 /// What a producer asks for.
 #[derive(Clone, Debug)]

@@ -14,7 +14,7 @@ use sluice_shared::scripts::{scripts, Invocation};
 use sluice_shared::Keys;
 use tokio::sync::Notify;
 
-use crate::execute::Outcome;
+use crate::admitted::Outcome;
 
 /// Most messages recorded by one call.
 pub const BATCH: usize = 500;

@@ -15,7 +15,7 @@ use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::sync::watch;
 
-use crate::execute::Outcome;
+use crate::admitted::Outcome;
 use crate::handler::JobContext;
 use crate::running::Stop;
 

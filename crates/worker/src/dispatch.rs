@@ -25,18 +25,12 @@ use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
 use crate::ack::{ack_loop, push_section, warn_refused, AckMsg, Acks, Done};
-use crate::execute::{execute, Admitted, Outcome};
+use crate::admitted::{Admitted, Outcome};
+use crate::context::Shared;
+use crate::execute::execute;
 use crate::handler::Handler;
 use crate::running::{Running, Stop};
 use crate::{backoff, lease, metrics, retention, wake};
-
-/// What every execution may need.
-pub struct Shared {
-    pub config: Arc<Config>,
-    pub handlers: Arc<HashMap<String, Arc<dyn Handler>>>,
-    pub keys: Keys,
-    pub pool: Pool,
-}
 
 struct Dispatcher {
     shared: Arc<Shared>,
@@ -413,7 +407,7 @@ impl Dispatcher {
             let lease = lease.clone();
             let shared = self.shared.clone();
             let acks = self.acks.clone();
-            let backoff_ms = crate::execute::settings(&shared.config, &job).2;
+            let backoff_ms = crate::admitted::settings(&shared.config, &job).2;
             let (running, freed) = (self.running.clone(), self.freed.clone());
             tokio::spawn(async move {
                 let outcome = execute(&shared, &job, started).await;

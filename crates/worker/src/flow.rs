@@ -12,7 +12,7 @@ use sluice_shared::job::{NewJob, StepOf};
 use sluice_shared::scripts::scripts;
 use sluice_shared::{Config, Error, Keys, Result};
 
-use crate::execute::{Admitted, Outcome};
+use crate::admitted::{Admitted, Outcome};
 
 /// Runs one drive of the flow job; `Parked` when it handed steps over.
 pub async fn drive(pool: &Pool, keys: &Keys, config: &Config, job: &Admitted) -> Outcome {

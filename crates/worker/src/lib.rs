@@ -15,8 +15,10 @@
 //! ```
 
 mod ack;
+mod admitted;
 mod backoff;
 mod command;
+mod context;
 mod dispatch;
 mod execute;
 mod fence;
