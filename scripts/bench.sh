@@ -2,7 +2,8 @@
 # Sluice benchmark.
 #   scripts/bench.sh SCENARIO [--workers N] [--concurrency C] [--jobs J]
 #                    [--redis-url URL] [--prefill] [--smoke] [--repeat N]
-# SCENARIO: throughput, cmdstats, limited, many-keys, backlog, idle, memory, all.
+# SCENARIO: throughput, cmdstats, limited, many-keys, backlog, idle, memory,
+#           flow, runs, all.
 # Starts its own redis-server on a free port unless --redis-url is given, runs
 # no-op Rust handlers in separate sluice-bench worker processes, prints a
 # table and writes target/bench/SCENARIO.json. Exits non-zero when a limit was
@@ -25,7 +26,7 @@ cargo build --release --quiet -p sluice-bench
 bench=target/release/sluice-bench
 
 if [ -z "$redis_url" ]; then
-  ensure_packages redis-server
+  ensure_packages redis-server python3
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
   dir=$(mktemp -d)
   redis-server --port "$port" --bind 127.0.0.1 --save "" --appendonly no --dir "$dir" >"$dir/redis.log" 2>&1 &

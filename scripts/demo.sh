@@ -17,8 +17,7 @@ say() { printf '\n== %s\n' "$*"; }
 # --- prerequisites ----------------------------------------------------------
 
 source scripts/lib/install.sh
-ensure_packages redis-server
-command -v python3 >/dev/null 2>&1 || { echo "demo.sh: python3 is needed" >&2; exit 1; }
+ensure_packages redis-server python3
 
 # Build unless the caller points at binaries that already exist.
 if [ -n "${SLUICE_DEMO_BIN_DIR:-}" ]; then
@@ -181,11 +180,11 @@ for n in 1 2 3 4; do
 done
 
 say "sluice wait --timeout-s 60"
-# Exit status of wait: 0 all succeeded, 1 some failed, 2 timed out.
+# Exit status of wait: 0 all succeeded, 1 some failed, 4 timed out (2 is a usage error, 3 any other error).
 status=0
 sluice wait --timeout-s 60 || status=$?
 if [ "$status" -ne 0 ]; then
-    echo "demo.sh: sluice wait exited $status (1: a job failed, 2: timed out)" >&2
+    echo "demo.sh: sluice wait exited $status (1: a job failed, 3: an error, 4: timed out)" >&2
     exit 1
 fi
 echo "all jobs succeeded"

@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/install.sh
-ensure_packages redis-server faketime openssl
+# python3 runs the fault suite's helpers (scripts/chaos/).
+ensure_packages redis-server faketime openssl python3
 
 cargo build --workspace --bins --quiet
 cargo test --workspace --no-fail-fast "$@"

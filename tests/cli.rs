@@ -112,7 +112,6 @@ async fn bad_input_is_refused_naming_what_and_where_and_writes_nothing() {
         ),
         (&["enqueue", "f/missing"], None, "f/missing"),
         (&["enqueue", "f/keyed", "--args", "{}"], None, "`account`"),
-        (&["enqueue", "f/ok", "--delay-s", "-1"], None, "--delay-s"),
         (
             &["enqueue", "--batch", "-"],
             Some("{\"path\":\"f/ok\"}\n{\"path\":\"f/ok\",\"args\":5}\n"),

@@ -117,14 +117,9 @@ async fn the_command_line_refuses_hostile_input_naming_it_and_writes_nothing() {
             "workspace",
         ),
         (
-            vec!["enqueue", "f/ok", "--delay-s", "-1"],
-            None,
-            "--delay-s",
-        ),
-        (
-            vec!["enqueue", "f/ok", "--delay-s", "1e300"],
-            None,
-            "--delay-s",
+            vec!["enqueue", "--batch", "-"],
+            Some("{\"path\":\"f/ok\",\"delay_s\":1e13}\n"),
+            "366 days",
         ),
         (vec!["enqueue", "f/flow"], None, "`t`"),
         (
@@ -202,6 +197,31 @@ async fn the_command_line_refuses_hostile_input_naming_it_and_writes_nothing() {
             namespace_keys(&env)
         );
     }
+}
+
+/// Flag values out of range are usage errors (exit 2), like unknown flags,
+/// and write nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_flag_values_are_usage_errors() {
+    let env = TestEnv::new(CONFIG);
+    for args in [
+        vec!["enqueue", "f/ok", "--delay-s", "-1"],
+        vec!["enqueue", "f/ok", "--delay-s", "1e300"],
+        vec!["enqueue", "f/ok", "--delay-s", "x"],
+        vec!["wait", "--timeout-s", "1.8e19"],
+        vec!["wait", "--timeout-s", "-1"],
+        vec!["runs", "--limit", "-1"],
+        vec!["runs", "--status", "done"],
+    ] {
+        let out = env.sluice(&args, None);
+        let err = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(args[2]) || err.contains("invalid"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(namespace_keys(&env).is_empty());
 }
 
 #[test]

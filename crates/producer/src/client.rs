@@ -19,6 +19,7 @@ pub struct Client {
     pub(crate) pool: Pool,
 }
 
+/// What `Client::cancel` did.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CancelOutcome {
     /// The job was waiting or queued and is now cancelled.
@@ -54,10 +55,12 @@ impl Client {
         })
     }
 
+    /// The config the client was built with.
     pub fn config(&self) -> &Config {
         &self.config
     }
 
+    /// The Redis key names of the client's namespace (see keys.md).
     pub fn keys(&self) -> &Keys {
         &self.keys
     }

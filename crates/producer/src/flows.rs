@@ -9,14 +9,19 @@ use sluice_shared::error::Result;
 
 use crate::Client;
 
+/// One step of a flow run, as `sluice status` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct StepView {
+    /// The step's id, as in the config.
     pub id: String,
     /// pending, running, succeeded or failed
     pub status: String,
+    /// The step's result once it has succeeded (a for-each step's: the array of
+    /// its iterations' results).
     pub result: Option<Value>,
     /// For a for-each step: iterations done and in all, once known.
     pub done: Option<u64>,
+    /// For a for-each step: its iterations in all, once known.
     pub total: Option<u64>,
 }
 

@@ -6,10 +6,14 @@ use sluice_shared::scripts::scripts;
 
 use crate::Client;
 
+/// One concurrency key in use, as `sluice limits` shows it.
 #[derive(Clone, Debug, Serialize)]
 pub struct LimitState {
+    /// The concurrency key.
     pub key: String,
+    /// How many slots the key has, as last stamped on a job.
     pub max: u32,
+    /// How long a slot stays held after its execution ends, in seconds, as last stamped.
     pub window_s: f64,
     /// Slots held now: running, reserved for a waiter, or in their window.
     pub held: u64,

@@ -21,12 +21,19 @@ const PAGE: isize = 200;
 /// Most entries read from each live structure when listing unfinished jobs.
 const ACTIVE_CAP: isize = 100_000;
 
+/// Which jobs `Client::runs` lists. The filters are optional; `limit` is not:
+/// the default, 0, lists nothing.
 #[derive(Clone, Debug, Default)]
 pub struct RunsQuery {
+    /// Only jobs of this concurrency key.
     pub concurrency_key: Option<String>,
+    /// Only jobs of this status.
     pub status: Option<Status>,
+    /// Only jobs of this path.
     pub path: Option<String>,
+    /// Only jobs of this workspace.
     pub workspace: Option<String>,
+    /// The most jobs returned.
     pub limit: usize,
 }
 
@@ -43,6 +50,7 @@ impl RunsQuery {
 }
 
 impl Client {
+    /// The jobs that match `q`, newest created first, at most `q.limit`.
     pub async fn runs(&self, q: &RunsQuery) -> Result<Vec<Job>> {
         let mut found: Vec<Job> = Vec::new();
         if let Some(k) = &q.concurrency_key {

@@ -8,12 +8,17 @@ use crate::Client;
 /// How a wait ended.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct WaitOutcome {
+    /// Jobs that succeeded (for `wait_all`: the namespace's count).
     pub succeeded: u64,
+    /// Jobs that failed (for `wait_all`: the namespace's count).
     pub failed: u64,
+    /// Jobs that were cancelled (for `wait_all`: the namespace's count).
     pub cancelled: u64,
     /// Jobs not finished when the wait gave up (0 unless `timed_out`).
     pub unfinished: u64,
+    /// Ids that named no job.
     pub missing: Vec<String>,
+    /// Whether the timeout passed before every job had finished.
     pub timed_out: bool,
 }
 
@@ -36,9 +41,13 @@ impl WaitOutcome {
 pub struct Progress {
     /// Jobs waited for; `None` when waiting for the whole namespace.
     pub total: Option<u64>,
+    /// Jobs that have succeeded so far (for the whole namespace: its count).
     pub succeeded: u64,
+    /// Jobs that have failed so far (for the whole namespace: its count).
     pub failed: u64,
+    /// Jobs cancelled so far (for the whole namespace: its count).
     pub cancelled: u64,
+    /// Jobs running now.
     pub running: u64,
     /// Waiting for a slot of their concurrency key.
     pub waiting: u64,
@@ -47,6 +56,7 @@ pub struct Progress {
 }
 
 impl Progress {
+    /// Jobs finished so far: succeeded, failed or cancelled.
     pub fn done(&self) -> u64 {
         self.succeeded + self.failed + self.cancelled
     }

@@ -18,15 +18,23 @@ local now_s = ms_str(now)
 local keep_ms = ARGV[1]
 local acc = new_jobs(now_s)
 local ids = {}
+-- Keys taken by this call: their jobs' specs are written at its end.
+local taken = {}
 local per = JOB_ARGS + 1
 for i = 1, (#ARGV - 1) / per do
   local a = 1 + per * (i - 1)
   local idem_key, key = KEYS[NS + 2 * i], ARGV[a + per]
-  local before = key ~= '' and redis.call('GET', idem_key)
+  local before = key ~= '' and (taken[key] or redis.call('GET', idem_key))
+  -- A key whose job retention removed (by keep_max) names nothing: it is
+  -- taken afresh.
+  if before and not taken[key] and redis.call('HEXISTS', JOBS, before) == 0 then before = false end
   if before then
     ids[i] = before
   else
-    if key ~= '' then redis.call('SET', idem_key, ARGV[a + 1], 'PX', keep_ms) end
+    if key ~= '' then
+      redis.call('SET', idem_key, ARGV[a + 1], 'PX', keep_ms)
+      taken[key] = ARGV[a + 1]
+    end
     write_job(acc, KEYS[NS + 2 * i - 1], a, now, now_s)
     ids[i] = ARGV[a + 1]
   end

@@ -23,6 +23,9 @@ for i = 1, #ARGV - 2 do
   if idx and (tonumber(st.at) <= cutoff or over > 0) and redis.call('LREM', idx, 1, id) == 1 then
     redis.call('ZREM', KEYS[NS + 2 * i - 1], id)
     redis.call('DEL', KEYS[NS + 2 * i])
+    -- The counters count the jobs stored, so `sluice wait` (no ids) stops
+    -- reporting a failure once retention has removed it.
+    redis.call('HINCRBY', STATS, st.status, -1)
     removed[#removed + 1] = id
     over = over - 1
   end

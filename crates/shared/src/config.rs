@@ -14,26 +14,36 @@ use serde::Deserialize;
 use crate::error::{Error, Result};
 use crate::template::KeyTemplate;
 
+/// The whole config: where Redis is, the namespace, the workers' settings, and
+/// every script and flow that may be enqueued.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    /// The Redis URL (`redis://` or `rediss://`); default
+    /// `redis://127.0.0.1:6379`.
     #[serde(default = "default_redis_url")]
     pub redis_url: String,
+    /// The namespace: every Redis key starts with `{prefix}:`; default `sluice`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
     /// `text` (default) or `json` log lines.
     #[serde(default = "default_log_format")]
     pub log_format: String,
+    /// How worker processes run (`[worker]`).
     #[serde(default)]
     pub worker: WorkerConfig,
+    /// How long finished jobs stay (`[retention]`).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The scripts, by path (`[scripts."<path>"]`).
     #[serde(default)]
     pub scripts: BTreeMap<String, ScriptConfig>,
+    /// The flows, by path (`[flows."<path>"]`).
     #[serde(default)]
     pub flows: BTreeMap<String, FlowConfig>,
 }
 
+/// How worker processes run: the `[worker]` settings.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct WorkerConfig {
@@ -66,10 +76,13 @@ impl Default for WorkerConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
+    /// Finished jobs older than this, in seconds, are removed; default 7 days.
     #[serde(default = "default_keep_s", deserialize_with = "seconds")]
     pub keep_s: f64,
+    /// At most this many finished jobs stay, the newest; default 1,000,000.
     #[serde(default = "default_keep_max", deserialize_with = "integer")]
     pub keep_max: i64,
+    /// How often workers look for finished jobs to remove, in seconds; default 60.
     #[serde(default = "default_every_s", deserialize_with = "seconds")]
     pub every_s: f64,
 }
@@ -84,14 +97,18 @@ impl Default for RetentionConfig {
     }
 }
 
+/// A script (`[scripts."<path>"]`): how it runs, its limit and its retries.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ScriptConfig {
     /// argv; without it a Rust handler registered in the worker serves the path.
     pub command: Option<Vec<String>>,
+    /// How long one attempt may run, in seconds; default 300.
     #[serde(default = "default_timeout_s", deserialize_with = "seconds")]
     pub timeout_s: f64,
+    /// Its concurrency limit; none when unset.
     pub concurrency: Option<LimitConfig>,
+    /// Attempts a job gets in all, at least 1; default 3.
     #[serde(default = "default_max_attempts", deserialize_with = "integer")]
     pub max_attempts: i64,
     /// First retry delay; each further retry doubles it.
@@ -99,44 +116,61 @@ pub struct ScriptConfig {
     pub backoff_s: f64,
 }
 
+/// A concurrency limit as the config states it: `{ max, window_s, key }`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LimitConfig {
+    /// How many slots the key has, at least 1.
     #[serde(deserialize_with = "integer")]
     pub max: i64,
+    /// How long a slot stays held after its execution ends, in seconds; default 0.
     #[serde(default, deserialize_with = "seconds")]
     pub window_s: f64,
+    /// A template naming the key the limit is counted on; the default key when unset.
     pub key: Option<String>,
 }
 
+/// A flow (`[flows."<path>"]`): its steps, in order, and a limit on its runs.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FlowConfig {
+    /// A limit on the flow's runs, counted on `flow:` keys of their own; none when unset.
     pub concurrency: Option<LimitConfig>,
+    /// The steps, run in order; at least one.
     #[serde(default)]
     pub steps: Vec<StepConfig>,
 }
 
+/// One step of a flow: a script of the config, or an inline command.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StepConfig {
+    /// The step's id: unique in the flow, without ':', '[' or spaces;
+    /// `$results.<id>` names its result.
     pub id: String,
     /// Run this script (its limit, key, timeout and retries apply) ...
     pub script: Option<String>,
     /// ... or this inline command, with its own settings below.
     pub command: Option<Vec<String>>,
+    /// The inline command's limit (a step that runs a script has that script's).
     pub concurrency: Option<LimitConfig>,
     /// The step's args: a JSON template (see flow.rs); the flow's input when unset,
     /// `{"item": …, "index": …}` for a for-each iteration.
     pub args: Option<serde_json::Value>,
     /// A reference to an array: one job per element, `parallelism` at a time.
     pub for_each: Option<String>,
+    /// For a for-each step: how many iterations run at once, 1 to
+    /// [`MAX_BATCH`]; default 10.
     #[serde(default = "default_parallelism", deserialize_with = "integer")]
     pub parallelism: i64,
+    /// The inline command's time per attempt, in seconds; default 300.
     #[serde(default = "default_timeout_s", deserialize_with = "seconds")]
     pub timeout_s: f64,
+    /// The inline command's attempts in all, at least 1; default 3.
     #[serde(default = "default_max_attempts", deserialize_with = "integer")]
     pub max_attempts: i64,
+    /// The inline command's first retry delay, in seconds; each further retry
+    /// doubles it. Default 1.
     #[serde(default = "default_backoff_s", deserialize_with = "seconds")]
     pub backoff_s: f64,
 }
@@ -176,11 +210,15 @@ pub const CHILD_ENV: [&str; 5] = [
 fn not_a_setting(name: &str) -> bool {
     name == "SLUICE_CONFIG"
         || CHILD_ENV.contains(&name)
+        // The scripts' own knobs, and what Kubernetes sets in every pod for a
+        // Service named `sluice` (SLUICE_SERVICE_HOST, SLUICE_PORT_9464_TCP...).
         || [
             "SLUICE_TEST_",
             "SLUICE_DEMO_",
             "SLUICE_BIN_DIR",
             "SLUICE_CHAOS_",
+            "SLUICE_SERVICE_",
+            "SLUICE_PORT",
         ]
         .iter()
         .any(|p| name.starts_with(p))
@@ -271,8 +309,11 @@ fn default_backoff_s() -> f64 {
 /// the end of its execution, on the resolved key.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Limit {
+    /// How many slots the key has.
     pub max: u32,
+    /// How long a slot stays held past the end of its execution, in ms.
     pub window_ms: u64,
+    /// The key's template; `None` for the path's default key.
     pub key: Option<KeyTemplate>,
 }
 
@@ -308,9 +349,11 @@ impl Config {
                 .try_parsing(true)
                 .source(Some(env)),
         );
-        let where_ = path
-            .map(|p| format!(" ({})", p.display()))
-            .unwrap_or_default();
+        // An unknown key may come from the file or from a SLUICE_... variable.
+        let where_ = match path {
+            Some(p) => format!(" (in {} or the SLUICE_... environment)", p.display()),
+            None => " (in the SLUICE_... environment)".to_string(),
+        };
         let cfg: Config = builder
             .build()
             .and_then(|c| c.try_deserialize())
@@ -319,6 +362,8 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Checks every setting, as `load` does; call it after changing a loaded
+    /// config. The error names the setting.
     pub fn validate(&self) -> Result<()> {
         let bad = |setting: &str, reason: String| Error::Config(format!("{setting}: {reason}"));
         // The URL may hold a password: messages show it redacted.
@@ -515,6 +560,7 @@ impl Config {
         Ok(())
     }
 
+    /// `worker.lease_s` in whole milliseconds.
     pub fn lease_ms(&self) -> u64 {
         (self.worker.lease_s * 1000.0).round() as u64
     }
@@ -776,9 +822,15 @@ concurrency = { max = 5, window_s = 1 }
         let e = load("", &[("SLUICE_WORKER__CONCURENCY", "4")]).unwrap_err();
         assert!(e.to_string().contains("concurency"), "{e}");
         // ...but not the variables Sluice sets for the commands it runs,
-        // nor the scripts' and tests' own.
+        // nor the scripts' and tests' own, nor Kubernetes' for a Service.
         let mut env: Vec<(&str, &str)> = CHILD_ENV.iter().map(|k| (*k, "x")).collect();
-        env.extend([("SLUICE_DEMO_BIN_DIR", "x"), ("SLUICE_TEST_REDIS_URL", "x")]);
+        env.extend([
+            ("SLUICE_DEMO_BIN_DIR", "x"),
+            ("SLUICE_TEST_REDIS_URL", "x"),
+            ("SLUICE_SERVICE_HOST", "10.0.0.1"),
+            ("SLUICE_PORT", "tcp://10.0.0.1:9464"),
+            ("SLUICE_PORT_9464_TCP_ADDR", "10.0.0.1"),
+        ]);
         load("", &env).unwrap();
     }
 

@@ -4,15 +4,28 @@
 //! reading the job. `wake <K>` entries in the delayed set ask for key K's
 //! waiters to be looked at again.
 
+/// The length of a job id (a UUID's text), which every job's entry starts with.
 pub const ID_LEN: usize = 36;
 
+/// A queue entry, parsed.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Entry {
-    Job { id: String, ckey: String },
-    Wake { ckey: String },
+    /// A job's entry: its id and its concurrency key.
+    Job {
+        /// The job's id.
+        id: String,
+        /// Its concurrency key ("" for none).
+        ckey: String,
+    },
+    /// `wake <K>`: look at key K's waiters again.
+    Wake {
+        /// The concurrency key whose waiters to look at.
+        ckey: String,
+    },
 }
 
 impl Entry {
+    /// The entry of job `id` with concurrency key `ckey` ("" for none).
     pub fn job(id: &str, ckey: &str) -> String {
         if ckey.is_empty() {
             id.to_string()
@@ -21,6 +34,7 @@ impl Entry {
         }
     }
 
+    /// Reads an entry; `None` when it is neither a wake nor a job's.
     pub fn parse(raw: &str) -> Option<Entry> {
         if let Some(ckey) = raw.strip_prefix("wake ") {
             return Some(Entry::Wake {
@@ -52,6 +66,7 @@ impl Entry {
         }
     }
 
+    /// The entry's concurrency key, a job's or a wake's ("" for none).
     pub fn ckey(&self) -> &str {
         match self {
             Entry::Job { ckey, .. } | Entry::Wake { ckey } => ckey,

@@ -16,10 +16,13 @@ use serde_json::Value;
 
 /// What references resolve against, for one step.
 pub struct Scope<'a> {
+    /// The flow run's args: `$flow_input`.
     pub flow_input: &'a Value,
     /// Results of earlier steps, by step id.
     pub result: &'a (dyn Fn(&str) -> Option<Value> + Sync),
+    /// The id of the step just before, for `$previous_result`; `None` for the first step.
     pub previous_step: Option<&'a str>,
+    /// In a for-each iteration: its element and position, for `$item` and `$index`.
     pub item: Option<(&'a Value, usize)>,
 }
 
@@ -42,12 +45,18 @@ pub fn parse(text: &str) -> Option<(Root, Vec<String>)> {
     Some((root, path))
 }
 
+/// What a reference starts from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Root {
+    /// `$flow_input`: the flow run's args.
     FlowInput,
+    /// `$results.<step>`: that earlier step's result.
     Result(String),
+    /// `$previous_result`: the result of the step just before.
     Previous,
+    /// `$item`: the for-each element.
     Item,
+    /// `$index`: the for-each element's position.
     Index,
 }
 

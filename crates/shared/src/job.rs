@@ -10,19 +10,28 @@ use crate::config::{Config, Limit};
 use crate::entry::Entry;
 use crate::error::{Error, Result};
 
+/// Where a job stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
+    /// Enqueued with a delay, or waiting out a retry backoff.
     Scheduled,
+    /// Ready, waiting for a worker.
     Queued,
+    /// Its concurrency key is full: waiting for a slot.
     Waiting,
+    /// An attempt is running on a worker.
     Running,
+    /// Finished: it succeeded.
     Succeeded,
+    /// Finished: it failed (the job's error says why).
     Failed,
+    /// Finished: it was cancelled.
     Cancelled,
 }
 
 impl Status {
+    /// Every status, unfinished ones first.
     pub const ALL: [Status; 7] = [
         Status::Scheduled,
         Status::Queued,
@@ -33,6 +42,7 @@ impl Status {
         Status::Cancelled,
     ];
 
+    /// The status's name, as stored and shown: `queued`, `running`, ...
     pub fn as_str(self) -> &'static str {
         match self {
             Status::Scheduled => "scheduled",
@@ -45,10 +55,12 @@ impl Status {
         }
     }
 
+    /// The status named `s` (as `as_str` gives it); `None` for any other text.
     pub fn parse(s: &str) -> Option<Status> {
         Status::ALL.into_iter().find(|st| st.as_str() == s)
     }
 
+    /// Whether the job has finished: succeeded, failed or cancelled.
     pub fn is_final(self) -> bool {
         matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
     }
@@ -60,15 +72,20 @@ impl fmt::Display for Status {
     }
 }
 
+/// What a job runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum JobKind {
+    /// A script of the config, enqueued on its own.
     Script,
+    /// A flow run: its driver plans and starts the steps.
     Flow,
+    /// One step (or one for-each iteration) of a flow run.
     Step,
 }
 
 impl JobKind {
+    /// The kind's name, as stored in a spec and shown: `script`, `flow` or `step`.
     pub fn as_str(self) -> &'static str {
         match self {
             JobKind::Script => "script",
@@ -81,28 +98,48 @@ impl JobKind {
 /// A job as read back from Redis. Times are Redis server time, Unix ms.
 #[derive(Clone, Debug, Serialize)]
 pub struct Job {
+    /// The job's id, a UUIDv7.
     pub id: String,
+    /// The path it runs (an inline step of a flow: the flow's).
     pub path: String,
+    /// The job's workspace: a tenant's name.
     pub workspace: String,
+    /// `script`, `flow` or `step` (see [`JobKind`]).
     pub kind: String,
+    /// The job's input, a JSON object.
     pub args: Value,
+    /// The resolved concurrency key, when the job has a limit.
     pub concurrency_key: Option<String>,
+    /// The stamped limit's slots, when the job has a key.
     pub max: Option<u32>,
+    /// The stamped limit's window in ms, when the job has a key.
     pub window_ms: Option<u64>,
+    /// Where the job stands, as stored (`corrupt` for a damaged state);
+    /// [`Job::status`] parses it.
     pub status: String,
+    /// Attempts started so far.
     pub attempt: u32,
+    /// Attempts the job gets in all.
     pub max_attempts: u32,
+    /// When it was enqueued.
     pub created_at: Option<i64>,
+    /// When it became ready to run (for a scheduled job: when it falls due).
     pub ready_at: Option<i64>,
+    /// When its attempt started: the current one while running, the last one once finished.
     pub started_at: Option<i64>,
+    /// When it finished.
     pub ended_at: Option<i64>,
+    /// Its result once it succeeded (`Value::Null` for a null result).
     pub result: Option<Value>,
+    /// Its last error, if any (also while a retry is pending).
     pub error: Option<String>,
     /// For a flow's step: the flow run's id, the step id, the for-each position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// For a flow's step: the step id.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub step: Option<String>,
+    /// For a for-each iteration: its position.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iter: Option<u32>,
 }
@@ -178,6 +215,7 @@ impl Job {
         })
     }
 
+    /// The status as a [`Status`]; `None` for a damaged state (`corrupt`).
     pub fn status(&self) -> Option<Status> {
         Status::parse(&self.status)
     }
@@ -186,16 +224,23 @@ impl Job {
 /// A job's spec as stored in `{p}:jobs`: what it runs, written once.
 #[derive(Clone, Debug, Default, serde::Deserialize)]
 pub struct Spec {
+    /// When it was enqueued, Unix ms (Redis time, written by the script).
     #[serde(default)]
     pub created_at: i64,
+    /// The path it runs.
     #[serde(default)]
     pub path: String,
+    /// The job's workspace: a tenant's name.
     #[serde(default)]
     pub workspace: String,
+    /// The stamped concurrency key; "" for none.
     #[serde(default)]
     pub ckey: String,
+    /// The stamped limit's slots.
     pub max: Option<u32>,
+    /// The stamped limit's window, in ms.
     pub window_ms: Option<u64>,
+    /// Attempts the job gets, when not [`DEFAULT_MAX_ATTEMPTS`].
     pub max_attempts: Option<u32>,
     /// "flow", "step", or "" for a script's job.
     #[serde(default)]
@@ -204,11 +249,15 @@ pub struct Spec {
     /// the for-each position.
     #[serde(default)]
     pub parent: String,
+    /// For a flow's step: the flow's path.
     #[serde(default)]
     pub flow: String,
+    /// For a flow's step: the step id.
     #[serde(default)]
     pub step: String,
+    /// For a for-each iteration: its position.
     pub iter: Option<u32>,
+    /// The job's input, a JSON object; stored last.
     #[serde(default)]
     pub args: Value,
 }
@@ -228,14 +277,23 @@ pub use crate::state::State;
 /// its limit stamped.
 #[derive(Clone, Debug)]
 pub struct NewJob {
+    /// A new UUIDv7.
     pub id: String,
+    /// The path it runs (an inline step of a flow: the flow's).
     pub path: String,
+    /// The job's workspace: a tenant's name.
     pub workspace: String,
+    /// The args, as JSON text.
     pub args: String,
+    /// The resolved concurrency key (a flow run's with its `flow:` prefix); "" for none.
     pub ckey: String,
+    /// The stamped limit: its slots and its window in ms.
     pub limit: Option<(u32, u64)>,
+    /// Attempts the job gets in all.
     pub max_attempts: u32,
+    /// How long from now until it is due, in ms; 0 for at once.
     pub delay_ms: u64,
+    /// A script's job, a flow run or a step.
     pub kind: JobKind,
     /// For a flow's step: the flow run, the flow's path, the step id, and the
     /// for-each position.
@@ -244,11 +302,16 @@ pub struct NewJob {
     pub idempotency_key: Option<String>,
 }
 
+/// Which flow run a step's job belongs to, and where in it.
 #[derive(Clone, Debug)]
 pub struct StepOf {
+    /// The flow run's id.
     pub flow_id: String,
+    /// The flow's path.
     pub flow_path: String,
+    /// The step's id.
     pub step: String,
+    /// The position in a for-each step; `None` for any other step.
     pub iter: Option<usize>,
 }
 
@@ -257,9 +320,14 @@ pub use crate::config::DEFAULT_MAX_ATTEMPTS;
 /// What a producer asks for.
 #[derive(Clone, Debug)]
 pub struct JobRequest {
+    /// What to run: a key of the config's `[scripts]` or `[flows]`.
     pub path: String,
+    /// The job's workspace: a tenant's name; `default` from
+    /// [`JobRequest::new`].
     pub workspace: String,
+    /// The job's input; it must be a JSON object.
     pub args: Value,
+    /// Run no earlier than this many ms from now; 0 from [`JobRequest::new`].
     pub delay_ms: u64,
     /// The caller's key for this request: the same key within the
     /// retention period (`retention.keep_s`) gives back the first job's id
@@ -269,6 +337,7 @@ pub struct JobRequest {
 }
 
 impl JobRequest {
+    /// A request to run `path` with `args` in workspace `default`, at once.
     pub fn new(path: impl Into<String>, args: Value) -> Self {
         JobRequest {
             path: path.into(),
@@ -299,6 +368,9 @@ impl JobRequest {
 }
 
 impl NewJob {
+    /// Builds the job a producer's request asks for, checked against the
+    /// config: its key resolved and its limit stamped. For a flow, the keys of
+    /// the steps its input alone decides are checked too. Nothing is written.
     pub fn build(config: &Config, req: &JobRequest) -> Result<NewJob> {
         if let Some(flow) = config.flows.get(&req.path) {
             let at = format!("flows.{:?}.concurrency", req.path);
@@ -388,6 +460,16 @@ impl NewJob {
     ) -> Result<NewJob> {
         check_args(&req.args)?;
         check_workspace(&req.workspace)?;
+        if req.delay_ms as f64 > crate::config::MAX_SECONDS * 1000.0 {
+            return Err(Error::invalid(
+                "delay",
+                format!(
+                    "{} ms is more than {} s (366 days)",
+                    req.delay_ms,
+                    crate::config::MAX_SECONDS
+                ),
+            ));
+        }
         let mut ckey = match &limit {
             Some(Limit { key: Some(t), .. }) => t.render(&req.workspace, &req.args)?,
             Some(_) if default_key.len() > crate::template::MAX_KEY_BYTES => {
@@ -503,6 +585,7 @@ impl NewJob {
         out
     }
 
+    /// The job's queue entry: its id, then its concurrency key if it has one.
     pub fn entry(&self) -> String {
         Entry::job(&self.id, &self.ckey)
     }

@@ -8,15 +8,15 @@
 //! | `{p}:state` | hash | job id -> `<status> <attempt> <since>[ <word>...]`: status, attempts started, the Unix ms it entered that status (for scheduled: when it falls due), then `ready=<ms>` once waiting, running or finished when it became ready other than at its creation, `started=<ms>` once finished, `drive=active\|parked\|queued` for a flow run, `cancel` when a cancel was requested while running, `dirty` when a step of a driving flow ended |
 //! | `{p}:results` | hash | job id -> its result JSON (succeeded) or its last error text |
 //! | `{p}:ready` | list | entries ready to run, FIFO |
-//! | `{p}:delayed` | zset | entries due at a known Unix ms: delayed jobs, retries, waiting jobs at their slot |
+//! | `{p}:delayed` | zset | entries due at a known Unix ms: delayed jobs, retries, waiting jobs at their slot, and `wake <K>` (look at key K's waiters again then) |
 //! | `{p}:leases` | zset | names of lease keys, scored by their deadline (Unix ms) |
-//! | `{p}:lease:<worker>:<n>` | string | the jobs one admit.lua call gave a worker, a line `<attempt> <entry>` each; gone once they have all ended (or been recovered) |
+//! | `{p}:lease:<worker>:<n>` | list | the jobs one admit.lua call gave a worker, an item `<attempt> <entry>` each (lease.rs); gone once they have all ended (or been recovered) |
 //! | `{p}:marker` | list | a wake-up token for idle workers (BLPOP) |
-//! | `{p}:stats` | hash | `active` (unfinished jobs), `succeeded`, `failed`, `cancelled` counts |
-//! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#r` reserved; score = Unix ms the slot frees, `+inf` while open-ended |
+//! | `{p}:stats` | hash | `active` (unfinished jobs), `waiting` (of those, waiting on a limit), and the `succeeded`, `failed`, `cancelled` jobs stored (retention lowers them) |
+//! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#f` a flow run (for its whole run), `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
-//! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results, for-each progress, steps running |
-//! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped |
+//! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results (`r:<step>`), for-each elements (`e:<step>:<n>`), their results (`i:<step>:<n>`) and count done (`d:<step>`), steps running (`c:<id>`, `active`), the first failure (`failed`) |
+//! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention |
 //! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
 //! | `{p}:idem:<key>` | string | the id of the job a caller's idempotency key enqueued; expires after `retention.keep_s` |
 //! | `{p}:idx:status:<S>` | list | ids of finished jobs of status S (succeeded, failed, cancelled), in the order they finished: `runs --status` reads the tail, retention the head |
@@ -25,12 +25,14 @@
 //! Jobs live in three namespace-wide hashes rather than a key each, so that a
 //! script reads or writes a whole batch of jobs with one command per hash.
 
+/// The Redis key names of one namespace (one `prefix`).
 #[derive(Clone, Debug)]
 pub struct Keys {
     base: String,
 }
 
 impl Keys {
+    /// The keys of namespace `prefix`: each starts with `{prefix}:`.
     pub fn new(prefix: &str) -> Self {
         Keys {
             base: format!("{{{prefix}}}:"),
@@ -53,12 +55,16 @@ impl Keys {
     pub fn results(&self) -> String {
         self.key("results")
     }
+    /// Entries ready to run, FIFO (a list).
     pub fn ready(&self) -> String {
         self.key("ready")
     }
+    /// Entries due at a known Unix ms: delayed jobs, retries, waiting jobs at
+    /// their slot (a sorted set).
     pub fn delayed(&self) -> String {
         self.key("delayed")
     }
+    /// Names of lease keys, scored by their deadline in Unix ms.
     pub fn leases(&self) -> String {
         self.key("leases")
     }
@@ -66,15 +72,19 @@ impl Keys {
     pub fn lease(&self, batch: &str) -> String {
         self.key(&format!("lease:{batch}"))
     }
+    /// A wake-up token for idle workers, which block on it (BLPOP).
     pub fn marker(&self) -> String {
         self.key("marker")
     }
+    /// Job counts: `active` (unfinished), `waiting`, `succeeded`, `failed`, `cancelled`.
     pub fn stats(&self) -> String {
         self.key("stats")
     }
+    /// Slots held on concurrency key `ckey`, scored by the Unix ms each frees.
     pub fn slots(&self, ckey: &str) -> String {
         self.key(&format!("slots:{ckey}"))
     }
+    /// Jobs waiting on `ckey` for a running job to end, FIFO (a list).
     pub fn wait(&self, ckey: &str) -> String {
         self.key(&format!("wait:{ckey}"))
     }
@@ -129,6 +139,30 @@ impl Keys {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// docs/keys.md presents this module's table to operators: the same
+    /// keys, no more and no fewer.
+    #[test]
+    fn the_operators_page_names_the_same_keys() {
+        let names = |text: &str| -> std::collections::BTreeSet<String> {
+            text.split('`')
+                .filter(|t| t.starts_with("{p}:") && !t.contains(' '))
+                .map(str::to_string)
+                .collect()
+        };
+        let table: String = include_str!("keys.rs")
+            .lines()
+            .filter(|l| l.starts_with("//! | `{p}:"))
+            .map(|l| l.split('|').nth(1).unwrap_or(""))
+            .collect();
+        let page: String = include_str!("../../../docs/keys.md")
+            .lines()
+            .filter(|l| l.starts_with("| `{p}:"))
+            .map(|l| l.split('|').nth(1).unwrap_or(""))
+            .collect();
+        assert!(names(&table).len() >= 15, "{:?}", names(&table));
+        assert_eq!(names(&table), names(&page));
+    }
 
     #[test]
     fn keys_share_the_hash_tag() {

@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod entry;
+/// Sluice's [`Error`] and [`Result`].
 pub mod error;
 pub mod flow;
 pub mod job;

@@ -3,6 +3,8 @@
 
 use tracing_subscriber::EnvFilter;
 
+/// Installs the process's log subscriber, writing to stderr: JSON lines when
+/// `format` is `json`, text otherwise. Does nothing if one is installed already.
 pub fn init(format: &str) {
     let filter = EnvFilter::builder()
         .with_default_directive(tracing::Level::INFO.into())

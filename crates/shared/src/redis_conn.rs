@@ -19,6 +19,8 @@ fn tls_provider() {
     let _ = rustls::crypto::ring::default_provider().install_default();
 }
 
+/// A pool of up to `size` connections to `url`, with connect and response
+/// timeouts. It connects only when used: [`ping`] checks that Redis answers.
 pub fn pool(url: &str, size: usize) -> Result<Pool> {
     tls_provider();
     let cfg = AsyncConnectionConfig::new()

@@ -23,7 +23,9 @@ pub fn records_lib() -> &'static str {
     RECORDS_LIB
 }
 
+/// One Lua script: its source with the helpers prepended, and its SHA1 for EVALSHA.
 pub struct Script {
+    /// Its name: its file's under `lua/`, without `.lua`.
     pub name: &'static str,
     source: String,
     hash: String,
@@ -66,18 +68,33 @@ impl Script {
     }
 }
 
+/// Every Lua script, one field each; each file's header says what it takes and returns.
 pub struct Scripts {
+    /// Stores a batch of new jobs and makes them ready (or scheduled).
     pub enqueue: Script,
+    /// `enqueue`, with callers' idempotency keys: a key seen before gives back its job.
     pub enqueue_once: Script,
+    /// Records a worker's ended executions, then admits what is due and ready
+    /// under its limits, or sends it to wait.
     pub admit: Script,
+    /// Records ended executions and frees (or keeps) their slots, for a worker
+    /// with no room to admit more.
     pub ack: Script,
+    /// Takes back executions whose lease ran out, and runs them again.
     pub recover: Script,
+    /// Extends a worker's leases, and tells it which executions it lost or must cancel.
     pub renew: Script,
+    /// Cancels a job that has not finished.
     pub cancel: Script,
+    /// Removes finished jobs past retention, with their index entries.
     pub purge: Script,
+    /// What `sluice limits` shows of one key. Read-only.
     pub limit_state: Script,
+    /// A flow's driver hands over its plan (the steps to start now), then the flow parks.
     pub drive: Script,
+    /// Forgets concurrency keys that hold nothing and have nothing waiting.
     pub prune_limits: Script,
+    /// Puts a failed or cancelled job back as a new attempt (`sluice retry`).
     pub retry: Script,
 }
 
@@ -96,6 +113,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     retry: Script::new("retry", include_str!("../lua/retry.lua")),
 });
 
+/// The scripts, built once per process.
 pub fn scripts() -> &'static Scripts {
     &SCRIPTS
 }
@@ -118,6 +136,7 @@ impl Scripts {
         ]
     }
 
+    /// Loads every script into Redis (SCRIPT LOAD), in one pipeline.
     pub async fn load_all<C: ConnectionLike>(&self, con: &mut C) -> Result<()> {
         let mut pipe = redis::pipe();
         for s in self.all() {
@@ -136,16 +155,19 @@ pub struct Invocation {
 }
 
 impl Invocation {
+    /// Adds a key (KEYS) to the call.
     pub fn key(&mut self, key: String) -> &mut Self {
         self.keys.push(key);
         self
     }
 
+    /// Adds an argument (ARGV) to the call.
     pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
         self.args.extend(arg.to_redis_args());
         self
     }
 
+    /// How many keys the call declares so far.
     pub fn key_count(&self) -> usize {
         self.keys.len()
     }
@@ -159,6 +181,8 @@ impl Invocation {
         cmd
     }
 
+    /// Runs the call (EVALSHA) and reads its reply. A NOSCRIPT reply loads
+    /// every script and retries once.
     pub async fn query<T: FromRedisValue, C: ConnectionLike>(&self, con: &mut C) -> Result<T> {
         count_round_trip();
         match self.cmd().query_async(con).await {
@@ -201,6 +225,8 @@ pub fn count_round_trip() {
     ROUND_TRIPS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Round trips with Redis counted so far in this process (see
+/// [`count_round_trip`]).
 pub fn round_trips() -> u64 {
     ROUND_TRIPS.load(Ordering::Relaxed)
 }

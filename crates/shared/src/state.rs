@@ -13,7 +13,9 @@ const MAX_TIME_DIGITS: usize = 16;
 /// A job's state.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct State {
+    /// The status's name (see [`crate::job::Status`]).
     pub status: String,
+    /// Attempts started.
     pub attempt: u32,
     /// When it entered this status (for scheduled: when it falls due), Unix ms.
     pub since: i64,
@@ -22,8 +24,12 @@ pub struct State {
     /// When a waiting, running or finished job became ready, if not at its
     /// creation.
     pub ready: Option<i64>,
+    /// For a flow run: `active` while its driver runs, `parked` until a step
+    /// ends, `queued` to drive again.
     pub drive: Option<String>,
+    /// A cancel was requested while the job runs: its worker stops it.
     pub cancel: bool,
+    /// A step of the flow run ended while its driver was running: it drives again.
     pub dirty: bool,
 }
 

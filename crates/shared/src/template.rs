@@ -31,6 +31,8 @@ pub struct KeyTemplate {
 }
 
 impl KeyTemplate {
+    /// Parses a template: plain text, `$workspace` and `$args[name]`. An
+    /// [`Error::Template`] says what is wrong.
     pub fn parse(source: &str) -> Result<Self> {
         let err = |reason: String| Error::Template {
             template: source.to_string(),
@@ -81,6 +83,7 @@ impl KeyTemplate {
         })
     }
 
+    /// The template as written in the config.
     pub fn source(&self) -> &str {
         &self.source
     }

@@ -29,6 +29,7 @@ pub type HandlerResult<T = Value> = Result<T, BoxError>;
 pub struct Permanent(pub BoxError);
 
 impl Permanent {
+    /// Makes an error, or a message, permanent.
     pub fn new(e: impl Into<BoxError>) -> Permanent {
         Permanent(e.into())
     }
@@ -69,7 +70,9 @@ pub const HANDLER_GRACE: std::time::Duration = std::time::Duration::from_secs(2)
 pub struct JobContext {
     /// The job's id, the same for every attempt: key side effects by it.
     pub id: String,
+    /// The path being run.
     pub path: String,
+    /// The job's workspace: a tenant's name.
     pub workspace: String,
     /// The job's args, a JSON object; [`JobContext::args_as`] reads them
     /// into a type of the handler's own.
@@ -78,6 +81,7 @@ pub struct JobContext {
     pub attempt: u32,
     /// Attempts the job gets in all.
     pub max_attempts: u32,
+    /// The job's resolved concurrency key, if its path has a limit.
     pub concurrency_key: Option<String>,
     /// When the script's `timeout_s` runs out for this attempt.
     pub deadline: tokio::time::Instant,
@@ -124,6 +128,8 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<Value, BoxError>> + 
 /// An async handler for a path; see the module's documentation for which
 /// functions are handlers.
 pub trait Handler: Send + Sync {
+    /// Runs the handler for one execution: a future of the job's result as
+    /// JSON, or of its error.
     fn call(&self, ctx: JobContext) -> HandlerFuture;
 }
 

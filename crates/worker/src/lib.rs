@@ -49,6 +49,7 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// A worker for a loaded config, with no handlers yet.
     pub fn new(config: Config) -> Self {
         Worker {
             config,

@@ -13,6 +13,20 @@ use clap::{Parser, Subcommand};
 
 mod progress;
 mod when;
+
+/// A line to standard output. A closed or broken standard output (a pipe
+/// whose reader is gone) is an error, exit 3, never a panic: the ids or
+/// results it was to carry did not reach anyone.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*).map_err(stdout_error)?
+    }};
+}
+
+fn stdout_error(e: std::io::Error) -> Error {
+    Error::invalid("standard output", e.to_string())
+}
 use serde_json::Value;
 use sluice_producer::{
     CancelOutcome, Client, Config, Error, Job, JobRequest, Result, RetryOutcome, RunsQuery, Status,
@@ -24,7 +38,8 @@ Exit codes:
   0  success
   1  wait: a job failed or was cancelled (or an id is unknown)
   2  usage error: an unknown command, flag or value
-  3  error: bad input, bad config, Redis unreachable; nothing was written
+  3  error: bad input, bad config, Redis unreachable (bad input writes
+     nothing; a batch that Redis stops part way prints the ids it wrote)
   4  wait: timed out before every job finished
 
 Config: --config PATH, else $SLUICE_CONFIG, else ./sluice.toml. Settings can be
@@ -83,7 +98,8 @@ enum Cmd {
             long,
             conflicts_with = "batch",
             allow_negative_numbers = true,
-            value_name = "SECONDS"
+            value_name = "SECONDS",
+            value_parser = parse_seconds
         )]
         delay_s: Option<f64>,
         /// A file of JSON objects, one a line: {"path", "workspace", "args",
@@ -103,7 +119,7 @@ enum Cmd {
         /// Job ids to wait for; none: every job of the namespace.
         ids: Vec<String>,
         /// Give up after this many seconds (exit 4); default: wait forever.
-        #[arg(long, allow_negative_numbers = true, value_name = "SECONDS")]
+        #[arg(long, allow_negative_numbers = true, value_name = "SECONDS", value_parser = parse_seconds)]
         timeout_s: Option<f64>,
     },
     /// Show one job, with its result or error.
@@ -206,9 +222,15 @@ async fn run(cli: Cli) -> Result<u8> {
             let mut out = std::io::stdout().lock();
             match client.enqueue_batch(&reqs).await {
                 Ok(ids) => {
-                    for id in ids {
-                        writeln!(out, "{id}").ok();
-                    }
+                    // The jobs are enqueued whatever happens to stdout: if
+                    // their ids cannot go there, the error carries them.
+                    let printed = ids.iter().try_for_each(|id| writeln!(out, "{id}"));
+                    printed.map_err(|e| {
+                        Error::invalid(
+                            "standard output",
+                            format!("{e}; the jobs were enqueued: {}", ids.join(" ")),
+                        )
+                    })?;
                     Ok(0)
                 }
                 // The jobs written before the failure are real: their ids
@@ -220,10 +242,10 @@ async fn run(cli: Cli) -> Result<u8> {
                     source,
                 }) => {
                     for id in &written {
-                        writeln!(out, "{id}").ok();
+                        writeln!(out, "{id}").map_err(stdout_error)?;
                     }
                     for id in &in_doubt {
-                        writeln!(out, "? {id}").ok();
+                        writeln!(out, "? {id}").map_err(stdout_error)?;
                     }
                     Err(Error::PartlyEnqueued {
                         written,
@@ -279,9 +301,9 @@ async fn run(cli: Cli) -> Result<u8> {
                 if job.kind == "flow" {
                     v["steps"] = serde_json::to_value(&steps).expect("steps serialize");
                 }
-                println!("{v}");
+                outln!("{v}");
             } else {
-                print_job(&job);
+                print_job(&job)?;
                 for s in &steps {
                     let progress = match (s.done, s.total) {
                         (Some(d), Some(t)) => format!(" ({d}/{t})"),
@@ -292,7 +314,7 @@ async fn run(cli: Cli) -> Result<u8> {
                         .as_ref()
                         .map(|r| format!(": {r}"))
                         .unwrap_or_default();
-                    println!("  step {:<16} {}{progress}{result}", s.id, s.status);
+                    outln!("  step {:<16} {}{progress}{result}", s.id, s.status);
                 }
             }
             Ok(0)
@@ -319,7 +341,7 @@ async fn run(cli: Cli) -> Result<u8> {
             let mut out = std::io::stdout().lock();
             if json {
                 for j in &jobs {
-                    writeln!(out, "{}", run_json(j)).ok();
+                    writeln!(out, "{}", run_json(j)).map_err(stdout_error)?;
                 }
             } else {
                 writeln!(
@@ -327,7 +349,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     "{:<36}  {:<9}  {:<24}  {:<10}  {:<24}  {:>12}  {:>9}",
                     "ID", "STATUS", "PATH", "WORKSPACE", "CONCURRENCY KEY", "CREATED", "RAN FOR"
                 )
-                .ok();
+                .map_err(stdout_error)?;
                 let now = when::now_ms();
                 for j in &jobs {
                     let ran = match (j.started_at, j.ended_at) {
@@ -346,7 +368,7 @@ async fn run(cli: Cli) -> Result<u8> {
                         created,
                         ran
                     )
-                    .ok();
+                    .map_err(stdout_error)?;
                 }
             }
             Ok(0)
@@ -366,7 +388,8 @@ async fn run(cli: Cli) -> Result<u8> {
             let mut out = std::io::stdout().lock();
             if json {
                 for l in &states {
-                    writeln!(out, "{}", serde_json::to_string(l).expect("serializes")).ok();
+                    writeln!(out, "{}", serde_json::to_string(l).expect("serializes"))
+                        .map_err(stdout_error)?;
                 }
             } else {
                 writeln!(
@@ -374,7 +397,7 @@ async fn run(cli: Cli) -> Result<u8> {
                     "{:<40}  {:>5}  {:>9}  {:>5}  {:>7}  NEXT FREE",
                     "KEY", "MAX", "WINDOW_S", "HELD", "WAITING"
                 )
-                .ok();
+                .map_err(stdout_error)?;
                 let now = when::now_ms();
                 for l in &states {
                     let next = l
@@ -386,7 +409,7 @@ async fn run(cli: Cli) -> Result<u8> {
                         "{:<40}  {:>5}  {:>9}  {:>5}  {:>7}  {next}",
                         l.key, l.max, l.window_s, l.held, l.waiting
                     )
-                    .ok();
+                    .map_err(stdout_error)?;
                 }
             }
             Ok(0)
@@ -395,7 +418,7 @@ async fn run(cli: Cli) -> Result<u8> {
             let client = Client::connect(config).await?;
             match client.retry(&id).await? {
                 RetryOutcome::Queued => {
-                    println!("{id}: queued again");
+                    outln!("{id}: queued again");
                     Ok(0)
                 }
                 other => Err(Error::invalid(
@@ -415,15 +438,28 @@ async fn run(cli: Cli) -> Result<u8> {
                 CancelOutcome::Requested => "cancel requested: the running job is being stopped",
                 CancelOutcome::AlreadyFinished => "already finished: nothing to cancel",
             };
-            println!("{id}: {msg}");
+            outln!("{id}: {msg}");
             Ok(0)
         }
     }
 }
 
-fn seconds(flag: &str, s: f64) -> Result<Duration> {
-    Duration::try_from_secs_f64(s)
-        .map_err(|_| Error::invalid(flag, format!("{s} is not a number of seconds ≥ 0")))
+fn seconds(_flag: &str, s: f64) -> Result<Duration> {
+    // parse_seconds has checked it.
+    Ok(Duration::from_secs_f64(s))
+}
+
+/// A command-line number of seconds: 0 to 366 days. Anything else is a
+/// usage error (exit 2), like any bad flag value.
+fn parse_seconds(text: &str) -> std::result::Result<f64, String> {
+    let s: f64 = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of seconds"))?;
+    let max = sluice_shared::config::MAX_SECONDS;
+    if !(s.is_finite() && (0.0..=max).contains(&s)) {
+        return Err(format!("{text} is not 0 to {max} seconds (366 days)"));
+    }
+    Ok(s)
 }
 
 fn parse_args(text: &str, what: &str) -> Result<Value> {
@@ -529,46 +565,49 @@ fn read_batch(file: &std::path::Path, config: &Config) -> Result<Vec<JobRequest>
     Ok(reqs)
 }
 
-fn print_job(job: &Job) {
+fn print_job(job: &Job) -> Result<()> {
     let now = when::now_ms();
     let ms = |t: Option<i64>| {
         t.map(|t| when::date_and_age(t, now))
             .unwrap_or_else(|| "-".into())
     };
-    println!("id:         {}", job.id);
-    println!("path:       {}", job.path);
-    println!("workspace:  {}", job.workspace);
+    outln!("id:         {}", job.id);
+    outln!("path:       {}", job.path);
+    outln!("workspace:  {}", job.workspace);
     if job.kind == "flow" {
-        println!("status:     {} (flow run)", job.status);
+        outln!("status:     {} (flow run)", job.status);
     } else {
-        println!(
+        outln!(
             "status:     {} (attempt {} of {})",
-            job.status, job.attempt, job.max_attempts
+            job.status,
+            job.attempt,
+            job.max_attempts
         );
     }
     if let (Some(parent), Some(step)) = (&job.parent, &job.step) {
         let iter = job.iter.map(|i| format!("[{i}]")).unwrap_or_default();
-        println!("step:       {step}{iter} of flow run {parent}");
+        outln!("step:       {step}{iter} of flow run {parent}");
     }
     match (&job.concurrency_key, job.max, job.window_ms) {
         (Some(k), Some(max), Some(w)) => {
-            println!("limit:      {k} (max {max} per {} s)", w as f64 / 1000.0)
+            outln!("limit:      {k} (max {max} per {} s)", w as f64 / 1000.0)
         }
-        _ => println!("limit:      none"),
+        _ => outln!("limit:      none"),
     }
-    println!("args:       {}", job.args);
-    println!("created_at: {}", ms(job.created_at));
-    println!("started_at: {}", ms(job.started_at));
-    println!("ended_at:   {}", ms(job.ended_at));
+    outln!("args:       {}", job.args);
+    outln!("created_at: {}", ms(job.created_at));
+    outln!("started_at: {}", ms(job.started_at));
+    outln!("ended_at:   {}", ms(job.ended_at));
     if let (Some(s), Some(e)) = (job.started_at, job.ended_at) {
-        println!("ran for:    {}", when::duration((e - s).max(0) as u64));
+        outln!("ran for:    {}", when::duration((e - s).max(0) as u64));
     }
     if let Some(r) = &job.result {
-        println!("result:     {r}");
+        outln!("result:     {r}");
     }
     if let Some(e) = &job.error {
-        println!("error:      {e}");
+        outln!("error:      {e}");
     }
+    Ok(())
 }
 
 /// The fields `runs --json` promises (docs/contract.md), times in Unix ms or null.
