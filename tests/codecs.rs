@@ -125,7 +125,7 @@ if not st then return nil end
 local w = st.words
 local function s(x) if x == nil then return '' end return tostring(x) end
 return { st.status, s(st.attempt), s(st.at), s(w.ready), s(w.started), s(w.drive),
-  s(w.cancel), s(w.dirty) }"#,
+  s(w.throttled), s(w.cancel), s(w.dirty) }"#,
         &[raw.as_bytes().to_vec()],
     );
     v
@@ -141,6 +141,7 @@ fn rust_state(raw: &str) -> Option<Vec<String>> {
         s(st.ready),
         s(st.started),
         st.drive.unwrap_or_default(),
+        s(st.throttled),
         // Lua's raw values: true, or nothing.
         if st.cancel {
             "true".into()
@@ -169,6 +170,7 @@ fn states_read_the_same_on_both_sides_damaged_or_not() {
         ready: Some(1_700_000_000_000),
         started: Some(1_700_000_000_100),
         drive: Some("parked".into()),
+        throttled: Some(2),
         cancel: true,
         dirty: true,
     };
@@ -181,6 +183,7 @@ fn states_read_the_same_on_both_sides_damaged_or_not() {
         "running 1 5 cancel=no dirty=0 drive".into(),
         "running 1 5 ready=abc started=-4 ready=7".into(),
         "running 1 5 cancelx ready= drive=".into(),
+        "waiting 3 5 throttled=2 throttled=x".into(),
         String::new(),
         "running".into(),
         "running 1".into(),
@@ -198,7 +201,7 @@ fn states_read_the_same_on_both_sides_damaged_or_not() {
     // Lua writes (set_state), Rust reads.
     let written: String = eval(
         &mut con,
-        "set_state('x', 'running', 3, '1700000000123', { ready = '1700000000000', started = '1700000000100', drive = 'parked', cancel = true, dirty = true }) return state_cache['x']",
+        "set_state('x', 'running', 3, '1700000000123', { ready = '1700000000000', started = '1700000000100', drive = 'parked', throttled = 2, cancel = true, dirty = true }) return state_cache['x']",
         &[],
     );
     assert_eq!(State::parse(&written), Some(full.clone()));

@@ -23,6 +23,10 @@ pub struct LimitState {
     /// reserved); null when none is held or only running jobs hold the key
     /// (their end is not known yet).
     pub next_free_at: Option<i64>,
+    /// Unix ms at which the key's pause ends (a job's Retry-After, or
+    /// `sluice pause`); absent when it is not paused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub paused_until: Option<i64>,
 }
 
 impl Client {
@@ -59,12 +63,15 @@ impl Client {
                     c
                 })
                 .collect();
-            let states: Vec<(u64, u64, u64, i64, i64)> = sluice_shared::scripts::query_pipelined(
+            type Reply = (u64, u64, u64, i64, i64, i64);
+            let states: Vec<Reply> = sluice_shared::scripts::query_pipelined(
                 &mut *con,
                 &calls.iter().collect::<Vec<_>>(),
             )
             .await?;
-            for ((k, stamp), (held, reserved, unknown, next, _now)) in chunk.iter().zip(states) {
+            for ((k, stamp), (held, reserved, unknown, next, _now, paused)) in
+                chunk.iter().zip(states)
+            {
                 let mut parts = stamp.split(' ');
                 let max = parts.next().and_then(|m| m.parse().ok()).unwrap_or(0);
                 let window_ms: u64 = parts.next().and_then(|w| w.parse().ok()).unwrap_or(0);
@@ -75,9 +82,34 @@ impl Client {
                     held,
                     waiting: reserved + unknown,
                     next_free_at: (next >= 0).then_some(next),
+                    paused_until: (paused >= 0).then_some(paused),
                 });
             }
         }
         Ok(out)
+    }
+}
+
+impl Client {
+    /// Pauses a concurrency key for `d` from now (Redis time): none of its
+    /// jobs is admitted until then; running ones are not touched. Returns
+    /// the Unix ms the pause ends.
+    pub async fn pause(&self, key: &str, d: std::time::Duration) -> Result<i64> {
+        self.set_pause(key, d.as_millis().max(1) as u64).await
+    }
+
+    /// Ends a key's pause at once; its waiters are admitted as slots allow.
+    pub async fn resume(&self, key: &str) -> Result<()> {
+        self.set_pause(key, 0).await.map(|_| ())
+    }
+
+    async fn set_pause(&self, key: &str, ms: u64) -> Result<i64> {
+        let mut con = self.pool.get().await?;
+        let mut call = scripts().pause.call_in(&self.keys);
+        call.key(self.keys.slots(key))
+            .key(self.keys.wait(key))
+            .arg(key)
+            .arg(ms);
+        call.query(&mut *con).await
     }
 }

@@ -72,6 +72,8 @@ local function record_acks(sec, now, now_s)
     end
     local ckey = entry_ckey(entry)
     local spec = nil
+    -- "throttle <ms>": the far side said "not before ms from now".
+    local throttle_ms = outcome == 'throttle' and (tonumber(string.match(rest, '^ (%d+)')) or 1000)
     if ckey ~= '' then
       spec = spec_of(id)
       -- A flow holds the slot its first driver took, whatever attempt ends it.
@@ -79,6 +81,9 @@ local function record_acks(sec, now, now_s)
       if st.words.drive then token = id .. '#f' end
       local window = tonumber(spec and spec.window_ms) or 0
       local k = sec.declared[ckey]
+      -- The pause goes in first, so that the slot this ends is handed to no
+      -- waiter before it is over. A longer pause already set stays.
+      if throttle_ms then redis.call('ZADD', k.slots, 'GT', now + throttle_ms, PAUSE) end
       end_slot(k.slots, k.wait, DELAYED, ckey, token, window, now)
     end
     if st.words.cancel and outcome ~= 'cancelled' then
@@ -87,7 +92,22 @@ local function record_acks(sec, now, now_s)
     end
     local final = nil
     local started = { started = st.at, ready = st.words.ready }
-    if outcome == 'ok' then
+    if throttle_ms and st.words.cancel == nil then
+      -- Not a failed attempt: the job waits again, at the head of its key
+      -- (or, without a key, until the moment given), and this attempt is
+      -- not counted toward max_attempts.
+      local words = { ready = st.words.ready, throttled = (tonumber(st.words.throttled) or 0) + 1 }
+      set_result(id, payload)
+      if ckey ~= '' then
+        set_state(id, 'waiting', attempt, now_s, words)
+        count_waiting(1)
+        redis.call('LPUSH', sec.declared[ckey].wait, id .. ' ' .. (spec and spec.max or 1))
+      else
+        local at = ms_str(now + throttle_ms)
+        set_state(id, 'scheduled', attempt, at, { throttled = words.throttled })
+        redis.call('ZADD', DELAYED, at, entry)
+      end
+    elseif outcome == 'ok' then
       set_state(id, 'succeeded', attempt, now_s, started)
       if payload ~= 'null' then set_result(id, payload) end
       final = 'succeeded'
@@ -97,10 +117,11 @@ local function record_acks(sec, now, now_s)
     else
       if spec == nil then spec = spec_of(id) end
       -- "fail": the job failed for good, whatever attempts remain.
-      if outcome ~= 'fail' and attempt < max_attempts(spec and spec.max_attempts) then
+      local counted = attempt - (tonumber(st.words.throttled) or 0)
+      if outcome ~= 'fail' and counted < max_attempts(spec and spec.max_attempts) then
         local backoff = tonumber(string.match(rest, '^ (%d+)')) or 1000
         local at = ms_str(now + backoff * 2 ^ (attempt - 1))
-        set_state(id, 'scheduled', attempt, at)
+        set_state(id, 'scheduled', attempt, at, { throttled = st.words.throttled })
         set_result(id, payload)
         redis.call('ZADD', DELAYED, at, entry)
       else

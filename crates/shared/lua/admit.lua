@@ -126,7 +126,7 @@ local function admit(id, entry, st, ckey, slots)
     set_state(id, 'running', attempt, st.at, st.words)
   else
     local flow = is_flow_spec(spec)
-    local words = {}
+    local words = { throttled = st.words.throttled }
     if flow then words.drive = 'active' end
     -- Kept for `sluice status` when it differs from creation (a delay, a retry).
     local ready = ready_of(st)
@@ -189,6 +189,18 @@ local function limited(id, entry, st, ckey, due_at)
     return
   end
   expire_slots(k.slots, now)
+  local until_ = paused_until(k.slots, now)
+  if until_ then
+    -- Paused: it waits for the pause to end. One that had been handed a
+    -- slot was first in line, and stays so.
+    if redis.call('ZREM', k.slots, id .. '#r') == 1 then
+      redis.call('LPUSH', k.wait, id .. ' ' .. max)
+    else
+      to_wait(id, st, max, k.wait)
+    end
+    redis.call('ZADD', DELAYED, 'LT', until_, 'wake ' .. ckey)
+    return
+  end
   if redis.call('ZREM', k.slots, id .. '#r') == 1 then
     count_waiting(-1)
     if due_at then

@@ -5,16 +5,20 @@
 -- KEYS[2]  wait:K
 -- KEYS[3]  delayed sorted set
 -- ARGV[1]  K, the concurrency key
--- Returns: { held, reserved, waiting_unknown, next_free_at, now }
+-- Returns: { held, reserved, waiting_unknown, next_free_at, now, paused_until }
 --   held: slots held now (running, reserved for a waiter, or in their window);
 --   reserved: those reserved for waiting jobs due at a known moment;
 --   waiting_unknown: jobs waiting for a running job to end (wait:K);
 --   next_free_at: Unix ms at which the next held slot frees (a slot reserved
 --   for a waiter frees to it at that waiter's moment in the delayed set), -1
---   if unknown (only running jobs hold the key) or none is held.
+--   if unknown (only running jobs hold the key) or none is held;
+--   paused_until: Unix ms the key's pause ends, or -1 when it is not paused
+--   (the pause member of the slots set is no slot, and not counted).
 
 local now = now_ms()
 local held = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+local paused = tonumber(redis.call('ZSCORE', KEYS[1], 'pause'))
+if paused and paused > now then held = held - 1 else paused = -1 end
 local reserved = 0
 local next_free = -1
 local function sooner(t)
@@ -26,6 +30,11 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '+inf', '+inf')) do
     sooner(tonumber(redis.call('ZSCORE', KEYS[3], string.sub(m, 1, 36) .. ' ' .. ARGV[1])))
   end
 end
-local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '(+inf', 'WITHSCORES', 'LIMIT', 0, 1)
-if first[2] then sooner(tonumber(first[2])) end
-return { held, reserved, redis.call('LLEN', KEYS[2]), next_free, now }
+local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '(+inf', 'WITHSCORES', 'LIMIT', 0, 2)
+for i = 1, #first, 2 do
+  if first[i] ~= 'pause' then
+    sooner(tonumber(first[i + 1]))
+    break
+  end
+end
+return { held, reserved, redis.call('LLEN', KEYS[2]), next_free, now, paused }

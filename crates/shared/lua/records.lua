@@ -18,8 +18,9 @@
 --
 -- A state's words: "ready=<ms>" (waiting, running or finished: when it
 -- became ready, if not at its creation), "started=<ms>" (finished jobs), "drive=active|parked|queued"
--- (a flow run's driver), "cancel" (cancel requested while running), "dirty"
--- (a flow's step ended while its driver ran).
+-- (a flow run's driver), "throttled=<n>" (attempts that ended in a
+-- Retry-After: they do not count toward max_attempts), "cancel" (cancel
+-- requested while running), "dirty" (a flow's step ended while its driver ran).
 
 local JOBS, STATE, RESULTS = KEYS[1], KEYS[2], KEYS[3]
 local READY, DELAYED, LEASES, MARKER, STATS, LIMITS = KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
@@ -87,14 +88,14 @@ local function parse_state(s)
   local status, attempt, at, rest = string.match(s, '^(%a+) (%d+) (%d+)(.*)$')
   if not status or #attempt > 9 or #at > 16 then return nil end
   -- Only the known words count, each in its one form (state.rs reads the
-  -- same): ready= and started= with digits, drive= with a value, and the
-  -- bare flags cancel and dirty. Anything else is ignored.
+  -- same): ready=, started= and throttled= with digits, drive= with a
+  -- value, and the bare flags cancel and dirty. Anything else is ignored.
   local words = {}
   for w in string.gmatch(rest, '%S+') do
     local k, v = string.match(w, '^([%a_]+)=(.*)$')
     if k == 'drive' then
       words.drive = v
-    elseif (k == 'ready' or k == 'started') and string.match(v, '^%d+$') and #v <= 16 then
+    elseif (k == 'ready' or k == 'started' or k == 'throttled') and string.match(v, '^%d+$') and #v <= 16 then
       words[k] = v
     elseif not k and (w == 'cancel' or w == 'dirty') then
       words[w] = true
@@ -126,7 +127,7 @@ local function put_state(id, s)
 end
 
 -- Words are written in this order, so that a state reads the same whoever wrote it.
-local WORD_ORDER = { 'ready', 'started', 'drive', 'cancel', 'dirty' }
+local WORD_ORDER = { 'ready', 'started', 'drive', 'throttled', 'cancel', 'dirty' }
 
 local function set_state(id, status, attempt, at, words)
   local s = status .. ' ' .. attempt .. ' ' .. at

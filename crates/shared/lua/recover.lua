@@ -58,7 +58,7 @@ for i = 1, (#ARGV - 1) / 3 do
         -- It was asked to cancel: it ends here rather than running again.
         set_state(id, 'cancelled', attempt, now_s, { started = st.at, ready = st.words.ready })
         final, reason = 'cancelled', 'cancelled by request'
-      elseif attempt >= max_attempts(spec.max_attempts) then
+      elseif attempt - (tonumber(st.words.throttled) or 0) >= max_attempts(spec.max_attempts) then
         set_state(id, 'failed', attempt, now_s, { started = st.at, ready = st.words.ready })
         set_result(id, reason)
         final = 'failed'

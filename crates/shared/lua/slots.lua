@@ -62,9 +62,29 @@ local function first_timed_slot(slots)
   return first
 end
 
+-- A paused key (a job's Retry-After, `sluice pause`) has a member "pause"
+-- in its slots set, scored at the Unix ms the pause ends. It is no slot:
+-- while it is ahead, no job of the key is admitted and no waiter is handed a
+-- slot; once passed, expire_slots removes it like a slot that freed. No job
+-- token can take its name (tokens start with a 36-byte id).
+local PAUSE = 'pause'
+
+-- When the key's pause ends, if it is paused now.
+local function paused_until(slots, now)
+  local p = tonumber(redis.call('ZSCORE', slots, PAUSE))
+  if p and p > now then return p end
+  return nil
+end
+
 -- Hand free or soon-free capacity of one key to its waiters, in FIFO order.
 -- Each waiter gets a reserved slot and a delayed entry at the moment it may run.
+-- A paused key hands out nothing: its waiters are looked at when it ends.
 local function settle(slots, wait, delayed, ckey, now)
+  local until_ = paused_until(slots, now)
+  if until_ then
+    redis.call('ZADD', delayed, 'LT', until_, 'wake ' .. ckey)
+    return
+  end
   while true do
     local head = redis.call('LINDEX', wait, 0)
     if not head then return end

@@ -96,6 +96,8 @@ pub struct Scripts {
     pub prune_limits: Script,
     /// Puts a failed or cancelled job back as a new attempt (`sluice retry`).
     pub retry: Script,
+    /// Pauses a concurrency key, or ends its pause (`sluice pause`, `resume`).
+    pub pause: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -111,6 +113,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     drive: Script::new("drive", include_str!("../lua/drive.lua")),
     prune_limits: Script::new("prune_limits", include_str!("../lua/prune_limits.lua")),
     retry: Script::new("retry", include_str!("../lua/retry.lua")),
+    pause: Script::new("pause", include_str!("../lua/pause.lua")),
 });
 
 /// The scripts, built once per process.
@@ -119,7 +122,7 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 12] {
+    fn all(&self) -> [&Script; 13] {
         [
             &self.enqueue,
             &self.enqueue_once,
@@ -133,6 +136,7 @@ impl Scripts {
             &self.drive,
             &self.prune_limits,
             &self.retry,
+            &self.pause,
         ]
     }
 

@@ -27,6 +27,8 @@ pub struct State {
     /// For a flow run: `active` while its driver runs, `parked` until a step
     /// ends, `queued` to drive again.
     pub drive: Option<String>,
+    /// Attempts that ended in a Retry-After: not counted toward max_attempts.
+    pub throttled: Option<i64>,
     /// A cancel was requested while the job runs: its worker stops it.
     pub cancel: bool,
     /// A step of the flow run ended while its driver was running: it drives again.
@@ -80,6 +82,7 @@ impl State {
                 ("started", Some(v)) => st.started = time(v).or(st.started),
                 ("ready", Some(v)) => st.ready = time(v).or(st.ready),
                 ("drive", Some(v)) => st.drive = Some(v.to_string()),
+                ("throttled", Some(v)) => st.throttled = time(v).or(st.throttled),
                 _ if w == "cancel" => st.cancel = true,
                 _ if w == "dirty" => st.dirty = true,
                 _ => {}
@@ -89,7 +92,7 @@ impl State {
     }
 
     /// Writes a state as `set_state` in records.lua does, words in the same
-    /// order (ready, started, drive, cancel, dirty).
+    /// order (ready, started, drive, throttled, cancel, dirty).
     pub fn format(&self) -> String {
         let mut s = format!("{} {} {}", self.status, self.attempt, self.since);
         if let Some(r) = self.ready {
@@ -100,6 +103,9 @@ impl State {
         }
         if let Some(d) = &self.drive {
             s += &format!(" drive={d}");
+        }
+        if let Some(n) = self.throttled {
+            s += &format!(" throttled={n}");
         }
         if self.cancel {
             s += " cancel";

@@ -221,6 +221,7 @@ pub fn push_section(call: &mut Invocation, keys: &Keys, msgs: &[AckMsg], also: &
             Outcome::Ok(v) => ("ok".to_string(), v.to_string()),
             Outcome::Err(e) => (format!("err {}", d.backoff_ms), e.clone()),
             Outcome::Fail(e) => ("fail".to_string(), e.clone()),
+            Outcome::Throttle(ms, why) => (format!("throttle {ms}"), why.clone()),
             Outcome::Cancelled => ("cancelled".to_string(), "cancelled by request".to_string()),
             Outcome::Lost | Outcome::Parked => {
                 unreachable!("lost attempts and parked flows are never acknowledged")

@@ -20,6 +20,10 @@ pub enum Outcome {
     /// The job failed for good: no retry (a handler's `Permanent` error, a
     /// corrupt record).
     Fail(String),
+    /// The far side said "not before this many ms from now" (a command's
+    /// exit 75, a handler's `Throttle`): the key pauses, the job waits
+    /// again, and the attempt does not count.
+    Throttle(u64, String),
     Cancelled,
     /// The attempt is no longer ours: nothing is reported.
     Lost,
@@ -143,4 +147,9 @@ pub fn settings<'a>(
         ),
         None => (None, Duration::from_secs(300), 1000),
     }
+}
+
+/// A Retry-After as whole ms, at most the longest duration a setting takes.
+pub fn throttle_ms(d: Duration) -> u64 {
+    (d.as_millis() as u64).min((sluice_shared::config::MAX_SECONDS * 1000.0) as u64)
 }

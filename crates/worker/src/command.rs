@@ -115,11 +115,41 @@ pub async fn run(
                 .unwrap_or_else(|_| serde_json::Value::String(text.to_string()));
             Outcome::Ok(value)
         }
+        Ok(s) if s.code() == Some(EX_TEMPFAIL) => throttled(&out),
         Ok(s) => {
             let tail = String::from_utf8_lossy(&err).trim().to_string();
             Outcome::Err(format!("{s}: {tail}"))
         }
         Err(e) => Outcome::Err(format!("waiting for the process failed: {e}")),
+    }
+}
+
+/// The exit code of a command that was told to come back later (sysexits'
+/// EX_TEMPFAIL), with `{"retry_after_s": N}` as the last line of its stdout.
+const EX_TEMPFAIL: i32 = 75;
+
+/// A command's Retry-After, read from the last line of its stdout; without a
+/// readable one, exit 75 is an ordinary failure that says what was missing.
+fn throttled(out: &[u8]) -> Outcome {
+    let text = String::from_utf8_lossy(out);
+    let last = text
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("");
+    let secs = serde_json::from_str::<serde_json::Value>(last)
+        .ok()
+        .and_then(|v| v.get("retry_after_s").and_then(|s| s.as_f64()))
+        .and_then(|s| Duration::try_from_secs_f64(s).ok());
+    match secs {
+        Some(d) => Outcome::Throttle(
+            crate::admitted::throttle_ms(d),
+            format!("exit 75: retry after {} s", d.as_secs_f64()),
+        ),
+        None => Outcome::Err(format!(
+            "exit 75 (EX_TEMPFAIL) without {{\"retry_after_s\": N}} as the last line of stdout; got {:?}",
+            last.chars().take(200).collect::<String>()
+        )),
     }
 }
 

@@ -415,7 +415,7 @@ impl Dispatcher {
                     Outcome::Ok(_) => Some(metrics::SUCCEEDED),
                     Outcome::Err(_) | Outcome::Fail(_) => Some(metrics::FAILED),
                     Outcome::Cancelled => Some(metrics::CANCELLED),
-                    Outcome::Lost | Outcome::Parked => None,
+                    Outcome::Lost | Outcome::Parked | Outcome::Throttle(..) => None,
                 };
                 if let Some(name) = counter {
                     ::metrics::counter!(name, "path" => job.path.clone()).increment(1);

@@ -8,10 +8,10 @@ use futures::FutureExt;
 use serde_json::Value;
 use tracing::Instrument;
 
-use crate::admitted::{settings, Admitted, Outcome};
+use crate::admitted::{settings, throttle_ms, Admitted, Outcome};
 use crate::command;
 use crate::context::Shared;
-use crate::handler::{Handler, JobContext, Permanent, StopReason, HANDLER_GRACE};
+use crate::handler::{Handler, JobContext, Permanent, StopReason, Throttle, HANDLER_GRACE};
 use crate::running::Stop;
 use tokio::sync::watch;
 
@@ -56,6 +56,7 @@ pub async fn execute(shared: &Shared, job: &Admitted, started: crate::running::S
             Outcome::Ok(_) => tracing::debug!("succeeded"),
             Outcome::Err(e) => tracing::warn!(error = %e, "failed"),
             Outcome::Fail(e) => tracing::warn!(error = %e, "failed for good: no retry"),
+            Outcome::Throttle(ms, _) => tracing::info!(retry_after_ms = ms, "throttled: the key pauses, the job waits again"),
             Outcome::Cancelled => tracing::info!("cancelled"),
             Outcome::Lost => tracing::warn!("lease lost: attempt stopped, result not reported"),
             Outcome::Parked => tracing::debug!("flow parked until its next step ends"),
@@ -126,7 +127,10 @@ fn handler_outcome(
     match r {
         Ok(Ok(v)) => Outcome::Ok(v),
         Ok(Err(e)) if e.downcast_ref::<Permanent>().is_some() => Outcome::Fail(e.to_string()),
-        Ok(Err(e)) => Outcome::Err(e.to_string()),
+        Ok(Err(e)) => match e.downcast_ref::<Throttle>() {
+            Some(t) => Outcome::Throttle(throttle_ms(t.retry_after), e.to_string()),
+            None => Outcome::Err(e.to_string()),
+        },
         Err(panic) => Outcome::Err(format!("handler panicked: {}", panic_text(panic))),
     }
 }

@@ -47,6 +47,36 @@ impl Error for Permanent {
     }
 }
 
+/// The far side asked for a pause ("429, Retry-After: 30"): the job's key
+/// pauses for `retry_after` (no job of it is admitted before then; running
+/// ones go on), the job waits again at the head of its key, and this
+/// attempt does not count toward `max_attempts`. Return it with
+/// `Err(Throttle::after(d).into())`.
+#[derive(Debug)]
+pub struct Throttle {
+    /// How long the key pauses, from the moment the attempt is recorded.
+    pub retry_after: std::time::Duration,
+}
+
+impl Throttle {
+    /// A throttle for `retry_after`.
+    pub fn after(retry_after: std::time::Duration) -> Throttle {
+        Throttle { retry_after }
+    }
+}
+
+impl fmt::Display for Throttle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "throttled: retry after {} s",
+            self.retry_after.as_secs_f64()
+        )
+    }
+}
+
+impl Error for Throttle {}
+
 /// Why a handler is asked to stop before it has finished.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum StopReason {

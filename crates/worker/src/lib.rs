@@ -32,7 +32,7 @@ mod supervise;
 mod wake;
 
 pub use handler::{
-    BoxError, Handler, HandlerResult, JobContext, Permanent, StopReason, HANDLER_GRACE,
+    BoxError, Handler, HandlerResult, JobContext, Permanent, StopReason, Throttle, HANDLER_GRACE,
 };
 pub use sluice_shared::{Config, Error, Result};
 

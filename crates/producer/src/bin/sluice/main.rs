@@ -137,6 +137,22 @@ enum Cmd {
         /// The job's id.
         id: String,
     },
+    /// Pause a concurrency key: none of its jobs is admitted until the pause
+    /// ends (running ones go on; other keys are not held up).
+    #[command(after_help = EXIT_CODES)]
+    Pause {
+        /// The concurrency key, as `limits` shows it.
+        key: String,
+        /// How long, from now (Redis time).
+        #[arg(long, value_name = "SECONDS", value_parser = parse_seconds)]
+        for_s: f64,
+    },
+    /// End a key's pause at once.
+    #[command(after_help = EXIT_CODES)]
+    Resume {
+        /// The concurrency key.
+        key: String,
+    },
     /// Put a failed or cancelled job back, as a new attempt under its limit.
     #[command(after_help = EXIT_CODES)]
     Retry {
@@ -400,10 +416,13 @@ async fn run(cli: Cli) -> Result<u8> {
                 .map_err(stdout_error)?;
                 let now = when::now_ms();
                 for l in &states {
-                    let next = l
+                    let mut next = l
                         .next_free_at
                         .map(|t| when::date_and_age(t, now))
                         .unwrap_or_else(|| "-".into());
+                    if let Some(p) = l.paused_until {
+                        next = format!("paused until {}", when::date_and_age(p, now));
+                    }
                     writeln!(
                         out,
                         "{:<40}  {:>5}  {:>9}  {:>5}  {:>7}  {next}",
@@ -412,6 +431,18 @@ async fn run(cli: Cli) -> Result<u8> {
                     .map_err(stdout_error)?;
                 }
             }
+            Ok(0)
+        }
+        Cmd::Pause { key, for_s } => {
+            let client = Client::connect(config).await?;
+            let until = client.pause(&key, Duration::from_secs_f64(for_s)).await?;
+            outln!("{key}: paused until {}", when::date(until));
+            Ok(0)
+        }
+        Cmd::Resume { key } => {
+            let client = Client::connect(config).await?;
+            client.resume(&key).await?;
+            outln!("{key}: resumed");
             Ok(0)
         }
         Cmd::Retry { id } => {

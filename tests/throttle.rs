@@ -1,0 +1,159 @@
+//! Retry-After: a command that exits 75 with `{"retry_after_s": N}` pauses
+//! its key. No job of the key starts before the pause ends (judged from the
+//! jobs' own logs against the pause Redis recorded), other keys go on, and
+//! the throttled attempt does not count. `sluice pause` and `resume` do the
+//! same by hand.
+
+use sluice_producer::JobRequest;
+use sluice_tests::*;
+
+fn config(log: &std::path::Path, flag: &std::path::Path) -> String {
+    let log = log.display();
+    let flag = flag.display();
+    format!(
+        r#"
+[worker]
+concurrency = 4
+
+[scripts."f/api"]
+max_attempts = 1
+concurrency = {{ max = 2, window_s = 0, key = "api" }}
+command = ["sh", "-c", "echo \"START api $SLUICE_JOB_ID $SLUICE_ATTEMPT $(date +%s%N)\" >> {log}; if mkdir {flag} 2>/dev/null; then echo working; echo '{{\"retry_after_s\": 1.5}}'; exit 75; fi; echo '\"ok\"'"]
+
+[scripts."f/other"]
+concurrency = {{ max = 2, window_s = 0, key = "other" }}
+command = ["sh", "-c", "echo \"START other $SLUICE_JOB_ID $SLUICE_ATTEMPT $(date +%s%N)\" >> {log}; echo '\"ok\"'"]
+"#
+    )
+}
+
+/// (key, job id, attempt, Unix ns) of every START the commands logged.
+fn starts(log: &std::path::Path) -> Vec<(String, String, u32, i64)> {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(' ').collect();
+            Some((
+                f[1].to_string(),
+                f[2].to_string(),
+                f[3].parse().ok()?,
+                f[4].parse().ok()?,
+            ))
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exit_75_pauses_the_key_and_other_keys_go_on() {
+    let dir = std::env::temp_dir().join(format!("sluice-throttle-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (log, flag) = (dir.join("starts.log"), dir.join("throttled"));
+    let env = TestEnv::new(&config(&log, &flag));
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    // The first call is told to come back in 1.5 s.
+    let first = client
+        .enqueue(JobRequest::new("f/api", json!({})))
+        .await
+        .unwrap();
+    let mut paused_until = None;
+    wait_until("the throttle to be recorded", || {
+        let rt = tokio::runtime::Handle::current();
+        let limits = std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(client.limits(Some("api"))).unwrap())
+                .join()
+                .unwrap()
+        });
+        paused_until = limits.first().and_then(|l| l.paused_until);
+        paused_until.is_some()
+    });
+    let paused_until = paused_until.unwrap();
+    let job = client.job(&first).await.unwrap().unwrap();
+    assert_eq!(job.status, "waiting", "{job:?}");
+    // More calls, and other work, while the key is paused.
+    let mut reqs: Vec<JobRequest> = (0..5)
+        .map(|_| JobRequest::new("f/api", json!({})))
+        .collect();
+    reqs.extend((0..4).map(|_| JobRequest::new("f/other", json!({}))));
+    let more = client.enqueue_batch(&reqs).await.unwrap();
+    let all: Vec<String> = std::iter::once(first.clone()).chain(more).collect();
+    let jobs = env.finish(&client, &all).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    // The throttled attempt did not count: max_attempts is 1, and the job
+    // succeeded at its second attempt.
+    assert_eq!(jobs[0].attempt, 2);
+    let logged = starts(&log);
+    let throttle_start = logged
+        .iter()
+        .find(|s| s.1 == first && s.2 == 1)
+        .expect("the first attempt's start")
+        .3;
+    for (key, id, attempt, ns) in &logged {
+        if key == "api" && !(id == &first && *attempt == 1) {
+            assert!(
+                *ns >= paused_until * 1_000_000,
+                "job {id} of the paused key started {} ms before the pause ended",
+                (paused_until * 1_000_000 - ns) / 1_000_000
+            );
+        }
+    }
+    // The other key did not wait for the pause.
+    assert!(
+        logged
+            .iter()
+            .any(|(key, _, _, ns)| key == "other" && *ns < paused_until * 1_000_000),
+        "no job of another key ran during the pause: {logged:?}"
+    );
+    assert!(throttle_start < paused_until * 1_000_000);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_paused_by_hand_waits_until_resumed() {
+    let dir = std::env::temp_dir().join(format!("sluice-throttle-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (log, flag) = (dir.join("starts.log"), dir.join("throttled"));
+    // The flag exists: no call throttles by itself here.
+    std::fs::create_dir_all(&flag).unwrap();
+    let env = TestEnv::new(&config(&log, &flag));
+    let out = env.sluice(&["pause", "api", "--for-s", "600"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let api = client
+        .enqueue(JobRequest::new("f/api", json!({})))
+        .await
+        .unwrap();
+    let other = client
+        .enqueue(JobRequest::new("f/other", json!({})))
+        .await
+        .unwrap();
+    // The other key's job runs; the paused key's waits.
+    let done = env.finish(&client, std::slice::from_ref(&other)).await;
+    assert_eq!(done[0].status, "succeeded");
+    wait_until("the paused key's job to wait", || {
+        let rt = tokio::runtime::Handle::current();
+        std::thread::scope(|s| {
+            s.spawn(|| rt.block_on(client.job(&api)).unwrap().unwrap().status == "waiting")
+                .join()
+                .unwrap()
+        })
+    });
+    let out = env.sluice(&["limits", "api", "--json"], None);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(state["paused_until"].as_i64().is_some(), "{state}");
+    assert_eq!(state["held"], 0, "the pause is no slot: {state}");
+    let out = env.sluice(&["resume", "api"], None);
+    assert!(out.status.success());
+    let job = env.finish(&client, &[api]).await.remove(0);
+    assert_eq!((job.status.as_str(), job.attempt), ("succeeded", 1));
+    let out = env.sluice(&["limits", "api", "--json"], None);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(state.get("paused_until").is_none(), "{state}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
