@@ -20,6 +20,16 @@ max_attempts = 1
 concurrency = {{ max = 2, window_s = 0, key = "api" }}
 command = ["sh", "-c", "echo \"START api $SLUICE_JOB_ID $SLUICE_ATTEMPT $(date +%s%N)\" >> {log}; if mkdir {flag} 2>/dev/null; then echo working; echo '{{\"retry_after_s\": 1.5}}'; exit 75; fi; echo '\"ok\"'"]
 
+[scripts."f/flaky"]
+max_attempts = 2
+backoff_s = 0
+concurrency = {{ max = 1, window_s = 0, key = "flaky" }}
+command = ["sh", "-c", "if mkdir {flag}-a 2>/dev/null; then echo '{{\"retry_after_s\": 0.2}}'; exit 75; fi; if mkdir {flag}-b 2>/dev/null; then echo boom >&2; exit 1; fi; echo '\"ok\"'"]
+
+[scripts."f/zero"]
+concurrency = {{ max = 1, window_s = 0, key = "zero" }}
+command = ["sh", "-c", "if mkdir {flag}-z 2>/dev/null; then echo '{{\"retry_after_s\": 0}}'; exit 75; fi; echo '\"ok\"'"]
+
 [scripts."f/other"]
 concurrency = {{ max = 2, window_s = 0, key = "other" }}
 command = ["sh", "-c", "echo \"START other $SLUICE_JOB_ID $SLUICE_ATTEMPT $(date +%s%N)\" >> {log}; echo '\"ok\"'"]
@@ -155,5 +165,47 @@ async fn a_key_paused_by_hand_waits_until_resumed() {
     let out = env.sluice(&["limits", "api", "--json"], None);
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(state.get("paused_until").is_none(), "{state}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A throttled attempt counts neither toward max_attempts nor toward the
+/// backoff: with max_attempts = 2, a throttle then an error still leaves a
+/// third attempt, which succeeds. And "retry after 0" pauses for as short as
+/// can be, never for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn throttled_attempts_do_not_count_and_zero_never_locks_a_key() {
+    let dir = std::env::temp_dir().join(format!("sluice-throttle-{}", uuid::Uuid::now_v7()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (log, flag) = (dir.join("starts.log"), dir.join("flag"));
+    let env = TestEnv::new(&config(&log, &flag));
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let flaky = client
+        .enqueue(JobRequest::new("f/flaky", json!({})))
+        .await
+        .unwrap();
+    let zeros = client
+        .enqueue_batch(
+            &(0..3)
+                .map(|_| JobRequest::new("f/zero", json!({})))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let job = env
+        .finish(&client, std::slice::from_ref(&flaky))
+        .await
+        .remove(0);
+    assert_eq!(
+        (job.status.as_str(), job.attempt),
+        ("succeeded", 3),
+        "{job:?}"
+    );
+    let jobs = env.finish(&client, &zeros).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    // A key is a key: an empty one is refused, naming it.
+    let out = env.sluice(&["pause", "", "--for-s", "5"], None);
+    assert_eq!(out.status.code(), Some(3));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("concurrency key"));
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -73,7 +73,8 @@ local function record_acks(sec, now, now_s)
     local ckey = entry_ckey(entry)
     local spec = nil
     -- "throttle <ms>": the far side said "not before ms from now".
-    local throttle_ms = outcome == 'throttle' and (tonumber(string.match(rest, '^ (%d+)')) or 1000)
+    -- At least 1 ms: a pause that ends at once would be no pause at all.
+    local throttle_ms = outcome == 'throttle' and math.max(1, tonumber(string.match(rest, '^ (%d+)')) or 1000)
     if ckey ~= '' then
       spec = spec_of(id)
       -- A flow holds the slot its first driver took, whatever attempt ends it.
@@ -82,8 +83,14 @@ local function record_acks(sec, now, now_s)
       local window = tonumber(spec and spec.window_ms) or 0
       local k = sec.declared[ckey]
       -- The pause goes in first, so that the slot this ends is handed to no
-      -- waiter before it is over. A longer pause already set stays.
-      if throttle_ms then redis.call('ZADD', k.slots, 'GT', now + throttle_ms, PAUSE) end
+      -- waiter before it is over (a longer pause already set stays); the
+      -- slots reserved for waiters come back; and the job itself goes to
+      -- the head of the line: it was admitted before all of them.
+      if throttle_ms and not st.words.cancel then
+        redis.call('ZADD', k.slots, 'GT', now + throttle_ms, PAUSE)
+        take_back_reservations(k.slots, k.wait, DELAYED, ckey)
+        redis.call('LPUSH', k.wait, id .. ' ' .. (spec and spec.max or 1))
+      end
       end_slot(k.slots, k.wait, DELAYED, ckey, token, window, now)
     end
     if st.words.cancel and outcome ~= 'cancelled' then
@@ -99,9 +106,9 @@ local function record_acks(sec, now, now_s)
       local words = { ready = st.words.ready, throttled = (tonumber(st.words.throttled) or 0) + 1 }
       set_result(id, payload)
       if ckey ~= '' then
+        -- It is at the head of the key's wait list already (above).
         set_state(id, 'waiting', attempt, now_s, words)
         count_waiting(1)
-        redis.call('LPUSH', sec.declared[ckey].wait, id .. ' ' .. (spec and spec.max or 1))
       else
         local at = ms_str(now + throttle_ms)
         set_state(id, 'scheduled', attempt, at, { throttled = words.throttled })
@@ -120,7 +127,9 @@ local function record_acks(sec, now, now_s)
       local counted = attempt - (tonumber(st.words.throttled) or 0)
       if outcome ~= 'fail' and counted < max_attempts(spec and spec.max_attempts) then
         local backoff = tonumber(string.match(rest, '^ (%d+)')) or 1000
-        local at = ms_str(now + backoff * 2 ^ (attempt - 1))
+        -- Throttled attempts do not lengthen the backoff either; at most
+        -- 366 days.
+        local at = ms_str(now + math.min(backoff * 2 ^ (counted - 1), 31622400000))
         set_state(id, 'scheduled', attempt, at, { throttled = st.words.throttled })
         set_result(id, payload)
         redis.call('ZADD', DELAYED, at, entry)

@@ -147,7 +147,7 @@ local function admit(id, entry, st, ckey, slots)
 end
 
 local function to_wait(id, st, max, wait)
-  set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st) })
+  set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st), throttled = st.words.throttled })
   count_waiting(1)
   redis.call('RPUSH', wait, id .. ' ' .. max)
 end
@@ -224,7 +224,7 @@ local function limited(id, entry, st, ckey, due_at)
         redis.call('ZREM', k.slots, first[1])
         hold_open(k.slots, id .. '#r')
         redis.call('ZADD', DELAYED, first[2], entry)
-        set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st) })
+        set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st), throttled = st.words.throttled })
         count_waiting(1)
       else
         to_wait(id, st, max, k.wait)
@@ -238,10 +238,13 @@ local j = 0
 for k, entry in ipairs(ord) do
   local ckey = ord_ckey[k]
   if ord_wake[k] then
+    -- A wake for a key no job has (a damaged or hand-made entry) is dropped.
     local kk = declared[ckey]
-    expire_slots(kk.slots, now)
-    settle(kk.slots, kk.wait, DELAYED, ckey, now)
-    bound_slots(kk.slots)
+    if kk then
+      expire_slots(kk.slots, now)
+      settle(kk.slots, kk.wait, DELAYED, ckey, now)
+      bound_slots(kk.slots)
+    end
   else
     j = j + 1
     local id, s, spec = job_ids[j], states[j], specs[j]

@@ -18,8 +18,10 @@ local head_before = delayed_head(DELAYED)
 local until_ = 0
 if ms > 0 then
   until_ = now + ms
-  -- A pause set by hand replaces any other.
+  -- A pause set by hand replaces any other; slots reserved for waiters
+  -- come back (see take_back_reservations).
   redis.call('ZADD', slots, until_, PAUSE)
+  take_back_reservations(slots, wait, DELAYED, ckey)
   -- Its waiters are looked at again when it ends.
   redis.call('ZADD', DELAYED, 'LT', until_, 'wake ' .. ckey)
 else

@@ -63,7 +63,7 @@ for i = 1, (#ARGV - 1) / 3 do
         set_result(id, reason)
         final = 'failed'
       else
-        set_state(id, 'queued', attempt, now_s)
+        set_state(id, 'queued', attempt, now_s, { throttled = st.words.throttled })
         set_result(id, reason)
         redis.call('RPUSH', READY, entry)
         requeued = requeued + 1

@@ -76,6 +76,30 @@ local function paused_until(slots, now)
   return nil
 end
 
+-- A key that has just been paused takes back the slots it had reserved for
+-- waiters: they go back to the head of its wait list, in the order they
+-- were due (before any other waiter: they were first in line), and are
+-- handed slots again, in that order, when the pause ends. They stay waiting.
+local function take_back_reservations(slots, wait, delayed, ckey)
+  local back = {}
+  for _, m in ipairs(redis.call('ZRANGEBYSCORE', slots, '+inf', '+inf')) do
+    if string.sub(m, -2) == '#r' then
+      local id = string.sub(m, 1, 36)
+      local entry = make_entry(id, ckey)
+      local due = tonumber(redis.call('ZSCORE', delayed, entry)) or 0
+      local spec = spec_of(id)
+      back[#back + 1] = { m = m, id = id, entry = entry, due = due, max = (spec and spec.max) or 1 }
+    end
+  end
+  table.sort(back, function(a, b) return a.due < b.due end)
+  for i = #back, 1, -1 do
+    local b = back[i]
+    redis.call('ZREM', slots, b.m)
+    redis.call('ZREM', delayed, b.entry)
+    redis.call('LPUSH', wait, b.id .. ' ' .. b.max)
+  end
+end
+
 -- Hand free or soon-free capacity of one key to its waiters, in FIFO order.
 -- Each waiter gets a reserved slot and a delayed entry at the moment it may run.
 -- A paused key hands out nothing: its waiters are looked at when it ends.

@@ -151,5 +151,6 @@ pub fn settings<'a>(
 
 /// A Retry-After as whole ms, at most the longest duration a setting takes.
 pub fn throttle_ms(d: Duration) -> u64 {
-    (d.as_millis() as u64).min((sluice_shared::config::MAX_SECONDS * 1000.0) as u64)
+    // At least 1 ms: "retry after 0" still pauses, for as short as can be.
+    (d.as_millis() as u64).clamp(1, (sluice_shared::config::MAX_SECONDS * 1000.0) as u64)
 }
