@@ -28,6 +28,16 @@ fn nasty_keys() -> Vec<String> {
     ]
 }
 
+/// A Redis of the test's own, and a connection to it.
+fn redis() -> (RedisServer, redis::Connection) {
+    let server = RedisServer::start();
+    let con = redis::Client::open(server.url.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    (server, con)
+}
+
 fn eval<T: redis::FromRedisValue>(con: &mut redis::Connection, body: &str, args: &[Vec<u8>]) -> T {
     redis::cmd("EVAL")
         .arg(format!("{}\n{body}", records_lib()))
@@ -39,11 +49,7 @@ fn eval<T: redis::FromRedisValue>(con: &mut redis::Connection, body: &str, args:
 
 #[test]
 fn entries_round_trip_both_ways() {
-    let redis = RedisServer::start();
-    let mut con = redis::Client::open(redis.url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let (_redis, mut con) = redis();
     for key in nasty_keys() {
         // Rust writes, Lua reads.
         let entry = Entry::job(ID, &key);
@@ -77,11 +83,7 @@ fn entries_round_trip_both_ways() {
 
 #[test]
 fn lease_items_round_trip_both_ways() {
-    let redis = RedisServer::start();
-    let mut con = redis::Client::open(redis.url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let (_redis, mut con) = redis();
     for key in nasty_keys() {
         let entry = Entry::job(ID, &key);
         // Lua writes (as admit.lua does), Rust reads.
@@ -158,11 +160,7 @@ fn rust_state(raw: &str) -> Option<Vec<String>> {
 
 #[test]
 fn states_read_the_same_on_both_sides_damaged_or_not() {
-    let redis = RedisServer::start();
-    let mut con = redis::Client::open(redis.url.as_str())
-        .unwrap()
-        .get_connection()
-        .unwrap();
+    let (_redis, mut con) = redis();
     let full = State {
         status: "running".into(),
         attempt: 3,

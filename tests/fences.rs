@@ -34,9 +34,8 @@ enum Fault {
 /// recovery may start), so the attempts never overlap; and the first attempt
 /// is never recorded as a failure of its own.
 async fn take_over_after(fault: Fault) {
-    let dir = std::env::temp_dir().join(format!("sluice-fence-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("commands.log");
+    let dir = Scratch::new("fence");
+    let log = dir.path("commands.log");
     let env = TestEnv::new(&config(&log, 1, 4.0));
     let leases = LeaseWatch::start(&env);
     let proxy = Proxy::start(&env.redis.url);
@@ -89,7 +88,6 @@ async fn take_over_after(fault: Fault) {
         let again = client.job(&ids[0]).await.unwrap().unwrap();
         assert_eq!((again.status.as_str(), again.attempt), ("succeeded", 2));
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,9 +113,8 @@ async fn a_frozen_workers_commands_stop_at_its_deadline() {
 /// its time to run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sigkilled_workers_process_tree_dies_at_once() {
-    let dir = std::env::temp_dir().join(format!("sluice-fence-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let log = dir.join("commands.log");
+    let dir = Scratch::new("fence");
+    let log = dir.path("commands.log");
     let env = TestEnv::new(&config(&log, 60, 45.0));
     let worker = env.worker(&[], &[]);
     let client = env.client().await;
@@ -144,5 +141,4 @@ async fn a_sigkilled_workers_process_tree_dies_at_once() {
         "the processes died only near the lease's end ({} ms left): not by the lifeline",
         lease[0].1 as i64 - now
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

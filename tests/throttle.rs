@@ -56,9 +56,8 @@ fn starts(log: &std::path::Path) -> Vec<(String, String, u32, i64)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exit_75_pauses_the_key_and_other_keys_go_on() {
-    let dir = std::env::temp_dir().join(format!("sluice-throttle-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (log, flag) = (dir.join("starts.log"), dir.join("throttled"));
+    let dir = Scratch::new("throttle");
+    let (log, flag) = (dir.path("starts.log"), dir.path("throttled"));
     let env = TestEnv::new(&config(&log, &flag));
     let _w = env.worker(&[], &[]);
     let client = env.client().await;
@@ -116,14 +115,12 @@ async fn exit_75_pauses_the_key_and_other_keys_go_on() {
         "no job of another key ran during the pause: {logged:?}"
     );
     assert!(throttle_start < paused_until * 1_000_000);
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_key_paused_by_hand_waits_until_resumed() {
-    let dir = std::env::temp_dir().join(format!("sluice-throttle-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (log, flag) = (dir.join("starts.log"), dir.join("throttled"));
+    let dir = Scratch::new("throttle");
+    let (log, flag) = (dir.path("starts.log"), dir.path("throttled"));
     // The flag exists: no call throttles by itself here.
     std::fs::create_dir_all(&flag).unwrap();
     let env = TestEnv::new(&config(&log, &flag));
@@ -165,7 +162,6 @@ async fn a_key_paused_by_hand_waits_until_resumed() {
     let out = env.sluice(&["limits", "api", "--json"], None);
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(state.get("paused_until").is_none(), "{state}");
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A throttled attempt counts neither toward max_attempts nor toward the
@@ -174,9 +170,8 @@ async fn a_key_paused_by_hand_waits_until_resumed() {
 /// can be, never for ever.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_attempts_do_not_count_and_zero_never_locks_a_key() {
-    let dir = std::env::temp_dir().join(format!("sluice-throttle-{}", uuid::Uuid::now_v7()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let (log, flag) = (dir.join("starts.log"), dir.join("flag"));
+    let dir = Scratch::new("throttle");
+    let (log, flag) = (dir.path("starts.log"), dir.path("flag"));
     let env = TestEnv::new(&config(&log, &flag));
     let _w = env.worker(&[], &[]);
     let client = env.client().await;
@@ -207,5 +202,4 @@ async fn throttled_attempts_do_not_count_and_zero_never_locks_a_key() {
     let out = env.sluice(&["pause", "", "--for-s", "5"], None);
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("concurrency key"));
-    let _ = std::fs::remove_dir_all(&dir);
 }

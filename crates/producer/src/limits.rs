@@ -105,19 +105,11 @@ impl Client {
 
     async fn set_pause(&self, key: &str, ms: u64) -> Result<i64> {
         // A key as enqueue would render it: anything else names no key.
-        let bad = |why: String| Err(sluice_shared::Error::invalid("concurrency key", why));
-        if key.is_empty() {
-            return bad("must not be empty".into());
-        }
-        if key.len() > sluice_shared::template::MAX_KEY_BYTES {
-            return bad(format!(
-                "is more than {} bytes",
-                sluice_shared::template::MAX_KEY_BYTES
-            ));
-        }
-        if let Some(why) = sluice_shared::template::control_char(key) {
-            return bad(why);
-        }
+        sluice_shared::template::check_text(
+            "concurrency key",
+            key,
+            sluice_shared::template::MAX_KEY_BYTES,
+        )?;
         let ms = ms.min((sluice_shared::config::MAX_SECONDS * 1000.0) as u64);
         let mut con = self.pool.get().await?;
         let mut call = scripts().pause.call_in(&self.keys);

@@ -660,37 +660,11 @@ pub const MAX_WORKSPACE_BYTES: usize = 128;
 pub const MAX_IDEMPOTENCY_KEY_BYTES: usize = 256;
 
 fn check_idempotency_key(k: &str) -> Result<()> {
-    let bad = |reason: String| Err(Error::invalid("idempotency key", reason));
-    if k.is_empty() {
-        return bad("must not be empty".into());
-    }
-    if k.len() > MAX_IDEMPOTENCY_KEY_BYTES {
-        return bad(format!(
-            "is {} bytes, more than {MAX_IDEMPOTENCY_KEY_BYTES}",
-            k.len()
-        ));
-    }
-    if let Some(why) = crate::template::control_char(k) {
-        return bad(why);
-    }
-    Ok(())
+    crate::template::check_text("idempotency key", k, MAX_IDEMPOTENCY_KEY_BYTES)
 }
 
 fn check_workspace(w: &str) -> Result<()> {
-    let bad = |reason: String| Err(Error::invalid("workspace", reason));
-    if w.is_empty() {
-        return bad("must not be empty".into());
-    }
-    if w.len() > MAX_WORKSPACE_BYTES {
-        return bad(format!(
-            "is {} bytes, more than {MAX_WORKSPACE_BYTES}",
-            w.len()
-        ));
-    }
-    if let Some(why) = crate::template::control_char(w) {
-        return bad(why);
-    }
-    Ok(())
+    crate::template::check_text("workspace", w, MAX_WORKSPACE_BYTES)
 }
 
 /// Args must be an object nested at most MAX_ARGS_DEPTH deep.

@@ -16,6 +16,22 @@ pub fn control_char(text: &str) -> Option<String> {
         .map(|c| format!("holds a control character (U+{:04X})", c as u32))
 }
 
+/// Checks a name that goes into keys or records: not empty, at most `max`
+/// bytes, no control character; the error names `what`.
+pub fn check_text(what: &str, value: &str, max: usize) -> Result<()> {
+    let bad = |reason: String| Err(Error::invalid(what, reason));
+    if value.is_empty() {
+        return bad("must not be empty".into());
+    }
+    if value.len() > max {
+        return bad(format!("is {} bytes, more than {max}", value.len()));
+    }
+    if let Some(why) = control_char(value) {
+        return bad(why);
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Part {
     Text(String),
