@@ -9,7 +9,7 @@ mod wait;
 
 pub use client::{CancelOutcome, Client, RetryOutcome};
 pub use flows::StepView;
-pub use limits::LimitState;
+pub use limits::{LimitState, SetLimit};
 pub use runs::RunsQuery;
 pub use sluice_shared::job::{Job, JobRequest, Status};
 pub use sluice_shared::{Config, Error, Result};

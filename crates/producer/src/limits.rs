@@ -27,20 +27,38 @@ pub struct LimitState {
     /// `sluice pause`); absent when it is not paused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub paused_until: Option<i64>,
+    /// The limit set at run time (`sluice limits set`), which wins over the
+    /// stamped `max` and `window_s` above; absent when none is set.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub set: Option<SetLimit>,
+}
+
+/// A limit set at run time.
+#[derive(Clone, Debug, Serialize)]
+pub struct SetLimit {
+    /// Slots of the key.
+    pub max: u32,
+    /// How long a slot stays held after its execution ends, in seconds.
+    pub window_s: f64,
 }
 
 impl Client {
     /// Every key in use, or just `key`, in key order.
     pub async fn limits(&self, key: Option<&str>) -> Result<Vec<LimitState>> {
         let mut con = self.pool.get().await?;
-        let mut stamped: Vec<(String, String)> = match key {
+        let mark = sluice_shared::keys::OVERRIDE_MARK;
+        let fields: Vec<(String, String)> = match key {
             Some(k) => {
-                let v: Option<String> = redis::cmd("HGET")
-                    .arg(self.keys.limits())
-                    .arg(k)
+                let override_field = sluice_shared::keys::override_field(k);
+                let (stamp, over): (Option<String>, Option<String>) = redis::pipe()
+                    .hget(self.keys.limits(), k)
+                    .hget(self.keys.limits(), &override_field)
                     .query_async(&mut *con)
                     .await?;
-                v.map(|v| vec![(k.to_string(), v)]).unwrap_or_default()
+                let mut v = Vec::new();
+                v.extend(stamp.map(|s| (k.to_string(), s)));
+                v.extend(over.map(|o| (override_field, o)));
+                v
             }
             None => {
                 redis::cmd("HGETALL")
@@ -49,6 +67,23 @@ impl Client {
                     .await?
             }
         };
+        // Stamps and limits set at run time, by key; a key with only the
+        // latter is shown too.
+        let mut overrides = std::collections::HashMap::new();
+        let mut stamped: Vec<(String, String)> = Vec::new();
+        for (f, v) in fields {
+            match f.strip_prefix(mark) {
+                Some(k) => {
+                    overrides.insert(k.to_string(), v);
+                }
+                None => stamped.push((f, v)),
+            }
+        }
+        for (k, v) in &overrides {
+            if !stamped.iter().any(|(s, _)| s == k) {
+                stamped.push((k.clone(), v.clone()));
+            }
+        }
         stamped.sort();
         let mut out = Vec::with_capacity(stamped.len());
         for chunk in stamped.chunks(500) {
@@ -83,6 +118,13 @@ impl Client {
                     waiting: reserved + unknown,
                     next_free_at: (next >= 0).then_some(next),
                     paused_until: (paused >= 0).then_some(paused),
+                    set: overrides.get(k).and_then(|o| {
+                        let (m, w) = o.split_once(' ')?;
+                        Some(SetLimit {
+                            max: m.parse().ok()?,
+                            window_s: w.parse::<u64>().ok()? as f64 / 1000.0,
+                        })
+                    }),
                 });
             }
         }
@@ -101,6 +143,40 @@ impl Client {
     /// Ends a key's pause at once; its waiters are admitted as slots allow.
     pub async fn resume(&self, key: &str) -> Result<()> {
         self.set_pause(key, 0).await.map(|_| ())
+    }
+
+    /// Sets the limit of a key at run time: it overrides the limit stamped on
+    /// every job of the key, waiting or future, until `unset_limit`.
+    /// Lowering it stops no running job; raising it admits waiters at once.
+    pub async fn set_limit(&self, key: &str, max: u32, window: std::time::Duration) -> Result<()> {
+        if max < 1 {
+            return Err(sluice_shared::Error::invalid("max", "must be at least 1"));
+        }
+        self.override_limit(key, max, window.as_millis() as u64)
+            .await
+    }
+
+    /// Removes a limit set at run time: jobs are admitted by their stamped
+    /// limits again.
+    pub async fn unset_limit(&self, key: &str) -> Result<()> {
+        self.override_limit(key, 0, 0).await
+    }
+
+    async fn override_limit(&self, key: &str, max: u32, window_ms: u64) -> Result<()> {
+        sluice_shared::template::check_text(
+            "concurrency key",
+            key,
+            sluice_shared::template::MAX_KEY_BYTES,
+        )?;
+        let window_ms = window_ms.min((sluice_shared::config::MAX_SECONDS * 1000.0) as u64);
+        let mut con = self.pool.get().await?;
+        let mut call = scripts().limit_override.call_in(&self.keys);
+        call.key(self.keys.slots(key))
+            .key(self.keys.wait(key))
+            .arg(key)
+            .arg(max)
+            .arg(window_ms);
+        call.query::<i64, _>(&mut *con).await.map(|_| ())
     }
 
     async fn set_pause(&self, key: &str, ms: u64) -> Result<i64> {

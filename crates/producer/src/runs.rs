@@ -141,7 +141,10 @@ impl Client {
             0,
             ACTIVE_CAP - 1,
         );
-        for k in &limited {
+        for k in limited
+            .iter()
+            .filter(|k| !k.starts_with(sluice_shared::keys::OVERRIDE_MARK))
+        {
             pipe.lrange(self.keys.wait(k), 0, ACTIVE_CAP - 1);
         }
         let mut lists: Vec<Vec<String>> = pipe.query_async(&mut *con).await?;

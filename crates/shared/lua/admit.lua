@@ -188,6 +188,8 @@ local function limited(id, entry, st, ckey, due_at)
     fail_corrupt(id, st, 'max, window_ms or ckey missing or malformed')
     return
   end
+  -- A limit set at run time wins over the stamped one.
+  max = override_of(ckey) or max
   expire_slots(k.slots, now)
   local until_ = paused_until(k.slots, now)
   if until_ then

@@ -76,6 +76,19 @@ local function paused_until(slots, now)
   return nil
 end
 
+-- A limit set at run time (`sluice limits set`) overrides the stamped limit
+-- of every job of its key, waiting or future: a field of the limits
+-- registry named by the key after a unit separator (\31, which no key
+-- holds), "<max> <window_ms>". Returns max, window_ms, or nil.
+local OVERRIDE_MARK = '\31'
+local function override_of(ckey)
+  local v = redis.call('HGET', LIMITS, OVERRIDE_MARK .. ckey)
+  if not v then return nil end
+  local m, w = string.match(v, '^(%d+) (%d+)$')
+  if not m or tonumber(m) < 1 then return nil end
+  return tonumber(m), tonumber(w)
+end
+
 -- A key that has just been paused takes back the slots it had reserved for
 -- waiters: they go back to the head of its wait list, in the order they
 -- were due (before any other waiter: they were first in line), and are
@@ -109,11 +122,15 @@ local function settle(slots, wait, delayed, ckey, now)
     redis.call('ZADD', delayed, 'LT', until_, 'wake ' .. ckey)
     return
   end
+  local override_max = nil
   while true do
     local head = redis.call('LINDEX', wait, 0)
     if not head then return end
+    -- Read once there is a waiter: a limit set at run time wins over the
+    -- one stamped on the job.
+    if override_max == nil then override_max = override_of(ckey) or false end
     local hid = string.sub(head, 1, 36)
-    local hmax = tonumber(string.sub(head, 38))
+    local hmax = override_max or tonumber(string.sub(head, 38))
     local held = redis.call('ZCARD', slots)
     local at = nil
     if held < hmax then
@@ -140,6 +157,8 @@ end
 -- An execution ended (any outcome): its slot stays held for its window, then
 -- the key's waiters are settled.
 local function end_slot(slots, wait, delayed, ckey, token, window_ms, now)
+  local _, override_window = override_of(ckey)
+  if override_window then window_ms = override_window end
   redis.call('ZREM', slots, token)
   if window_ms > 0 then
     redis.call('ZADD', slots, now + window_ms, token)

@@ -16,7 +16,7 @@
 //! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#f` a flow run (for its whole run), `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation, and `pause` (no slot: the key admits nothing until its score) ; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
 //! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results (`r:<step>`), for-each elements (`e:<step>:<n>`), their results (`i:<step>:<n>`) and count done (`d:<step>`), steps running (`c:<id>`, `active`), the first failure (`failed`) |
-//! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention |
+//! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention. A field `\x1f<K>` holds the limit set at run time for K (`sluice limits set`), `max window_ms` |
 //! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
 //! | `{p}:idem:<key>` | string | the id of the job a caller's idempotency key enqueued; expires after `retention.keep_s` |
 //! | `{p}:idx:status:<S>` | list | ids of finished jobs of status S (succeeded, failed, cancelled), in the order they finished: `runs --status` reads the tail, retention the head |
@@ -24,6 +24,15 @@
 //! An entry is the job id, then a space and its concurrency key if it has one.
 //! Jobs live in three namespace-wide hashes rather than a key each, so that a
 //! script reads or writes a whole batch of jobs with one command per hash.
+
+/// What a field of the limits hash starts with when it holds a limit set at
+/// run time, followed by its key (no key holds a control character).
+pub const OVERRIDE_MARK: char = '\u{1f}';
+
+/// The field of the limits hash for a limit set at run time on `ckey`.
+pub fn override_field(ckey: &str) -> String {
+    format!("{OVERRIDE_MARK}{ckey}")
+}
 
 /// The Redis key names of one namespace (one `prefix`).
 #[derive(Clone, Debug)]

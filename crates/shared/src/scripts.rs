@@ -98,6 +98,8 @@ pub struct Scripts {
     pub retry: Script,
     /// Pauses a concurrency key, or ends its pause (`sluice pause`, `resume`).
     pub pause: Script,
+    /// Sets or removes a key's limit at run time (`sluice limits set/unset`).
+    pub limit_override: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -114,6 +116,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     prune_limits: Script::new("prune_limits", include_str!("../lua/prune_limits.lua")),
     retry: Script::new("retry", include_str!("../lua/retry.lua")),
     pause: Script::new("pause", include_str!("../lua/pause.lua")),
+    limit_override: Script::new("limit_override", include_str!("../lua/limit_override.lua")),
 });
 
 /// The scripts, built once per process.
@@ -122,7 +125,7 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 13] {
+    fn all(&self) -> [&Script; 14] {
         [
             &self.enqueue,
             &self.enqueue_once,
@@ -137,6 +140,7 @@ impl Scripts {
             &self.prune_limits,
             &self.retry,
             &self.pause,
+            &self.limit_override,
         ]
     }
 

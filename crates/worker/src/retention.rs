@@ -56,7 +56,12 @@ pub async fn prune_limits(pool: &Pool, keys: &Keys) -> Result<usize> {
             .query_async(&mut *con)
             .await?;
         // HSCAN pages are field, value, field, value...
-        let names: Vec<&String> = page.iter().step_by(2).collect();
+        // Limits set at run time stay, idle or not.
+        let names: Vec<&String> = page
+            .iter()
+            .step_by(2)
+            .filter(|n| !n.starts_with(sluice_shared::keys::OVERRIDE_MARK))
+            .collect();
         if !names.is_empty() {
             let mut call = scripts().prune_limits.call();
             call.key(keys.limits());

@@ -181,14 +181,41 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
-    /// Show each concurrency key in use: its limit, slots held, jobs waiting.
-    #[command(after_help = EXIT_CODES)]
+    /// Show each concurrency key in use: its limit, slots held, jobs
+    /// waiting; or set a key's limit at run time (`limits set`, `unset`).
+    #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
     Limits {
+        #[command(subcommand)]
+        action: Option<LimitsAction>,
         /// Only this key.
         key: Option<String>,
         /// One JSON object a line, times in Unix ms.
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LimitsAction {
+    /// Set a key's limit from now on: it wins over the limit stamped on every
+    /// job of the key, waiting or future, until `unset`. Lowering it stops no
+    /// running job; raising it admits waiters at once.
+    #[command(after_help = EXIT_CODES)]
+    Set {
+        /// The concurrency key.
+        key: String,
+        /// Slots of the key.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        max: u32,
+        /// How long a slot stays held after its execution ends.
+        #[arg(long, default_value = "0", value_name = "SECONDS", value_parser = parse_seconds)]
+        window_s: f64,
+    },
+    /// Remove a key's run-time limit: its jobs' stamped limits apply again.
+    #[command(after_help = EXIT_CODES)]
+    Unset {
+        /// The concurrency key.
+        key: String,
     },
 }
 
@@ -389,7 +416,30 @@ async fn run(cli: Cli) -> Result<u8> {
             }
             Ok(0)
         }
-        Cmd::Limits { key, json } => {
+        Cmd::Limits {
+            action: Some(action),
+            ..
+        } => {
+            let client = Client::connect(config).await?;
+            match action {
+                LimitsAction::Set { key, max, window_s } => {
+                    client
+                        .set_limit(&key, max, Duration::from_secs_f64(window_s))
+                        .await?;
+                    outln!("{key}: max {max} per {window_s} s, until `limits unset`");
+                }
+                LimitsAction::Unset { key } => {
+                    client.unset_limit(&key).await?;
+                    outln!("{key}: back to its jobs' stamped limits");
+                }
+            }
+            Ok(0)
+        }
+        Cmd::Limits {
+            action: None,
+            key,
+            json,
+        } => {
             let client = Client::connect(config).await?;
             let states = client.limits(key.as_deref()).await?;
             if key.is_some() && states.is_empty() {
@@ -422,6 +472,9 @@ async fn run(cli: Cli) -> Result<u8> {
                         .unwrap_or_else(|| "-".into());
                     if let Some(p) = l.paused_until {
                         next = format!("paused until {}", when::date_and_age(p, now));
+                    }
+                    if let Some(set) = &l.set {
+                        next = format!("{next}  (set: max {} per {} s)", set.max, set.window_s);
                     }
                     writeln!(
                         out,

@@ -1,0 +1,89 @@
+//! Limits set at run time: `sluice limits set` overrides the stamped limit of
+//! every job of a key, waiting or future. Lowered while jobs wait, it stops no
+//! running job and admits the next only once the key is under it; raised, it
+//! admits waiters at once. Judged from the commands' own logs.
+
+use sluice_tests::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_lowered_while_jobs_wait_then_raised_again() {
+    let dir = Scratch::new("override");
+    let log = dir.path("commands.log");
+    let env = TestEnv::new(&format!(
+        r#"
+[worker]
+concurrency = 8
+
+[scripts."f/slow"]
+command = {}
+concurrency = {{ max = 3, window_s = 0, key = "s" }}
+"#,
+        logging_command(&log, 1.5)
+    ));
+    let client = env.client().await;
+    let ids = env.enqueue(&client, "f/slow", json!({}), 6).await;
+    let _w = env.worker(&[], &[]);
+    wait_until("three jobs to start", || {
+        read_command_log(&log)
+            .iter()
+            .filter(|l| l.kind == "START")
+            .count()
+            == 3
+    });
+    // Lowered to 1 while three run and three wait.
+    let out = env.sluice(&["limits", "set", "s", "--max", "1"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.sluice(&["limits", "s", "--json"], None);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (state["max"].as_i64(), state["set"]["max"].as_i64()),
+        (Some(3), Some(1)),
+        "{state}"
+    );
+    wait_until("a fourth job to start", || {
+        read_command_log(&log)
+            .iter()
+            .filter(|l| l.kind == "START")
+            .count()
+            == 4
+    });
+    // Raised again: the last two are admitted at once, beside the fourth.
+    let out = env.sluice(&["limits", "set", "s", "--max", "3"], None);
+    assert!(out.status.success());
+    let jobs = env.finish(&client, &ids).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    let lines = read_command_log(&log);
+    let span = |id: &str| {
+        let s = lines
+            .iter()
+            .find(|l| l.id == id && l.kind == "START")
+            .unwrap()
+            .ns;
+        let e = lines
+            .iter()
+            .find(|l| l.id == id && l.kind == "END")
+            .unwrap()
+            .ns;
+        (s, e)
+    };
+    let mut spans: Vec<(i64, i64)> = ids.iter().map(|id| span(id)).collect();
+    spans.sort();
+    // Lowered: the fourth started only once the first three had all ended.
+    let first_three_end = spans[..3].iter().map(|s| s.1).max().unwrap();
+    assert!(spans[3].0 > first_three_end, "{spans:?}");
+    // Raised: the fifth and sixth started while the fourth still ran.
+    assert!(
+        spans[4].0 < spans[3].1 && spans[5].0 < spans[3].1,
+        "{spans:?}"
+    );
+    // Unset: back to the stamps.
+    let out = env.sluice(&["limits", "unset", "s"], None);
+    assert!(out.status.success());
+    let out = env.sluice(&["limits", "s", "--json"], None);
+    let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(state.get("set").is_none(), "{state}");
+}
