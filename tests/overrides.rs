@@ -87,3 +87,64 @@ concurrency = {{ max = 3, window_s = 0, key = "s" }}
     let state: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(state.get("set").is_none(), "{state}");
 }
+
+/// Waiting jobs keep their stamped limit underneath: once a raised limit is
+/// unset, those already waiting go by the stamp again, one at a time here.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsetting_a_raised_limit_applies_to_jobs_already_waiting() {
+    let dir = Scratch::new("override");
+    let log = dir.path("commands.log");
+    let env = TestEnv::new(&format!(
+        r#"
+[worker]
+concurrency = 8
+
+[scripts."f/slow"]
+command = {}
+concurrency = {{ max = 1, window_s = 0, key = "s" }}
+"#,
+        logging_command(&log, 1.0)
+    ));
+    let out = env.sluice(&["limits", "set", "s", "--max", "2"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let client = env.client().await;
+    let ids = env.enqueue(&client, "f/slow", json!({}), 5).await;
+    let _w = env.worker(&[], &[]);
+    wait_until("two jobs to start", || {
+        read_command_log(&log)
+            .iter()
+            .filter(|l| l.kind == "START")
+            .count()
+            == 2
+    });
+    let out = env.sluice(&["limits", "unset", "s"], None);
+    assert!(out.status.success());
+    let jobs = env.finish(&client, &ids).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    let lines = read_command_log(&log);
+    let mut spans: Vec<(i64, i64)> = ids
+        .iter()
+        .map(|id| {
+            let at = |kind: &str| {
+                lines
+                    .iter()
+                    .find(|l| &l.id == id && l.kind == kind)
+                    .unwrap()
+                    .ns
+            };
+            (at("START"), at("END"))
+        })
+        .collect();
+    spans.sort();
+    // The three that waited ran one at a time, each after the one before.
+    for w in spans[2..].windows(2) {
+        assert!(
+            w[1].0 > w[0].1,
+            "two of the waiting jobs overlapped: {spans:?}"
+        );
+    }
+}

@@ -188,7 +188,10 @@ local function limited(id, entry, st, ckey, due_at)
     fail_corrupt(id, st, 'max, window_ms or ckey missing or malformed')
     return
   end
-  -- A limit set at run time wins over the stamped one.
+  -- A limit set at run time wins over the stamped one for the decisions
+  -- here; the wait list keeps the stamped one (settle reads the override
+  -- itself, so that `limits unset` applies to jobs already waiting).
+  local stamped = max
   max = override_of(ckey) or max
   expire_slots(k.slots, now)
   local until_ = paused_until(k.slots, now)
@@ -196,9 +199,9 @@ local function limited(id, entry, st, ckey, due_at)
     -- Paused: it waits for the pause to end. One that had been handed a
     -- slot was first in line, and stays so.
     if redis.call('ZREM', k.slots, id .. '#r') == 1 then
-      redis.call('LPUSH', k.wait, id .. ' ' .. max)
+      redis.call('LPUSH', k.wait, id .. ' ' .. stamped)
     else
-      to_wait(id, st, max, k.wait)
+      to_wait(id, st, stamped, k.wait)
     end
     redis.call('ZADD', DELAYED, 'LT', until_, 'wake ' .. ckey)
     return
@@ -211,7 +214,7 @@ local function limited(id, entry, st, ckey, due_at)
     end
     admit(id, entry, st, ckey, k.slots)
   elseif redis.call('LLEN', k.wait) > 0 then
-    to_wait(id, st, max, k.wait)
+    to_wait(id, st, stamped, k.wait)
   else
     local held = redis.call('ZCARD', k.slots)
     if held < max then
@@ -229,7 +232,7 @@ local function limited(id, entry, st, ckey, due_at)
         set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st), throttled = st.words.throttled })
         count_waiting(1)
       else
-        to_wait(id, st, max, k.wait)
+        to_wait(id, st, stamped, k.wait)
         if first ~= nil then redis.call('ZADD', DELAYED, 'LT', first[2], 'wake ' .. ckey) end
       end
     end
@@ -277,7 +280,14 @@ for k, entry in ipairs(ord) do
         if ckey ~= '' then release_reservation(ckey, id) end
         fail_corrupt(id, nil, 'state missing or malformed')
       elseif st.status == 'running' then
-        if st.words.drive == 'queued' then admit(id, entry, st, ckey, nil) else dropped[#dropped + 1] = id end
+        if st.words.drive == 'queued' then
+          admit(id, entry, st, ckey, nil)
+        else
+          -- A stale entry of a job that runs already: a slot reserved for
+          -- it would be held for ever.
+          if ckey ~= '' then release_reservation(ckey, id) end
+          dropped[#dropped + 1] = id
+        end
       elseif st.status ~= 'queued' and st.status ~= 'scheduled' and st.status ~= 'waiting' then
         if ckey ~= '' then release_reservation(ckey, id) end
         dropped[#dropped + 1] = id

@@ -20,6 +20,8 @@ if tonumber(ARGV[2]) > 0 then
 else
   redis.call('HDEL', LIMITS, OVERRIDE_MARK .. ckey)
 end
+-- Reservations made under the old limit are made again under the new one.
+take_back_reservations(slots, wait, DELAYED, ckey)
 expire_slots(slots, now)
 settle(slots, wait, DELAYED, ckey, now)
 bound_slots(slots)

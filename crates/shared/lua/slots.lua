@@ -89,11 +89,15 @@ local function override_of(ckey)
   return tonumber(m), tonumber(w)
 end
 
--- A key that has just been paused takes back the slots it had reserved for
--- waiters: they go back to the head of its wait list, in the order they
--- were due (before any other waiter: they were first in line), and are
--- handed slots again, in that order, when the pause ends. They stay waiting.
+-- A key that has just been paused, or whose limit was just set, takes back
+-- the slots it had reserved for waiters: they go back to the head of its
+-- wait list, in the order they were due (before any other waiter: they were
+-- first in line), and are handed slots again, in that order, by settle
+-- (at once, or when the pause ends). They stay waiting. The slot each had
+-- taken over stays held until it would have freed (`<id>#c`), so no window
+-- is cut short.
 local function take_back_reservations(slots, wait, delayed, ckey)
+  local now = now_ms()
   local back = {}
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', slots, '+inf', '+inf')) do
     if string.sub(m, -2) == '#r' then
@@ -108,6 +112,7 @@ local function take_back_reservations(slots, wait, delayed, ckey)
   for i = #back, 1, -1 do
     local b = back[i]
     redis.call('ZREM', slots, b.m)
+    if b.due > now then redis.call('ZADD', slots, b.due, b.id .. '#c') end
     redis.call('ZREM', delayed, b.entry)
     redis.call('LPUSH', wait, b.id .. ' ' .. b.max)
   end
