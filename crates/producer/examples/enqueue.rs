@@ -75,8 +75,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Each job's record: status, attempts, times (Redis time, Unix ms),
     // result or error.
     for job in client.jobs(&ids).await?.into_iter().flatten() {
-        match job.status() {
-            Some(Status::Succeeded) => println!("{} {}: {:?}", job.id, job.status, job.result),
+        match job.status {
+            Status::Succeeded => println!("{} {}: {:?}", job.id, job.status, job.result),
             _ => println!(
                 "{} {} (attempt {} of {}): {}",
                 job.id,

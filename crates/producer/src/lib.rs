@@ -11,6 +11,6 @@ pub use client::{CancelOutcome, Client, RetryOutcome};
 pub use flows::StepView;
 pub use limits::{LimitState, SetLimit};
 pub use runs::RunsQuery;
-pub use sluice_shared::job::{Job, JobRequest, Status};
+pub use sluice_shared::job::{Job, JobKind, JobRequest, Status};
 pub use sluice_shared::{Config, Error, Result};
 pub use wait::{Progress, WaitOutcome};

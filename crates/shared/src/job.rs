@@ -28,6 +28,9 @@ pub enum Status {
     Failed,
     /// Finished: it was cancelled.
     Cancelled,
+    /// Its state record is damaged (no status Sluice writes); not in
+    /// [`Status::ALL`].
+    Corrupt,
 }
 
 impl Status {
@@ -52,6 +55,7 @@ impl Status {
             Status::Succeeded => "succeeded",
             Status::Failed => "failed",
             Status::Cancelled => "cancelled",
+            Status::Corrupt => "corrupt",
         }
     }
 
@@ -63,6 +67,13 @@ impl Status {
     /// Whether the job has finished: succeeded, failed or cancelled.
     pub fn is_final(self) -> bool {
         matches!(self, Status::Succeeded | Status::Failed | Status::Cancelled)
+    }
+}
+
+/// A status compares with its name: `job.status == "succeeded"`.
+impl PartialEq<&str> for Status {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
     }
 }
 
@@ -93,6 +104,29 @@ impl JobKind {
             JobKind::Step => "step",
         }
     }
+
+    /// The kind a spec names (`""` is a script's).
+    pub fn parse(s: &str) -> Option<JobKind> {
+        match s {
+            "" | "script" => Some(JobKind::Script),
+            "flow" => Some(JobKind::Flow),
+            "step" => Some(JobKind::Step),
+            _ => None,
+        }
+    }
+}
+
+/// A kind compares with its name: `job.kind == "flow"`.
+impl PartialEq<&str> for JobKind {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// A job as read back from Redis. Times are Redis server time, Unix ms.
@@ -104,8 +138,8 @@ pub struct Job {
     pub path: String,
     /// The job's workspace: a tenant's name.
     pub workspace: String,
-    /// `script`, `flow` or `step` (see [`JobKind`]).
-    pub kind: String,
+    /// What it runs: a script, a flow run or a flow's step.
+    pub kind: JobKind,
     /// The job's input, a JSON object.
     pub args: Value,
     /// The resolved concurrency key, when the job has a limit.
@@ -114,9 +148,8 @@ pub struct Job {
     pub max: Option<u32>,
     /// The stamped limit's window in ms, when the job has a key.
     pub window_ms: Option<u64>,
-    /// Where the job stands, as stored (`corrupt` for a damaged state);
-    /// [`Job::status`] parses it.
-    pub status: String,
+    /// Where the job stands; [`Status::Corrupt`] for a damaged state.
+    pub status: Status,
     /// Attempts started so far.
     pub attempt: u32,
     /// Attempts the job gets in all.
@@ -169,19 +202,16 @@ impl Job {
                 ..State::default()
             }),
         };
-        let status = st.status.clone();
-        let finished = Status::parse(&status).is_some_and(Status::is_final);
+        let status = Status::parse(&st.status).unwrap_or(Status::Corrupt);
+        let finished = status.is_final();
         let since = Some(st.since).filter(|&t| t > 0);
         let limited = !spec.ckey.is_empty();
         Some(Job {
             id: id.to_string(),
             path: spec.path,
             workspace: spec.workspace,
-            kind: if spec.kind.is_empty() {
-                "script".into()
-            } else {
-                spec.kind
-            },
+            // An unknown kind is a damaged spec; it runs as a script would.
+            kind: JobKind::parse(&spec.kind).unwrap_or(JobKind::Script),
             args: spec.args,
             max: spec.max.filter(|_| limited),
             window_ms: spec.window_ms.filter(|_| limited),
@@ -189,7 +219,7 @@ impl Job {
             attempt: st.attempt,
             max_attempts: spec.max_attempts.unwrap_or(DEFAULT_MAX_ATTEMPTS),
             created_at: Some(spec.created_at).filter(|&t| t > 0),
-            ready_at: if matches!(status.as_str(), "queued" | "scheduled") {
+            ready_at: if matches!(status, Status::Queued | Status::Scheduled) {
                 since
             } else {
                 st.ready.or(Some(spec.created_at).filter(|&t| t > 0))
@@ -197,27 +227,22 @@ impl Job {
             started_at: if finished {
                 st.started
             } else {
-                since.filter(|_| status == "running")
+                since.filter(|_| status == Status::Running)
             },
             ended_at: since.filter(|_| finished),
             // A null result is not stored.
-            result: (status == "succeeded").then(|| {
+            result: (status == Status::Succeeded).then(|| {
                 result
                     .clone()
                     .map(|r| serde_json::from_str(&r).unwrap_or(Value::String(r)))
                     .unwrap_or(Value::Null)
             }),
-            error: result.filter(|_| status != "succeeded"),
+            error: result.filter(|_| status != Status::Succeeded),
             parent: Some(spec.parent).filter(|p| !p.is_empty()),
             step: Some(spec.step).filter(|s| !s.is_empty()),
             iter: spec.iter,
             status,
         })
-    }
-
-    /// The status as a [`Status`]; `None` for a damaged state (`corrupt`).
-    pub fn status(&self) -> Option<Status> {
-        Status::parse(&self.status)
     }
 }
 

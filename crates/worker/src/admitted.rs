@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::Value;
 use sluice_shared::entry::Entry;
-use sluice_shared::job::{Spec, State};
+use sluice_shared::job::{JobKind, Spec, State};
 use sluice_shared::Config;
 
 use crate::running::Stop;
@@ -52,7 +52,7 @@ pub struct Admitted {
     pub ckey: String,
     pub id: String,
     /// "flow", "step", or "" for a script's job.
-    pub kind: String,
+    pub kind: JobKind,
     /// For a flow's step: the flow run's id, the flow's path, the step, the
     /// for-each position.
     pub parent: String,
@@ -109,7 +109,8 @@ impl Admitted {
             path: spec.path,
             workspace: spec.workspace,
             args: spec.args,
-            kind: spec.kind,
+            // An unknown kind is damage; it runs as a script would.
+            kind: JobKind::parse(&spec.kind).unwrap_or(JobKind::Script),
             parent: spec.parent,
             flow: spec.flow,
             step: spec.step,
@@ -127,7 +128,7 @@ pub fn settings<'a>(
     config: &'a Config,
     job: &Admitted,
 ) -> (Option<&'a Vec<String>>, Duration, u64) {
-    let step = (job.kind == "step")
+    let step = (job.kind == JobKind::Step)
         .then(|| config.flows.get(&job.flow))
         .flatten()
         .and_then(|f| f.steps.iter().find(|s| s.id == job.step))

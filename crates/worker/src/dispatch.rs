@@ -399,7 +399,7 @@ impl Dispatcher {
             .admit(lease, deadline, crate::fence::now_ns(), &entries);
         for (job, started) in jobs.into_iter().zip(started) {
             ::metrics::counter!(metrics::STARTED, "path" => job.path.clone()).increment(1);
-            if job.kind != "flow" {
+            if job.kind != sluice_shared::JobKind::Flow {
                 let queued_ms = job.started - job.ready_at;
                 ::metrics::histogram!(metrics::QUEUE_SECONDS)
                     .record(queued_ms.max(0) as f64 / 1000.0);

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use futures::FutureExt;
 use serde_json::Value;
+use sluice_shared::JobKind;
 use tracing::Instrument;
 
 use crate::admitted::{settings, throttle_ms, Admitted, Outcome};
@@ -37,10 +38,10 @@ pub async fn execute(shared: &Shared, job: &Admitted, started: crate::running::S
             deadline: tokio::time::Instant::now() + timeout,
             stop: signalled,
         };
-        let inline_step = job.kind == "step" && job.path == job.flow;
+        let inline_step = job.kind == JobKind::Step && job.path == job.flow;
         // The flow and command branches are boxed: their futures are large,
         // and every job's task would otherwise be as large as they are.
-        let outcome = if job.kind == "flow" {
+        let outcome = if job.kind == JobKind::Flow {
             Box::pin(crate::flow::drive(&shared.pool, &shared.keys, config, job)).await
         } else if let Some(h) = handlers.get(&job.path).filter(|_| !inline_step) {
             Box::pin(run_handler(&**h, ctx, timeout, &mut stop, signal)).await

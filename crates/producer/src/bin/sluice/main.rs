@@ -29,7 +29,8 @@ fn stdout_error(e: std::io::Error) -> Error {
 }
 use serde_json::Value;
 use sluice_producer::{
-    CancelOutcome, Client, Config, Error, Job, JobRequest, Result, RetryOutcome, RunsQuery, Status,
+    CancelOutcome, Client, Config, Error, Job, JobKind, JobRequest, Result, RetryOutcome,
+    RunsQuery, Status,
 };
 
 /// Shown under every `--help`.
@@ -334,14 +335,14 @@ async fn run(cli: Cli) -> Result<u8> {
         Cmd::Status { id, json } => {
             let client = Client::connect(config).await?;
             let job = client.job(&id).await?.ok_or(Error::JobNotFound(id))?;
-            let steps = if job.kind == "flow" {
+            let steps = if job.kind == JobKind::Flow {
                 client.flow_steps(&job.id, &job.path).await?
             } else {
                 vec![]
             };
             if json {
                 let mut v = serde_json::to_value(&job).expect("job serializes");
-                if job.kind == "flow" {
+                if job.kind == JobKind::Flow {
                     v["steps"] = serde_json::to_value(&steps).expect("steps serialize");
                 }
                 outln!("{v}");
@@ -658,7 +659,7 @@ fn print_job(job: &Job) -> Result<()> {
     outln!("id:         {}", job.id);
     outln!("path:       {}", job.path);
     outln!("workspace:  {}", job.workspace);
-    if job.kind == "flow" {
+    if job.kind == JobKind::Flow {
         outln!("status:     {} (flow run)", job.status);
     } else {
         outln!(
