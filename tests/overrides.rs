@@ -5,8 +5,9 @@
 
 use sluice_tests::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_limit_lowered_while_jobs_wait_then_raised_again() {
+/// A worker-less world whose `f/slow` jobs (key `s`, stamped `max`) log
+/// their own start and end and run for `secs`.
+fn world(max: u32, secs: f64) -> (Scratch, std::path::PathBuf, TestEnv) {
     let dir = Scratch::new("override");
     let log = dir.path("commands.log");
     let env = TestEnv::new(&format!(
@@ -16,10 +17,36 @@ concurrency = 8
 
 [scripts."f/slow"]
 command = {}
-concurrency = {{ max = 3, window_s = 0, key = "s" }}
+concurrency = {{ max = {max}, window_s = 0, key = "s" }}
 "#,
-        logging_command(&log, 1.5)
+        logging_command(&log, secs)
     ));
+    (dir, log, env)
+}
+
+/// Each job's (start, end) from its own log, by start.
+fn spans(log: &std::path::Path, ids: &[String]) -> Vec<(i64, i64)> {
+    let lines = read_command_log(log);
+    let mut spans: Vec<(i64, i64)> = ids
+        .iter()
+        .map(|id| {
+            let at = |kind: &str| {
+                lines
+                    .iter()
+                    .find(|l| &l.id == id && l.kind == kind)
+                    .unwrap()
+                    .ns
+            };
+            (at("START"), at("END"))
+        })
+        .collect();
+    spans.sort();
+    spans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_limit_lowered_while_jobs_wait_then_raised_again() {
+    let (_dir, log, env) = world(3, 1.5);
     let client = env.client().await;
     let ids = env.enqueue(&client, "f/slow", json!({}), 6).await;
     let _w = env.worker(&[], &[]);
@@ -56,22 +83,7 @@ concurrency = {{ max = 3, window_s = 0, key = "s" }}
     assert!(out.status.success());
     let jobs = env.finish(&client, &ids).await;
     assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
-    let lines = read_command_log(&log);
-    let span = |id: &str| {
-        let s = lines
-            .iter()
-            .find(|l| l.id == id && l.kind == "START")
-            .unwrap()
-            .ns;
-        let e = lines
-            .iter()
-            .find(|l| l.id == id && l.kind == "END")
-            .unwrap()
-            .ns;
-        (s, e)
-    };
-    let mut spans: Vec<(i64, i64)> = ids.iter().map(|id| span(id)).collect();
-    spans.sort();
+    let spans = spans(&log, &ids);
     // Lowered: the fourth started only once the first three had all ended.
     let first_three_end = spans[..3].iter().map(|s| s.1).max().unwrap();
     assert!(spans[3].0 > first_three_end, "{spans:?}");
@@ -92,19 +104,7 @@ concurrency = {{ max = 3, window_s = 0, key = "s" }}
 /// unset, those already waiting go by the stamp again, one at a time here.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unsetting_a_raised_limit_applies_to_jobs_already_waiting() {
-    let dir = Scratch::new("override");
-    let log = dir.path("commands.log");
-    let env = TestEnv::new(&format!(
-        r#"
-[worker]
-concurrency = 8
-
-[scripts."f/slow"]
-command = {}
-concurrency = {{ max = 1, window_s = 0, key = "s" }}
-"#,
-        logging_command(&log, 1.0)
-    ));
+    let (_dir, log, env) = world(1, 1.0);
     let out = env.sluice(&["limits", "set", "s", "--max", "2"], None);
     assert!(
         out.status.success(),
@@ -125,21 +125,7 @@ concurrency = {{ max = 1, window_s = 0, key = "s" }}
     assert!(out.status.success());
     let jobs = env.finish(&client, &ids).await;
     assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
-    let lines = read_command_log(&log);
-    let mut spans: Vec<(i64, i64)> = ids
-        .iter()
-        .map(|id| {
-            let at = |kind: &str| {
-                lines
-                    .iter()
-                    .find(|l| &l.id == id && l.kind == kind)
-                    .unwrap()
-                    .ns
-            };
-            (at("START"), at("END"))
-        })
-        .collect();
-    spans.sort();
+    let spans = spans(&log, &ids);
     // The three that waited ran one at a time, each after the one before.
     for w in spans[2..].windows(2) {
         assert!(

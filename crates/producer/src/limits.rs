@@ -163,36 +163,43 @@ impl Client {
     }
 
     async fn override_limit(&self, key: &str, max: u32, window_ms: u64) -> Result<()> {
-        sluice_shared::template::check_text(
-            "concurrency key",
-            key,
-            sluice_shared::template::MAX_KEY_BYTES,
-        )?;
-        let window_ms = window_ms.min((sluice_shared::config::MAX_SECONDS * 1000.0) as u64);
-        let mut con = self.pool.get().await?;
-        let mut call = scripts().limit_override.call_in(&self.keys);
-        call.key(self.keys.slots(key))
-            .key(self.keys.wait(key))
-            .arg(key)
-            .arg(max)
-            .arg(window_ms);
-        call.query::<i64, _>(&mut *con).await.map(|_| ())
+        let window_ms = window_ms.min(MAX_MS);
+        let extra = [max as u64, window_ms];
+        self.key_script(&scripts().limit_override, key, &extra)
+            .await
+            .map(|_: i64| ())
     }
 
     async fn set_pause(&self, key: &str, ms: u64) -> Result<i64> {
-        // A key as enqueue would render it: anything else names no key.
+        self.key_script(&scripts().pause, key, &[ms.min(MAX_MS)])
+            .await
+    }
+
+    /// Calls a script that acts on one concurrency key (its slots and wait
+    /// list, then the key and `extra` as arguments). The key must be one that
+    /// enqueue could render: anything else names no key.
+    async fn key_script<T: redis::FromRedisValue>(
+        &self,
+        script: &'static sluice_shared::scripts::Script,
+        key: &str,
+        extra: &[u64],
+    ) -> Result<T> {
         sluice_shared::template::check_text(
             "concurrency key",
             key,
             sluice_shared::template::MAX_KEY_BYTES,
         )?;
-        let ms = ms.min((sluice_shared::config::MAX_SECONDS * 1000.0) as u64);
         let mut con = self.pool.get().await?;
-        let mut call = scripts().pause.call_in(&self.keys);
+        let mut call = script.call_in(&self.keys);
         call.key(self.keys.slots(key))
             .key(self.keys.wait(key))
-            .arg(key)
-            .arg(ms);
+            .arg(key);
+        for v in extra {
+            call.arg(*v);
+        }
         call.query(&mut *con).await
     }
 }
+
+/// The longest pause or window, in ms.
+const MAX_MS: u64 = (sluice_shared::config::MAX_SECONDS * 1000.0) as u64;
