@@ -175,7 +175,7 @@ for n in 1 2 3 4; do
         rc ZRANGE "{demo}:slots:$key" 0 -1 WITHSCORES   # slots held
         rc LRANGE "{demo}:wait:$key" 0 -1               # queued behind running jobs
     done
-    rc ZRANGE "{demo}:delayed" 0 -1 WITHSCORES          # waiting for a known moment
+    rc ZRANGE "{demo}:delayed:default" 0 -1 WITHSCORES  # waiting for a known moment
     sleep 0.3
 done
 

@@ -214,7 +214,7 @@ async fn a_delayed_job_starts_no_earlier_than_its_delay() {
     let client = env.client().await;
     let mut r = env.redis();
     let due: Option<i64> = redis::cmd("ZSCORE")
-        .arg(env.key("delayed"))
+        .arg(env.key("delayed:default"))
         .arg(&id)
         .query(&mut r)
         .unwrap();
@@ -248,7 +248,7 @@ async fn a_mixed_batch_lands_in_order() {
     let plain = env.enqueue(&client, "f/echo", json!({"n": 3}), 2).await;
     let mut r = env.redis();
     let ready: Vec<String> = redis::cmd("LRANGE")
-        .arg(env.key("ready"))
+        .arg(env.key("ready:default"))
         .arg(0)
         .arg(-1)
         .query(&mut r)

@@ -101,14 +101,14 @@ async fn full_key_waits_visibly_without_holding_back_other_work() {
     let w0 = format!("{} {key}", waiting[0]);
     wait_until("the first waiter in the delayed set", || {
         redis::cmd("ZSCORE")
-            .arg(env.key("delayed"))
+            .arg(env.key("delayed:default"))
             .arg(&w0)
             .query::<Option<i64>>(&mut r)
             .unwrap()
             .is_some()
     });
     let score: i64 = redis::cmd("ZSCORE")
-        .arg(env.key("delayed"))
+        .arg(env.key("delayed:default"))
         .arg(&w0)
         .query(&mut r)
         .unwrap();
@@ -163,7 +163,7 @@ async fn full_key_waits_visibly_without_holding_back_other_work() {
         0
     );
     let delayed: Vec<String> = redis::cmd("ZRANGE")
-        .arg(env.key("delayed"))
+        .arg(env.key("delayed:default"))
         .arg(0)
         .arg(-1)
         .query(&mut r)

@@ -439,7 +439,7 @@ async fn backlog(args: &Args) -> BenchResult<Map<String, Value>> {
         // Fill: every job leaves the ready list, admitted or put to wait.
         loop {
             let left: usize = redis::cmd("LLEN")
-                .arg(b.keys.ready())
+                .arg(b.keys.ready(sluice_shared::keys::DEFAULT_TAG))
                 .query(&mut b.con)
                 .map_err(|e| e.to_string())?;
             b.driver_llen += 1;

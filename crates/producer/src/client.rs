@@ -92,6 +92,11 @@ impl Client {
             })
             .collect::<Result<Vec<_>>>()?;
         let mut con = self.pool.get().await?;
+        // Each job's tag must be registered before a script writes to its queues.
+        let mut tags: Vec<&str> = jobs.iter().map(|j| j.tag.as_str()).collect();
+        tags.sort_unstable();
+        tags.dedup();
+        sluice_shared::tags::ensure(&self.keys, &mut *con, &tags).await?;
         let mut ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
         for (n, chunk) in jobs.chunks(BATCH_CHUNK).enumerate() {
             if chunk.iter().any(|j| j.idempotency_key.is_some()) {
@@ -114,9 +119,10 @@ impl Client {
                 }
             }
             let mut call = scripts().enqueue.call_in(&self.keys);
-            // Two values a job when none has a key or a delay (see enqueue.lua).
-            if chunk.iter().all(NewJob::is_plain) {
-                call.arg("plain");
+            // Two values a job when none has a key or a delay and they
+            // share a tag (see enqueue.lua).
+            if chunk.iter().all(NewJob::is_plain) && chunk.iter().all(|j| j.tag == chunk[0].tag) {
+                call.arg("plain").arg(&chunk[0].tag);
                 for job in chunk {
                     call.arg(&job.id).arg(job.spec_tail());
                 }

@@ -85,16 +85,19 @@ impl Client {
             }
         }
         stamped.sort();
+        let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
         let mut out = Vec::with_capacity(stamped.len());
         for chunk in stamped.chunks(500) {
             let calls: Vec<_> = chunk
                 .iter()
                 .map(|(k, _)| {
                     let mut c = scripts().limit_state.call();
-                    c.key(self.keys.slots(k))
-                        .key(self.keys.wait(k))
-                        .key(self.keys.delayed())
-                        .arg(k);
+                    c.key(self.keys.slots(k)).key(self.keys.wait(k));
+                    // A waiter's reserved slot is in its own tag's delayed set.
+                    for t in tags.iter() {
+                        c.key(self.keys.delayed(t));
+                    }
+                    c.arg(k);
                     c
                 })
                 .collect();

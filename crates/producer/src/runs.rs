@@ -135,12 +135,15 @@ impl Client {
             .arg(ACTIVE_CAP - 1)
             .query_async(&mut *con)
             .await?;
+        let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
         let mut pipe = redis::pipe();
-        pipe.lrange(self.keys.ready(), -ACTIVE_CAP, -1).zrange(
-            self.keys.delayed(),
-            0,
-            ACTIVE_CAP - 1,
-        );
+        for t in tags.iter() {
+            pipe.lrange(self.keys.ready(t), -ACTIVE_CAP, -1).zrange(
+                self.keys.delayed(t),
+                0,
+                ACTIVE_CAP - 1,
+            );
+        }
         for k in limited
             .iter()
             .filter(|k| !k.starts_with(sluice_shared::keys::OVERRIDE_MARK))

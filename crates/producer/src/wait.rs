@@ -182,17 +182,30 @@ impl Client {
         loop {
             let look = async {
                 let mut con = self.pool.get().await?;
-                let r: (Vec<Option<i64>>, u64, u64) = redis::pipe()
-                    .cmd("HMGET")
-                    .arg(self.keys.stats())
-                    .arg(&["active", "succeeded", "failed", "cancelled", "waiting"])
-                    .llen(self.keys.ready())
-                    .zcard(self.keys.delayed())
-                    .query_async(&mut *con)
-                    .await?;
-                Ok::<_, sluice_shared::Error>(r)
+                let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
+                let mut pipe = redis::pipe();
+                pipe.cmd("HMGET").arg(self.keys.stats()).arg(&[
+                    "active",
+                    "succeeded",
+                    "failed",
+                    "cancelled",
+                    "waiting",
+                ]);
+                for t in tags.iter() {
+                    pipe.llen(self.keys.ready(t)).zcard(self.keys.delayed(t));
+                }
+                let mut r: Vec<redis::Value> = pipe.query_async(&mut *con).await?;
+                let sizes = r.split_off(1);
+                let counts: Vec<Option<i64>> =
+                    redis::from_redis_value(r.remove(0)).map_err(redis::RedisError::from)?;
+                // Ready and delayed entries, of every tag.
+                let mut queued = 0u64;
+                for v in sizes {
+                    queued += redis::from_redis_value::<u64>(v).map_err(redis::RedisError::from)?;
+                }
+                Ok::<_, sluice_shared::Error>((counts, queued))
             };
-            let (counts, ready, delayed) = match look.await {
+            let (counts, queued) = match look.await {
                 Ok(r) => r,
                 Err(e) if transient(&e) && deadline.is_none_or(|d| Instant::now() < d) => {
                     tracing::warn!(error = %e, "Redis unreachable while waiting; retrying");
@@ -206,7 +219,7 @@ impl Client {
                 (count(0), count(1), count(2), count(3), count(4));
             // Running is what is neither queued nor waiting. The delayed set
             // also holds slots reserved for waiters, hence the clamp.
-            let queued = (ready + delayed).min(active.saturating_sub(waiting));
+            let queued = queued.min(active.saturating_sub(waiting));
             let running = active.saturating_sub(waiting + queued);
             progress(&Progress {
                 total: None,

@@ -88,10 +88,10 @@ local function record_acks(sec, now, now_s)
       -- the head of the line: it was admitted before all of them.
       if throttle_ms and not st.words.cancel then
         redis.call('ZADD', k.slots, 'GT', now + throttle_ms, PAUSE)
-        take_back_reservations(k.slots, k.wait, DELAYED, ckey)
+        take_back_reservations(k.slots, k.wait, ckey)
         redis.call('LPUSH', k.wait, id .. ' ' .. (spec and spec.max or 1))
       end
-      end_slot(k.slots, k.wait, DELAYED, ckey, token, window, now)
+      end_slot(k.slots, k.wait, ckey, token, window, now)
     end
     if st.words.cancel and outcome ~= 'cancelled' then
       outcome = 'cancelled'
@@ -112,7 +112,7 @@ local function record_acks(sec, now, now_s)
       else
         local at = ms_str(now + throttle_ms)
         set_state(id, 'scheduled', attempt, at, { throttled = words.throttled })
-        redis.call('ZADD', DELAYED, at, entry)
+        push_delayed(queue_of(id), at, entry)
       end
     elseif outcome == 'ok' then
       set_state(id, 'succeeded', attempt, now_s, started)
@@ -132,7 +132,7 @@ local function record_acks(sec, now, now_s)
         local at = ms_str(now + math.min(backoff * 2 ^ (counted - 1), 31622400000))
         set_state(id, 'scheduled', attempt, at, { throttled = st.words.throttled })
         set_result(id, payload)
-        redis.call('ZADD', DELAYED, at, entry)
+        push_delayed(queue_of(id), at, entry)
       else
         set_state(id, 'failed', attempt, now_s, started)
         set_result(id, payload)

@@ -1,14 +1,16 @@
 -- admit.lua: take what is due and ready, in the order it became ready, and
 -- admit it, or send it to wait for its key. One call per turn of a worker.
 --
--- KEYS[1..12]  the namespace keys (records.lua)
--- KEYS[13]  this call's lease key ({p}:lease:<worker>:<n>): a list with an
+-- KEYS[1..NS]  the namespace keys (records.lua)
+-- KEYS[NS+1]  this call's lease key ({p}:lease:<worker>:<n>): a list with an
 --          item per job admitted (lease_item), and the leases sorted set
 --          holds its name until they end
--- KEYS[14..]  the keys of the section (acks.lua)
+-- KEYS[NS+2..]  the keys of the section (acks.lua)
 -- ARGV[1]  lease length in ms
 -- ARGV[2]  room: how many jobs this worker takes at most
--- ARGV[3..]  the section (acks.lua): the worker's ended executions, recorded
+-- ARGV[3]  the tags this worker serves, separated by spaces: it takes only
+--          from their queues (queues.lua)
+-- ARGV[4..]  the section (acks.lua): the worker's ended executions, recorded
 --          first, and the concurrency keys declared (for those and for the
 --          entries it expects to take)
 -- Returns: { admitted, dropped, more, next_in_ms, expired, need, late, refused }
@@ -24,23 +26,31 @@
 --   late: entry and late_ms pairs for jobs admitted to a slot reserved for
 --     them: how long after the slot freed they were admitted;
 --   refused: ended executions whose result was refused (see acks.lua).
+-- Or the error STALETAGS (nothing written) when the caller's view of the
+-- tags registry is out of date.
 --
--- Due delayed entries and the ready list's head are taken in the order they
--- became ready (a delayed entry at its due time, a ready one at the time in
--- its state), so a delay that ran out never overtakes an older job.
+-- Due delayed entries and the ready lists' heads of the worker's tags are
+-- taken in the order they became ready (a delayed entry at its due time, a
+-- ready one at the time in its state), so a delay that ran out never
+-- overtakes an older job, and no tag starves another.
 --
 -- Taking and admitting in one atomic step keeps each key's jobs admitted in
 -- the order they became ready, however many workers race. Admission is the
 -- moment a worker commits to run a job: its slot is taken here, by Redis time.
 
+if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local now = now_ms()
 local now_s = ms_str(now)
 local deadline_s = ms_str(now + tonumber(ARGV[1]))
 local room = tonumber(ARGV[2])
 local lease_key = KEYS[NS + 1]
-local head_before = delayed_head(DELAYED)
+local served = {}
+for t in string.gmatch(ARGV[3], '%S+') do
+  if QUEUES[t] then served[#served + 1] = QUEUES[t] end
+end
+for _, q in ipairs(served) do note_head(q) end
 -- What ended first: slots it frees and flows it puts back are taken below.
-local sec = read_section(3, NS + 2)
+local sec = read_section(4, NS + 2)
 local declared = sec.declared
 local refused = record_acks(sec, now, now_s)
 end_leases(sec)
@@ -51,32 +61,58 @@ local first_run = 'running 1 ' .. now_s
 
 local id_of = entry_id
 
-local due = redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'WITHSCORES', 'LIMIT', 0, room)
-local head = redis.call('LRANGE', READY, 0, room - 1)
+-- The sources: per served tag, its due delayed entries (with their due
+-- times) and the head of its ready list.
+local srcs = {}
+for _, q in ipairs(served) do
+  local due = redis.call('ZRANGEBYSCORE', q.delayed, '-inf', now, 'WITHSCORES', 'LIMIT', 0, room)
+  if #due > 0 then srcs[#srcs + 1] = { q = q, due = true, list = due, pos = 1, step = 2, taken = {} } end
+  local head = redis.call('LRANGE', q.ready, 0, room - 1)
+  if #head > 0 then srcs[#srcs + 1] = { q = q, due = false, list = head, pos = 1, step = 1, taken = 0 } end
+end
 
--- When both have candidates, the ready ones' states tell when they became ready.
-if #due > 0 and #head > 0 then
+-- When several have candidates, the ready ones' states tell when they became ready.
+if #srcs > 1 then
   local ids = {}
-  for i, e in ipairs(head) do ids[i] = id_of(e) end
-  load_states(ids)
+  for _, src in ipairs(srcs) do
+    if not src.due then
+      for _, e in ipairs(src.list) do ids[#ids + 1] = id_of(e) end
+    end
+  end
+  if #ids > 0 then load_states(ids) end
 end
 local function ready_time(entry)
   local st = state_of(id_of(entry))
   if st then return tonumber(st.at) end
   return now
 end
+local function time_of(src)
+  if src.due then return tonumber(src.list[src.pos + 1]) end
+  return ready_time(src.list[src.pos])
+end
 
--- Merge the two by ready time, up to `room` jobs; "wake" entries cost no room.
--- ord_due[k] is the due time of a delayed entry, false for a ready one.
-local ord, ord_due, ord_ckey, ord_wake = {}, {}, {}, {}
+-- Merge them by ready time (a tie goes to the ready list), up to `room`
+-- jobs; "wake" entries cost no room. ord_due[k] is the due time of a
+-- delayed entry, false for a ready one; ord_q[k] the queues it came from.
+local ord, ord_due, ord_ckey, ord_wake, ord_q = {}, {}, {}, {}, {}
 local need, need_seen = {}, {}
-local d, r, picked, blocked, more = 1, 1, 0, false, false
-while d <= #due or r <= #head do
-  local take_due = d <= #due
-  if take_due and r <= #head then take_due = tonumber(due[d + 1]) < ready_time(head[r]) end
-  local entry, due_at = head[r], false
-  if take_due then entry, due_at = due[d], tonumber(due[d + 1]) end
-  local wake = take_due and string.sub(entry, 1, 5) == 'wake '
+local picked, blocked, more = 0, false, false
+while true do
+  local best, best_t = nil, nil
+  for _, src in ipairs(srcs) do
+    if src.pos <= #src.list then
+      if #srcs == 1 then
+        best = src
+        break
+      end
+      local t = time_of(src)
+      if best == nil or t < best_t or (t == best_t and best.due and not src.due) then best, best_t = src, t end
+    end
+  end
+  if best == nil then break end
+  local entry, due_at = best.list[best.pos], false
+  if best.due then due_at = tonumber(best.list[best.pos + 1]) end
+  local wake = best.due and string.sub(entry, 1, 5) == 'wake '
   if picked >= room and not wake then
     more = true
     break
@@ -91,21 +127,26 @@ while d <= #due or r <= #head do
     end
   else
     local k = #ord + 1
-    ord[k], ord_due[k], ord_ckey[k], ord_wake[k] = entry, due_at, ckey, wake
+    ord[k], ord_due[k], ord_ckey[k], ord_wake[k], ord_q[k] = entry, due_at, ckey, wake, best.q
+    if best.due then best.taken[#best.taken + 1] = entry else best.taken = best.taken + 1 end
   end
   if not wake then picked = picked + 1 end
-  if take_due then d = d + 2 else r = r + 1 end
+  best.pos = best.pos + best.step
 end
 -- A full take suggests more is waiting beyond what was looked at.
 if picked >= room then more = true end
 
-local taken_due, n_ready, job_ids = {}, 0, {}
+local job_ids = {}
 for k, entry in ipairs(ord) do
-  if ord_due[k] then taken_due[#taken_due + 1] = entry else n_ready = n_ready + 1 end
   if not ord_wake[k] then job_ids[#job_ids + 1] = id_of(entry) end
 end
-if #taken_due > 0 then redis.call('ZREM', DELAYED, unpack(taken_due)) end
-if n_ready > 0 then redis.call('LTRIM', READY, n_ready, -1) end
+for _, src in ipairs(srcs) do
+  if src.due then
+    if #src.taken > 0 then redis.call('ZREM', src.q.delayed, unpack(src.taken)) end
+  elseif src.taken > 0 then
+    redis.call('LTRIM', src.q.ready, src.taken, -1)
+  end
+end
 local states, specs = {}, {}
 if #job_ids > 0 then
   states = redis.call('HMGET', STATE, unpack(job_ids))
@@ -147,9 +188,10 @@ local function admit(id, entry, st, ckey, slots)
 end
 
 local function to_wait(id, st, max, wait)
-  set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st), throttled = st.words.throttled })
+  local ready = ready_of(st)
+  set_state(id, 'waiting', st.attempt, now_s, { ready = ready, throttled = st.words.throttled })
   count_waiting(1)
-  redis.call('RPUSH', wait, id .. ' ' .. max)
+  wait_in_line(wait, id, max, tonumber(ready))
 end
 
 -- A job that will not run gives back a slot reserved for it, if any.
@@ -158,7 +200,7 @@ local function release_reservation(ckey, id)
   if ckey ~= '' and redis.call('ZREM', k.slots, id .. '#r') == 1 then
     count_waiting(-1)
     expire_slots(k.slots, now)
-    settle(k.slots, k.wait, DELAYED, ckey, now)
+    settle(k.slots, k.wait, ckey, now)
     bound_slots(k.slots)
   end
 end
@@ -179,7 +221,7 @@ local function names_ckey(spec)
   return cut == nil or (k ~= nil and k < cut)
 end
 
-local function limited(id, entry, st, ckey, due_at)
+local function limited(id, entry, st, ckey, due_at, q)
   local k = declared[ckey]
   local spec = spec_of(id)
   local max = spec and tonumber(spec.max)
@@ -203,7 +245,7 @@ local function limited(id, entry, st, ckey, due_at)
     else
       to_wait(id, st, stamped, k.wait)
     end
-    redis.call('ZADD', DELAYED, 'LT', until_, 'wake ' .. ckey)
+    wake_key_at(k.wait, ckey, until_)
     return
   end
   if redis.call('ZREM', k.slots, id .. '#r') == 1 then
@@ -228,12 +270,12 @@ local function limited(id, entry, st, ckey, due_at)
         -- Take over the earliest slot that frees at a known time.
         redis.call('ZREM', k.slots, first[1])
         hold_open(k.slots, id .. '#r')
-        redis.call('ZADD', DELAYED, first[2], entry)
+        push_delayed(q, first[2], entry)
         set_state(id, 'waiting', st.attempt, now_s, { ready = ready_of(st), throttled = st.words.throttled })
         count_waiting(1)
       else
         to_wait(id, st, stamped, k.wait)
-        if first ~= nil then redis.call('ZADD', DELAYED, 'LT', first[2], 'wake ' .. ckey) end
+        if first ~= nil then wake_key_at(k.wait, ckey, first[2]) end
       end
     end
   end
@@ -247,7 +289,7 @@ for k, entry in ipairs(ord) do
     local kk = declared[ckey]
     if kk then
       expire_slots(kk.slots, now)
-      settle(kk.slots, kk.wait, DELAYED, ckey, now)
+      settle(kk.slots, kk.wait, ckey, now)
       bound_slots(kk.slots)
     end
   else
@@ -295,7 +337,7 @@ for k, entry in ipairs(ord) do
         if names_ckey(spec) then fail_corrupt(id, st, 'concurrency key differs from its queue entry')
         else admit(id, entry, st, ckey, nil) end
       else
-        limited(id, entry, st, ckey, ord_due[k])
+        limited(id, entry, st, ckey, ord_due[k], ord_q[k])
       end
     end
   end
@@ -309,15 +351,19 @@ if #leased > 0 then
 end
 flush_records()
 flush_finished()
-wake_if_earlier(DELAYED, MARKER, head_before)
+flush_queues()
 -- This worker took all it had room for and more remains: pass the wake-up on
--- to another idle worker.
-if more and redis.call('LLEN', MARKER) == 0 then
-  local left = redis.call('LLEN', READY) > 0
-  if not left then left = #redis.call('ZRANGEBYSCORE', DELAYED, '-inf', now, 'LIMIT', 0, 1) > 0 end
-  if left then redis.call('LPUSH', MARKER, '1') end
+-- to another idle worker of each tag that has some left.
+if more then
+  for _, q in ipairs(served) do
+    if redis.call('LLEN', q.marker) == 0 then
+      local left = redis.call('LLEN', q.ready) > 0
+      if not left then left = #redis.call('ZRANGEBYSCORE', q.delayed, '-inf', now, 'LIMIT', 0, 1) > 0 end
+      if left then redis.call('LPUSH', q.marker, '1') end
+    end
+  end
 end
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, room)
 local more_n = 0
 if more then more_n = 1 end
-return { admitted, dropped, more_n, next_in_ms(DELAYED, LEASES, now), expired, need, lates, refused }
+return { admitted, dropped, more_n, next_in_ms(served, now), expired, need, lates, refused }

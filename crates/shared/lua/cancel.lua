@@ -1,17 +1,20 @@
 -- cancel.lua: cancel a job that has not finished.
 --
--- KEYS[1..12]  the namespace keys (records.lua)
--- KEYS[13]  slots:K of the job's concurrency key (any name when it has none)
--- KEYS[14]  wait:K
--- KEYS[15]  the state hash of the flow the job is a step of (any name otherwise)
+-- KEYS[1..NS]  the namespace keys (records.lua)
+-- KEYS[NS+1]  slots:K of the job's concurrency key (any name when it has none)
+-- KEYS[NS+2]  wait:K
+-- KEYS[NS+3]  the state hash of the flow the job is a step of (any name otherwise)
 -- ARGV[1]  job id
 -- ARGV[2]  the job's concurrency key as the caller read it ("" for none)
 -- Returns: "cancelled", "requested" (running: its worker stops it), "finished"
---   or "missing"; an error if the key changed under the caller.
+--   or "missing"; an error if the key changed under the caller; the error
+--   STALETAGS (nothing written) when the caller's view of the tags
+--   registry is out of date.
 
+if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local now = now_ms()
 local now_s = ms_str(now)
-local slots, wait = KEYS[13], KEYS[14]
+local slots, wait = KEYS[NS + 1], KEYS[NS + 2]
 local id, ckey = ARGV[1], ARGV[2]
 local st = state_of(id)
 if not st then return 'missing' end
@@ -29,13 +32,14 @@ if status == 'running' and not parked_flow then
 end
 
 local entry = make_entry(id, ckey)
-redis.call('LREM', READY, 1, entry)
-local at = tonumber(redis.call('ZSCORE', DELAYED, entry))
-redis.call('ZREM', DELAYED, entry)
-local head_before = delayed_head(DELAYED)
+local q = queue_of(id)
+redis.call('LREM', q.ready, 1, entry)
+local at = tonumber(redis.call('ZSCORE', q.delayed, entry))
+redis.call('ZREM', q.delayed, entry)
+note_heads()
 if parked_flow then
   -- Not driving: it holds its slot and nothing else, so it ends here.
-  if ckey ~= '' then end_slot(slots, wait, DELAYED, ckey, id .. '#f', tonumber(spec.window_ms) or 0, now) end
+  if ckey ~= '' then end_slot(slots, wait, ckey, id .. '#f', tonumber(spec.window_ms) or 0, now) end
 elseif ckey ~= '' then
   redis.call('LREM', wait, 1, id .. ' ' .. (spec.max or ''))
   -- A reserved slot goes back to what it was: the tail of an ended slot.
@@ -48,16 +52,14 @@ local words = nil
 if parked_flow then words = { started = st.at, ready = st.words.ready } end
 set_state(id, 'cancelled', st.attempt, now_s, words)
 finish('cancelled', id)
-if notify_if_step(id, function() return KEYS[15] end, 'cancelled', 'cancelled by request') then
-  if redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
-end
+notify_if_step(id, function() return KEYS[NS + 3] end, 'cancelled', 'cancelled by request')
 flush_records()
 flush_finished()
 if ckey ~= '' then
   expire_slots(slots, now)
-  settle(slots, wait, DELAYED, ckey, now)
+  settle(slots, wait, ckey, now)
   bound_slots(slots)
 end
 -- A slot handed to a waiter here must reach a worker's timer.
-wake_if_earlier(DELAYED, MARKER, head_before)
+flush_queues()
 return 'cancelled'

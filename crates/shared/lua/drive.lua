@@ -2,39 +2,44 @@
 -- and its own progress; then the flow parks, holding its slot but no worker,
 -- until a step ends (see notify_parent in jobs.lua).
 --
--- KEYS[1..12]  the namespace keys (records.lua)
--- KEYS[13]  the flow's state hash ({p}:flow:<id>)
--- KEYS[13+i]  idx:key:K of the i-th step job's concurrency key (any name without one)
+-- KEYS[1..NS]  the namespace keys (records.lua)
+-- KEYS[NS+1]  the flow's state hash ({p}:flow:<id>)
+-- KEYS[NS+1+i]  idx:key:K of the i-th step job's concurrency key (any name without one)
 -- ARGV[1]  the flow's entry
 -- ARGV[2]  the driver's attempt (fencing)
 -- ARGV[3]  U, then U field/value pairs to set on the flow's state hash
--- then 6 values per step job, as enqueue.lua takes them
+-- then 7 values per step job, as enqueue.lua takes them
 -- Returns: "parked", "requeued" (a step ended while driving: drive again),
 --   "cancel" (cancel requested: nothing started) or "refused" (the attempt
---   is no longer this driver's).
+--   is no longer this driver's); the error STALETAGS (nothing written) when
+--   the caller's view of the tags registry is out of date.
 --
 -- Starting the steps and parking happen together, so a driver that dies
 -- before this call leaves nothing half done: its replacement plans again.
 
+if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local now = now_ms()
 local now_s = ms_str(now)
-local fstate, entry = KEYS[13], ARGV[1]
+local fstate, entry = KEYS[NS + 1], ARGV[1]
 local id = entry_id(entry)
 local st = state_of(id)
 if not st or st.status ~= 'running' or st.attempt ~= tonumber(ARGV[2]) then return 'refused' end
 if st.words.cancel then return 'cancel' end
 
 local u = tonumber(ARGV[3])
+local first = 4 + 2 * u
+local n = (#ARGV - first + 1) / JOB_ARGS
+local bad = unknown_tag(first - 1, JOB_ARGS, n)
+if bad then return redis.error_reply('tag ' .. bad .. ' is not registered') end
+
 local pairs_ = { 'entry', entry }
 for i = 1, 2 * u do pairs_[2 + i] = ARGV[3 + i] end
 redis.call('HSET', fstate, unpack(pairs_))
 
-local first = 4 + 2 * u
-local n = (#ARGV - first + 1) / JOB_ARGS
 local acc = new_jobs(now_s)
 for i = 1, n do
   local a = first - 1 + JOB_ARGS * (i - 1)
-  write_job(acc, KEYS[13 + i], a, now, now_s)
+  write_job(acc, KEYS[NS + 1 + i], a, now, now_s)
   redis.call('HSET', fstate, 'c:' .. ARGV[a + 1], '1')
 end
 if n > 0 then redis.call('HINCRBY', fstate, 'active', n) end
@@ -43,7 +48,8 @@ local outcome = 'parked'
 if st.words.dirty then
   st.words.dirty = nil
   st.words.drive = 'queued'
-  acc.ready[#acc.ready + 1] = entry
+  local r = tag_list(acc.ready, tag_of(id))
+  r[#r + 1] = entry
   outcome = 'requeued'
 else
   st.words.drive = 'parked'
@@ -51,5 +57,5 @@ end
 set_state(id, 'running', st.attempt, st.at, st.words)
 flush_jobs(acc)
 flush_records()
-if #acc.ready > 0 and redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
+flush_queues()
 return outcome

@@ -1,23 +1,26 @@
 -- enqueue.lua: store a batch of new jobs and make them ready (or scheduled).
 --
--- KEYS[1..12]  the namespace keys (records.lua)
--- KEYS[12+i]   ("full" only) idx:key:K of the i-th job's concurrency key
+-- KEYS[1..NS]  the namespace keys (records.lua)
+-- KEYS[NS+i]   ("full" only) idx:key:K of the i-th job's concurrency key
 --              (any name without one)
--- ARGV[1]  "plain": every job is ready now and has no concurrency key; then
---          2 values per job: its id and its spec after created_at (see
---          write_job in jobs.lua)
---          "full": then 6 values per job, as write_job takes them
--- Returns: the number of jobs stored.
+-- ARGV[1]  "plain": every job is ready now, has no concurrency key and has
+--          the tag ARGV[2]; then 2 values per job: its id and its spec
+--          after created_at (see write_job in jobs.lua)
+--          "full": then 7 values per job, as write_job takes them
+-- Returns: the number of jobs stored; the error STALETAGS (nothing written)
+--   when the caller's view of the tags registry is out of date.
 --
 -- Every job of the batch is written by this one call, so a batch lands whole.
 
+if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local now = now_ms()
 local now_s = ms_str(now)
 local acc = new_jobs(now_s)
 if ARGV[1] == 'plain' then
+  if not QUEUES[ARGV[2]] then return redis.error_reply('tag ' .. ARGV[2] .. ' is not registered') end
   -- The common case, kept to the fewest Lua operations.
-  local specs, ready, writes = acc.specs, acc.ready, state_writes
-  for a = 2, #ARGV, 2 do
+  local specs, ready, writes = acc.specs, tag_list(acc.ready, ARGV[2]), state_writes
+  for a = 3, #ARGV, 2 do
     local id = ARGV[a]
     specs[#specs + 1] = id
     specs[#specs + 1] = '{"created_at":' .. now_s .. ',' .. ARGV[a + 1]
@@ -27,11 +30,14 @@ if ARGV[1] == 'plain' then
   end
   acc.n = #ready
 else
-  for i = 1, (#ARGV - 1) / JOB_ARGS do
+  local n = (#ARGV - 1) / JOB_ARGS
+  local bad = unknown_tag(1, JOB_ARGS, n)
+  if bad then return redis.error_reply('tag ' .. bad .. ' is not registered') end
+  for i = 1, n do
     write_job(acc, KEYS[NS + i], 1 + JOB_ARGS * (i - 1), now, now_s)
   end
 end
 flush_jobs(acc)
 flush_records()
-if redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
+flush_queues()
 return acc.n

@@ -2,17 +2,19 @@
 -- caller's idempotency key: a key seen within the retention period gives
 -- back the job it first enqueued, and nothing is written for it.
 --
--- KEYS[1..12]  the namespace keys (records.lua)
--- KEYS[12+2i-1]  idx:key:K of the i-th job's concurrency key (any name without one)
--- KEYS[12+2i]    idem:<key> of the i-th job's idempotency key (any name without one)
+-- KEYS[1..NS]  the namespace keys (records.lua)
+-- KEYS[NS+2i-1]  idx:key:K of the i-th job's concurrency key (any name without one)
+-- KEYS[NS+2i]    idem:<key> of the i-th job's idempotency key (any name without one)
 -- ARGV[1]  how long an idempotency key is kept, in ms
--- then 7 values per job: the 6 that write_job takes (jobs.lua), then its
+-- then 8 values per job: the 7 that write_job takes (jobs.lua), then its
 --   idempotency key ("" for none)
 -- Returns: the id of each job, in order: its own, or the one its key
---   enqueued before (within this batch too).
+--   enqueued before (within this batch too); the error STALETAGS (nothing
+--   written) when the caller's view of the tags registry is out of date.
 --
 -- Every job of the batch is written by this one call, so a batch lands whole.
 
+if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local now = now_ms()
 local now_s = ms_str(now)
 local keep_ms = ARGV[1]
@@ -21,7 +23,10 @@ local ids = {}
 -- Keys taken by this call: their jobs' specs are written at its end.
 local taken = {}
 local per = JOB_ARGS + 1
-for i = 1, (#ARGV - 1) / per do
+local n = (#ARGV - 1) / per
+local bad = unknown_tag(1, per, n)
+if bad then return redis.error_reply('tag ' .. bad .. ' is not registered') end
+for i = 1, n do
   local a = 1 + per * (i - 1)
   local idem_key, key = KEYS[NS + 2 * i], ARGV[a + per]
   local before = key ~= '' and (taken[key] or redis.call('GET', idem_key))
@@ -41,5 +46,5 @@ for i = 1, (#ARGV - 1) / per do
 end
 flush_jobs(acc)
 flush_records()
-if acc.n > 0 and redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
+flush_queues()
 return ids

@@ -4,27 +4,51 @@
 -- finished.
 
 -- Values per job in the ARGV of a script that writes jobs: id, delay_ms,
--- ckey ("" for none), max, window_ms, and the spec after its created_at:
--- '"path":...,"args":...}' (see NewJob::spec_tail in job.rs).
-local JOB_ARGS = 6
+-- ckey ("" for none), max, window_ms, its tag, and the spec after its
+-- created_at: '"path":...,"args":...}' (see NewJob::spec_tail in job.rs).
+local JOB_ARGS = 7
 
--- What a batch of new jobs writes, gathered to be sent by flush_jobs().
+-- What a batch of new jobs writes, gathered to be sent by flush_jobs():
+-- ready[tag] and delayed[tag] are the entries for each tag's queues.
 local function new_jobs(now_s)
   return { specs = {}, ready = {}, delayed = {}, limits_seen = {}, n = 0, fresh = 'queued 0 ' .. now_s }
+end
+
+-- The list of acc's entries for `tag` in `what` (acc.ready or acc.delayed).
+local function tag_list(what, tag)
+  local l = what[tag]
+  if l == nil then
+    l = {}
+    what[tag] = l
+  end
+  return l
+end
+
+-- Whether each of n jobs, the i-th of which write_job would be given at
+-- a = a0 + per * (i - 1), names a tag this call declared: checked before
+-- anything is written, so a batch lands whole or not at all. Returns the
+-- first unknown tag, or nil.
+local function unknown_tag(a0, per, n)
+  for i = 1, n do
+    local tag = ARGV[a0 + per * (i - 1) + 6]
+    if not QUEUES[tag] then return tag end
+  end
+  return nil
 end
 
 -- Adds the job whose values start at ARGV[a + 1]; idx_key is idx:key:K for
 -- its concurrency key (unused without one).
 local function write_job(acc, idx_key, a, now, now_s)
-  local id, ckey = ARGV[a + 1], ARGV[a + 3]
+  local id, ckey, tag = ARGV[a + 1], ARGV[a + 3], ARGV[a + 6]
   local specs = acc.specs
   specs[#specs + 1] = id
-  specs[#specs + 1] = '{"created_at":' .. now_s .. ',' .. ARGV[a + 6]
+  specs[#specs + 1] = '{"created_at":' .. now_s .. ',' .. ARGV[a + 7]
   acc.n = acc.n + 1
   if ckey == '' and ARGV[a + 2] == '0' then
     -- The common case, kept to the fewest Lua operations: ready now, no key.
     put_state(id, acc.fresh)
-    acc.ready[#acc.ready + 1] = id
+    local r = tag_list(acc.ready, tag)
+    r[#r + 1] = id
     return
   end
   local delay_ms = tonumber(ARGV[a + 2])
@@ -40,18 +64,33 @@ local function write_job(acc, idx_key, a, now, now_s)
   if delay_ms > 0 then
     local at = ms_str(now + delay_ms)
     set_state(id, 'scheduled', 0, at)
-    acc.delayed[#acc.delayed + 1] = at
-    acc.delayed[#acc.delayed + 1] = entry
+    local d = tag_list(acc.delayed, tag)
+    d[#d + 1] = at
+    d[#d + 1] = entry
   else
     put_state(id, acc.fresh)
-    acc.ready[#acc.ready + 1] = entry
+    local r = tag_list(acc.ready, tag)
+    r[#r + 1] = entry
   end
 end
 
+-- Calls f on the list, or on slices of it when it is too long for one
+-- unpack() (Lua's limit is 7,999 values).
+local function in_slices(list, f)
+  if #list <= 4000 then return f(list) end
+  for i = 1, #list, 4000 do f({ unpack(list, i, math.min(i + 3999, #list)) }) end
+end
+
+-- Writes what write_job gathered. Entries go to their tag's queues; a tag
+-- this call did not declare was refused before (unknown_tag).
 local function flush_jobs(acc)
-  if #acc.specs > 0 then redis.call('HSET', JOBS, unpack(acc.specs)) end
-  if #acc.ready > 0 then redis.call('RPUSH', READY, unpack(acc.ready)) end
-  if #acc.delayed > 0 then redis.call('ZADD', DELAYED, unpack(acc.delayed)) end
+  if #acc.specs > 0 then hset_pairs(JOBS, acc.specs) end
+  for tag, entries in pairs(acc.ready) do
+    in_slices(entries, function(l) push_ready(queue(tag), l) end)
+  end
+  for tag, pairs_ in pairs(acc.delayed) do
+    in_slices(pairs_, function(l) push_delayed_pairs(queue(tag), l) end)
+  end
   if acc.n > 0 then redis.call('HINCRBY', STATS, 'active', acc.n) end
 end
 
@@ -81,7 +120,7 @@ local function notify_parent(parent, fstate, id, step, iter, status, payload)
   if p.words.drive == 'parked' and entry then
     p.words.drive = 'queued'
     set_state(parent, p.status, p.attempt, p.at, p.words)
-    redis.call('RPUSH', READY, entry)
+    push_ready(queue_of(parent), { entry })
     return true
   end
   p.words.dirty = true

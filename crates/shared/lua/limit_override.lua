@@ -4,27 +4,29 @@
 -- future, until removed (see override_of in slots.lua). Lowering it never
 -- stops a running job; raising it hands free slots to waiters at once.
 --
--- KEYS[1..12]  the namespace keys (records.lua)
--- KEYS[13]  slots:K
--- KEYS[14]  wait:K
+-- KEYS[1..NS]  the namespace keys (records.lua)
+-- KEYS[NS+1]  slots:K
+-- KEYS[NS+2]  wait:K
 -- ARGV[1]  K, the concurrency key
 -- ARGV[2]  max (0 removes the override)
 -- ARGV[3]  window in ms
--- Returns: 1
+-- Returns: 1; the error STALETAGS (nothing written) when the caller's view
+--   of the tags registry is out of date.
 
+if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local now = now_ms()
 local slots, wait, ckey = KEYS[NS + 1], KEYS[NS + 2], ARGV[1]
-local head_before = delayed_head(DELAYED)
+note_heads()
 if tonumber(ARGV[2]) > 0 then
   redis.call('HSET', LIMITS, OVERRIDE_MARK .. ckey, ARGV[2] .. ' ' .. ARGV[3])
 else
   redis.call('HDEL', LIMITS, OVERRIDE_MARK .. ckey)
 end
 -- Reservations made under the old limit are made again under the new one.
-take_back_reservations(slots, wait, DELAYED, ckey)
+take_back_reservations(slots, wait, ckey)
 expire_slots(slots, now)
-settle(slots, wait, DELAYED, ckey, now)
+settle(slots, wait, ckey, now)
 bound_slots(slots)
 flush_records()
-wake_if_earlier(DELAYED, MARKER, head_before)
+flush_queues()
 return 1

@@ -3,7 +3,7 @@
 --
 -- KEYS[1]  slots:K
 -- KEYS[2]  wait:K
--- KEYS[3]  delayed sorted set
+-- KEYS[3..]  the delayed sorted sets of every registered tag (queues.lua)
 -- ARGV[1]  K, the concurrency key
 -- Returns: { held, reserved, waiting_unknown, next_free_at, now, paused_until }
 --   held: slots held now (running, reserved for a waiter, or in their window);
@@ -27,7 +27,15 @@ end
 for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '+inf', '+inf')) do
   if string.sub(m, -2) == '#r' then
     reserved = reserved + 1
-    sooner(tonumber(redis.call('ZSCORE', KEYS[3], string.sub(m, 1, 36) .. ' ' .. ARGV[1])))
+    -- The waiter's entry is in its own tag's delayed set.
+    local entry = string.sub(m, 1, 36) .. ' ' .. ARGV[1]
+    for k = 3, #KEYS do
+      local at = tonumber(redis.call('ZSCORE', KEYS[k], entry))
+      if at then
+        sooner(at)
+        break
+      end
+    end
   end
 end
 local first = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '(+inf', 'WITHSCORES', 'LIMIT', 0, 2)

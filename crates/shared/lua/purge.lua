@@ -1,7 +1,7 @@
 -- purge.lua: remove finished jobs past retention, with their index entries.
 --
--- KEYS[1..12]  the namespace keys (records.lua)
--- then, per job i: KEYS[12+2i-1] idx:key:K of its concurrency key, KEYS[12+2i]
+-- KEYS[1..NS]  the namespace keys (records.lua)
+-- then, per job i: KEYS[NS+2i-1] idx:key:K of its concurrency key, KEYS[NS+2i]
 --          its flow state (for a flow run; any names otherwise)
 -- ARGV[1]  cutoff: jobs that finished at or before this Unix ms go
 -- ARGV[2]  keep: at most this many finished jobs stay, the newest

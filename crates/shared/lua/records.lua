@@ -6,10 +6,12 @@
 --   KEYS[1]  jobs hash     id -> the job's spec, JSON, written once at enqueue
 --   KEYS[2]  state hash    id -> "<status> <attempt> <since ms>[ <word>...]"
 --   KEYS[3]  results hash  id -> result JSON (succeeded) or last error text
---   KEYS[4]  ready list, KEYS[5] delayed zset, KEYS[6] leases zset,
---   KEYS[7]  marker list, KEYS[8] stats hash, KEYS[9] limits hash,
---   KEYS[10..12] idx:status:succeeded, :failed, :cancelled (lists, in the
+--   KEYS[4]  leases zset, KEYS[5] stats hash, KEYS[6] limits hash,
+--   KEYS[7..9] idx:status:succeeded, :failed, :cancelled (lists, in the
 --   order jobs finished)
+--   KEYS[10] the tags registry (a set of every tag in use)
+--   then, per registered tag, 3 keys: its ready list, its delayed zset and
+--   its marker list (queues.lua)
 -- so a script's own keys start at KEYS[NS + 1].
 --
 -- Jobs live in three namespace-wide hashes, not a key each, so that a batch
@@ -23,9 +25,26 @@
 -- requested while running), "dirty" (a flow's step ended while its driver ran).
 
 local JOBS, STATE, RESULTS = KEYS[1], KEYS[2], KEYS[3]
-local READY, DELAYED, LEASES, MARKER, STATS, LIMITS = KEYS[4], KEYS[5], KEYS[6], KEYS[7], KEYS[8], KEYS[9]
-local IDX = { succeeded = KEYS[10], failed = KEYS[11], cancelled = KEYS[12] }
-local NS = 12
+local LEASES, STATS, LIMITS = KEYS[4], KEYS[5], KEYS[6]
+local IDX = { succeeded = KEYS[7], failed = KEYS[8], cancelled = KEYS[9] }
+local TAGS = KEYS[10]
+-- The queues of each tag declared (see queues.lua), and NS, the number of
+-- namespace keys. A tag's keys are "<base>ready:<tag>", "<base>delayed:<tag>"
+-- and "<base>marker:<tag>", so the tag is read off the first one's name; no
+-- key a script declares after the namespace starts with "<base>ready:".
+local QUEUES, QUEUE_TAGS = {}, {}
+local NS = 10
+do
+  local ready_prefix = string.sub(KEYS[1] or '', 1, -5) .. 'ready:'
+  local i = 11
+  while KEYS[i] and string.sub(KEYS[i], 1, #ready_prefix) == ready_prefix do
+    local tag = string.sub(KEYS[i], #ready_prefix + 1)
+    QUEUES[tag] = { tag = tag, ready = KEYS[i], delayed = KEYS[i + 1], marker = KEYS[i + 2] }
+    QUEUE_TAGS[#QUEUE_TAGS + 1] = tag
+    i = i + 3
+  end
+  NS = i - 1
+end
 
 -- States read or written by this call. Writes are gathered and sent as one
 -- HSET by flush_records(), so a script reads its own writes from the cache.

@@ -1,25 +1,28 @@
 -- recover.lua: take back executions whose lease ran out (their worker died,
 -- froze or lost Redis) and run them again.
 --
--- KEYS[1..12]  the namespace keys (records.lua)
--- KEYS[12+l]  the l-th expired lease key (L of them, see admit.lua)
--- then, per execution i: KEYS[12+L+3i-2] slots:K, KEYS[12+L+3i-1] wait:K,
---          KEYS[12+L+3i] the state hash of the flow the job is a step of
+-- KEYS[1..NS]  the namespace keys (records.lua)
+-- KEYS[NS+l]  the l-th expired lease key (L of them, see admit.lua)
+-- then, per execution i: KEYS[NS+L+3i-2] slots:K, KEYS[NS+L+3i-1] wait:K,
+--          KEYS[NS+L+3i] the state hash of the flow the job is a step of
 --          (any names for keys a job does not have)
 -- ARGV[1]  L
 -- then, per execution i listed in those lease keys, 3 values: the index l of
 --   its lease key, its attempt and its entry
--- Returns: the ids of executions found dead (still running that attempt).
+-- Returns: the ids of executions found dead (still running that attempt);
+--   the error STALETAGS (nothing written) when the caller's view of the
+--   tags registry is out of date.
 --
 -- Each lease is checked again here, atomically: one renewed meanwhile, or
 -- already recovered by another worker, is left alone. A dead execution's slot
 -- counts as ended now, at the moment it was found dead. A flow run is dead
 -- only while its driver runs (drive=active); parked, it holds no worker.
 
+if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local now = now_ms()
 local now_s = ms_str(now)
-local dead, requeued = {}, 0
-local head_before = delayed_head(DELAYED)
+local dead = {}
+note_heads()
 local nl = tonumber(ARGV[1])
 local expired, gone = {}, {}
 for l = 1, nl do
@@ -44,13 +47,12 @@ for i = 1, (#ARGV - 1) / 3 do
       dead[#dead + 1] = id
       st.words.drive = 'queued'
       set_state(id, 'running', st.attempt + 1, st.at, st.words)
-      redis.call('RPUSH', READY, entry)
-      requeued = requeued + 1
+      push_ready(queue_of(id), { entry })
     elseif not st.words.drive then
       dead[#dead + 1] = id
       local spec = spec_of(id) or {}
       if ckey ~= '' then
-        end_slot(slots, wait, DELAYED, ckey, id .. '#' .. attempt, tonumber(spec.window_ms) or 0, now)
+        end_slot(slots, wait, ckey, id .. '#' .. attempt, tonumber(spec.window_ms) or 0, now)
       end
       local reason = 'worker lost: lease expired during attempt ' .. attempt
       local final = nil
@@ -65,12 +67,11 @@ for i = 1, (#ARGV - 1) / 3 do
       else
         set_state(id, 'queued', attempt, now_s, { throttled = st.words.throttled })
         set_result(id, reason)
-        redis.call('RPUSH', READY, entry)
-        requeued = requeued + 1
+        push_ready(queue_of(id), { entry })
       end
       if final then
         finish(final, id)
-        if notify_if_step(id, function() return fstate end, final, reason) then requeued = requeued + 1 end
+        notify_if_step(id, function() return fstate end, final, reason)
       end
     end
   end
@@ -81,6 +82,5 @@ if #gone > 0 then
 end
 flush_records()
 flush_finished()
-if requeued > 0 and redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
-wake_if_earlier(DELAYED, MARKER, head_before)
+flush_queues()
 return dead

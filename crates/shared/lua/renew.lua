@@ -1,7 +1,7 @@
 -- renew.lua: extend a worker's leases, and tell it which of its executions
 -- it no longer owns or was asked to cancel.
 --
--- KEYS[1..12]  the namespace keys (records.lua)
+-- KEYS[1..NS]  the namespace keys (records.lua)
 -- ARGV[1]  lease length in ms
 -- ARGV[2]  L, then L lease keys of the worker (names in the leases sorted
 --          set; only their scores change, so they are not declared as keys)

@@ -2,14 +2,16 @@
 -- limit (`sluice retry`). It is queued at the tail of the ready list, so it
 -- waits its turn like a job enqueued now, and is admitted by its key's limit.
 --
--- KEYS[1..12]  the namespace keys (records.lua)
+-- KEYS[1..NS]  the namespace keys (records.lua)
 -- ARGV[1]  the job's id
 -- ARGV[2]  its concurrency key as the caller read it ("" for none)
 -- Returns: "queued", "missing", "unfinished" (it has not finished: nothing
 --   to retry), "succeeded" (it did not fail) or "step" (a flow's step or a
 --   flow run: retry the run by enqueueing it again); an error if the key
---   changed under the caller.
+--   changed under the caller; the error STALETAGS (nothing written) when
+--   the caller's view of the tags registry is out of date.
 
+if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local now_s = ms_str(now_ms())
 local id, ckey = ARGV[1], ARGV[2]
 local st = state_of(id)
@@ -29,6 +31,6 @@ redis.call('HINCRBY', STATS, 'active', 1)
 -- The attempts so far stay counted: the next one is attempt + 1.
 set_state(id, 'queued', st.attempt, now_s)
 flush_records()
-redis.call('RPUSH', READY, make_entry(id, ckey))
-if redis.call('LLEN', MARKER) == 0 then redis.call('LPUSH', MARKER, '1') end
+push_ready(queue_of(id), { make_entry(id, ckey) })
+flush_queues()
 return 'queued'

@@ -96,16 +96,17 @@ end
 -- (at once, or when the pause ends). They stay waiting. The slot each had
 -- taken over stays held until it would have freed (`<id>#c`), so no window
 -- is cut short.
-local function take_back_reservations(slots, wait, delayed, ckey)
+local function take_back_reservations(slots, wait, ckey)
   local now = now_ms()
   local back = {}
   for _, m in ipairs(redis.call('ZRANGEBYSCORE', slots, '+inf', '+inf')) do
     if string.sub(m, -2) == '#r' then
       local id = string.sub(m, 1, 36)
       local entry = make_entry(id, ckey)
-      local due = tonumber(redis.call('ZSCORE', delayed, entry)) or 0
+      local q = queue_of(id)
+      local due = tonumber(redis.call('ZSCORE', q.delayed, entry)) or 0
       local spec = spec_of(id)
-      back[#back + 1] = { m = m, id = id, entry = entry, due = due, max = (spec and spec.max) or 1 }
+      back[#back + 1] = { m = m, id = id, entry = entry, due = due, max = (spec and spec.max) or 1, delayed = q.delayed }
     end
   end
   table.sort(back, function(a, b) return a.due < b.due end)
@@ -113,18 +114,71 @@ local function take_back_reservations(slots, wait, delayed, ckey)
     local b = back[i]
     redis.call('ZREM', slots, b.m)
     if b.due > now then redis.call('ZADD', slots, b.due, b.id .. '#c') end
-    redis.call('ZREM', delayed, b.entry)
+    redis.call('ZREM', b.delayed, b.entry)
     redis.call('LPUSH', wait, b.id .. ' ' .. b.max)
   end
 end
 
+-- When a job became ready, and its id, as the order of a key's line: a
+-- waiting job keeps the moment it had (records.lua).
+local function line_place(id)
+  local st = state_of(id)
+  if not st then return 0 end
+  return tonumber(st.words.ready or st.at) or 0
+end
+
+-- Whether (ready, id) comes before (ready2, id2): by the moment each became
+-- ready, then by id (ids are UUIDv7, so a batch keeps its order).
+local function before(ready, id, ready2, id2)
+  return ready < ready2 or (ready == ready2 and id < id2)
+end
+
+-- Puts a job in its key's line, "<id> <max>", in the order the jobs became
+-- ready. Jobs of one tag reach their key in that order, so the common case
+-- is a push at the tail; a job of another tag, whose workers took it later,
+-- goes before the waiters that became ready after it: a key shared by
+-- several tags stays FIFO.
+local function wait_in_line(wait, id, max, ready)
+  local item = id .. ' ' .. max
+  local tail = redis.call('LINDEX', wait, -1)
+  if not tail or not before(ready, id, line_place(string.sub(tail, 1, 36)), string.sub(tail, 1, 36)) then
+    redis.call('RPUSH', wait, item)
+    return
+  end
+  -- From the tail back, in pages: after the last waiter not behind it.
+  local stop = redis.call('LLEN', wait) - 1
+  while stop >= 0 do
+    local start = math.max(0, stop - 99)
+    local page = redis.call('LRANGE', wait, start, stop)
+    for j = #page, 1, -1 do
+      local wid = string.sub(page[j], 1, 36)
+      if not before(ready, id, line_place(wid), wid) then
+        redis.call('LINSERT', wait, 'AFTER', page[j], item)
+        return
+      end
+    end
+    stop = start - 1
+  end
+  redis.call('LPUSH', wait, item)
+end
+
+-- Asks for a key's waiters to be looked at again at `at`: a "wake <K>"
+-- entry in the delayed set of the tag of the key's first waiter, so that
+-- only workers that could run it are woken. Nothing waits: nothing to do.
+local function wake_key_at(wait, ckey, at)
+  local head = redis.call('LINDEX', wait, 0)
+  if not head then return end
+  push_delayed(queue_of(string.sub(head, 1, 36)), at, 'wake ' .. ckey, 'LT')
+end
+
 -- Hand free or soon-free capacity of one key to its waiters, in FIFO order.
--- Each waiter gets a reserved slot and a delayed entry at the moment it may run.
--- A paused key hands out nothing: its waiters are looked at when it ends.
-local function settle(slots, wait, delayed, ckey, now)
+-- Each waiter gets a reserved slot and an entry, at the moment it may run,
+-- in its own tag's delayed set. A paused key hands out nothing: its waiters
+-- are looked at when it ends.
+local function settle(slots, wait, ckey, now)
   local until_ = paused_until(slots, now)
   if until_ then
-    redis.call('ZADD', delayed, 'LT', until_, 'wake ' .. ckey)
+    wake_key_at(wait, ckey, until_)
     return
   end
   local override_max = nil
@@ -147,7 +201,7 @@ local function settle(slots, wait, delayed, ckey, now)
       if held > hmax then
         -- The head was stamped with a lower max than the slots held: look
         -- again when the earliest slot frees.
-        redis.call('ZADD', delayed, 'LT', first[2], 'wake ' .. ckey)
+        wake_key_at(wait, ckey, first[2])
         return
       end
       redis.call('ZREM', slots, first[1])
@@ -155,13 +209,13 @@ local function settle(slots, wait, delayed, ckey, now)
     end
     redis.call('LPOP', wait)
     hold_open(slots, hid .. '#r')
-    redis.call('ZADD', delayed, at, make_entry(hid, ckey))
+    push_delayed(queue_of(hid), at, make_entry(hid, ckey))
   end
 end
 
 -- An execution ended (any outcome): its slot stays held for its window, then
 -- the key's waiters are settled.
-local function end_slot(slots, wait, delayed, ckey, token, window_ms, now)
+local function end_slot(slots, wait, ckey, token, window_ms, now)
   local _, override_window = override_of(ckey)
   if override_window then window_ms = override_window end
   redis.call('ZREM', slots, token)
@@ -169,7 +223,7 @@ local function end_slot(slots, wait, delayed, ckey, token, window_ms, now)
     redis.call('ZADD', slots, now + window_ms, token)
   end
   expire_slots(slots, now)
-  settle(slots, wait, delayed, ckey, now)
+  settle(slots, wait, ckey, now)
   bound_slots(slots)
 end
 
@@ -208,30 +262,4 @@ local function flush_finished()
   if waiting_delta ~= 0 then redis.call('HINCRBY', STATS, 'waiting', waiting_delta) end
   for status, ids in pairs(by_status) do redis.call('RPUSH', IDX[status], unpack(ids)) end
   final_counts, by_status, waiting_delta = {}, {}, 0
-end
-
--- Workers sleep until the earliest delayed entry they know of. A script that
--- may put an earlier one in front calls this before and after: when the head
--- moved earlier, one idle worker is woken to look again and reset its timer.
-local function delayed_head(delayed)
-  local d = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
-  if d[2] then return tonumber(d[2]) end
-  return nil
-end
-
-local function wake_if_earlier(delayed, marker, before)
-  local after = delayed_head(delayed)
-  if after ~= nil and (before == nil or after < before) and redis.call('LLEN', marker) == 0 then
-    redis.call('LPUSH', marker, '1')
-  end
-end
-
--- ms until the next delayed entry or lease deadline, or -1 for none: what a
--- worker's timer should wait for. Relative, so no worker clock is involved.
-local function next_in_ms(delayed, leases, now)
-  local next_at = delayed_head(delayed)
-  local l = redis.call('ZRANGE', leases, 0, 0, 'WITHSCORES')
-  if l[2] and (next_at == nil or tonumber(l[2]) < next_at) then next_at = tonumber(l[2]) end
-  if next_at == nil then return -1 end
-  return math.max(0, next_at - now)
 end

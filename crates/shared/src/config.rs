@@ -58,6 +58,14 @@ pub struct WorkerConfig {
     /// On SIGTERM/SIGINT, how long running jobs get to finish.
     #[serde(default = "default_grace_s", deserialize_with = "seconds")]
     pub grace_s: f64,
+    /// The tags whose jobs this worker runs; default `["default"]`. In the
+    /// environment, `SLUICE_WORKER__TAGS=a,b`.
+    #[serde(default = "default_tags")]
+    pub tags: Vec<String>,
+}
+
+fn default_tags() -> Vec<String> {
+    vec![crate::keys::DEFAULT_TAG.to_string()]
 }
 
 impl Default for WorkerConfig {
@@ -67,6 +75,7 @@ impl Default for WorkerConfig {
             metrics_addr: None,
             lease_s: default_lease_s(),
             grace_s: default_grace_s(),
+            tags: default_tags(),
         }
     }
 }
@@ -114,6 +123,9 @@ pub struct ScriptConfig {
     /// First retry delay; each further retry doubles it.
     #[serde(default = "default_backoff_s", deserialize_with = "seconds")]
     pub backoff_s: f64,
+    /// Which workers run it: those with this tag in `[worker] tags`;
+    /// `default` when unset.
+    pub tag: Option<String>,
 }
 
 /// A concurrency limit as the config states it: `{ max, window_s, key }`.
@@ -139,6 +151,9 @@ pub struct FlowConfig {
     /// The steps, run in order; at least one.
     #[serde(default)]
     pub steps: Vec<StepConfig>,
+    /// Which workers drive its runs, and run its steps whose script names
+    /// no tag of its own (and its inline commands); `default` when unset.
+    pub tag: Option<String>,
 }
 
 /// One step of a flow: a script of the config, or an inline command.
@@ -347,6 +362,8 @@ impl Config {
                 .prefix_separator("_")
                 .separator("__")
                 .try_parsing(true)
+                .list_separator(",")
+                .with_list_parse_key("worker.tags")
                 .source(Some(env)),
         );
         // An unknown key may come from the file or from a SLUICE_... variable.
@@ -431,6 +448,12 @@ impl Config {
             ));
         }
         non_negative(self.worker.grace_s, "worker.grace_s")?;
+        if self.worker.tags.is_empty() {
+            return Err(bad("worker.tags", "must name at least one tag".into()));
+        }
+        for t in &self.worker.tags {
+            crate::tags::check_tag(t, "worker.tags").map_err(config_error)?;
+        }
         for (path, s) in &self.scripts {
             let at = format!("scripts.{path:?}");
             if let Some(cmd) = &s.command {
@@ -446,6 +469,9 @@ impl Config {
                 ));
             }
             non_negative(s.backoff_s, &format!("{at}.backoff_s"))?;
+            if let Some(t) = &s.tag {
+                crate::tags::check_tag(t, &format!("{at}.tag")).map_err(config_error)?;
+            }
             if let Some(l) = &s.concurrency {
                 l.to_limit(&format!("{at}.concurrency"))?;
             }
@@ -454,6 +480,9 @@ impl Config {
             let at = format!("flows.{path:?}");
             if let Some(l) = &f.concurrency {
                 l.to_limit(&format!("{at}.concurrency"))?;
+            }
+            if let Some(t) = &f.tag {
+                crate::tags::check_tag(t, &format!("{at}.tag")).map_err(config_error)?;
             }
             if f.steps.is_empty() {
                 return Err(bad(
@@ -466,6 +495,31 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The tag of a script's jobs run on their own.
+    pub fn script_tag(&self, path: &str) -> &str {
+        self.scripts
+            .get(path)
+            .and_then(|s| s.tag.as_deref())
+            .unwrap_or(crate::keys::DEFAULT_TAG)
+    }
+
+    /// The tag of a flow's runs.
+    pub fn flow_tag(&self, path: &str) -> &str {
+        self.flows
+            .get(path)
+            .and_then(|f| f.tag.as_deref())
+            .unwrap_or(crate::keys::DEFAULT_TAG)
+    }
+
+    /// The tag of a flow's step: its script's own, else the flow's.
+    pub fn step_tag(&self, flow: &str, step: &StepConfig) -> &str {
+        step.script
+            .as_deref()
+            .and_then(|p| self.scripts.get(p))
+            .and_then(|s| s.tag.as_deref())
+            .unwrap_or_else(|| self.flow_tag(flow))
     }
 
     fn validate_step(&self, flow_at: &str, i: usize, flow: &FlowConfig) -> Result<()> {
@@ -623,6 +677,14 @@ pub fn load_for_cli(path: Option<&Path>) -> Result<Config> {
         None => Err(Error::Config(
             "no config file: pass --config PATH, set SLUICE_CONFIG, or put a sluice.toml in the current directory".into(),
         )),
+    }
+}
+
+/// A check's error as a config error, naming the setting.
+fn config_error(e: Error) -> Error {
+    match e {
+        Error::Invalid { what, reason } => Error::Config(format!("{what}: {reason}")),
+        other => other,
     }
 }
 
@@ -861,6 +923,21 @@ concurrency = { max = 5, window_s = 1 }
         assert_eq!(c.worker.concurrency, 2);
         let e = load("", &[("SLUICE_WORKER__CONCURRENCY", "2.5")]).unwrap_err();
         assert!(e.to_string().contains("concurrency"), "{e}");
+    }
+
+    #[test]
+    fn worker_tags_come_from_the_file_or_the_environment() {
+        assert_eq!(load("", &[]).unwrap().worker.tags, ["default"]);
+        let c = load("", &[("SLUICE_WORKER__TAGS", "gpu,eu")]).unwrap();
+        assert_eq!(c.worker.tags, ["gpu", "eu"]);
+        let c = load("[worker]\ntags = [\"a\"]", &[]).unwrap();
+        assert_eq!(c.worker.tags, ["a"]);
+        let e = load("[worker]\ntags = []", &[]).unwrap_err().to_string();
+        assert!(e.contains("worker.tags"), "{e}");
+        let e = load("[scripts.\"f/x\"]\ntag = \"a b\"", &[])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scripts.\"f/x\".tag"), "{e}");
     }
 
     #[test]

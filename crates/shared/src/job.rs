@@ -140,6 +140,8 @@ pub struct Job {
     pub workspace: String,
     /// What it runs: a script, a flow run or a flow's step.
     pub kind: JobKind,
+    /// Which workers run it: those serving this tag.
+    pub tag: String,
     /// The job's input, a JSON object.
     pub args: Value,
     /// The resolved concurrency key, when the job has a limit.
@@ -212,6 +214,9 @@ impl Job {
             workspace: spec.workspace,
             // An unknown kind is a damaged spec; it runs as a script would.
             kind: JobKind::parse(&spec.kind).unwrap_or(JobKind::Script),
+            tag: spec
+                .tag
+                .unwrap_or_else(|| crate::keys::DEFAULT_TAG.to_string()),
             args: spec.args,
             max: spec.max.filter(|_| limited),
             window_ms: spec.window_ms.filter(|_| limited),
@@ -282,6 +287,8 @@ pub struct Spec {
     pub step: String,
     /// For a for-each iteration: its position.
     pub iter: Option<u32>,
+    /// Its tag, when not [`crate::keys::DEFAULT_TAG`].
+    pub tag: Option<String>,
     /// The job's input, a JSON object; stored last.
     #[serde(default)]
     pub args: Value,
@@ -325,6 +332,9 @@ pub struct NewJob {
     pub parent: Option<StepOf>,
     /// The caller's idempotency key, checked.
     pub idempotency_key: Option<String>,
+    /// Which workers run it: its script's tag, or for a step its flow's
+    /// when the script names none.
+    pub tag: String,
 }
 
 /// Which flow run a step's job belongs to, and where in it.
@@ -402,7 +412,8 @@ impl NewJob {
             let limit = stamped_limit(&flow.concurrency, &at)?;
             let default_key = format!("{}/{}", req.workspace, req.path);
             // A flow's driver is not retried: a failed step already had its retries.
-            let job = NewJob::new(req, limit, default_key, 1, JobKind::Flow, None)?;
+            let mut job = NewJob::new(req, limit, default_key, 1, JobKind::Flow, None)?;
+            job.tag = config.flow_tag(&req.path).to_string();
             check_steps_at_enqueue(config, &req.path, flow, &job, &req.args)?;
             return Ok(job);
         }
@@ -413,14 +424,16 @@ impl NewJob {
         let at = format!("scripts.{:?}.concurrency", req.path);
         let limit = stamped_limit(&script.concurrency, &at)?;
         let default_key = format!("{}/script/{}", req.workspace, req.path);
-        NewJob::new(
+        let mut job = NewJob::new(
             req,
             limit,
             default_key,
             script.max_attempts as u32,
             JobKind::Script,
             None,
-        )
+        )?;
+        job.tag = config.script_tag(&req.path).to_string();
+        Ok(job)
     }
 
     /// A job for one step (or one for-each iteration) of a flow run.
@@ -465,14 +478,17 @@ impl NewJob {
                 )
             }
         };
-        NewJob::new(
+        let tag = config.step_tag(&step_of.flow_path, step).to_string();
+        let mut job = NewJob::new(
             &req,
             limit,
             default_key,
             attempts as u32,
             JobKind::Step,
             Some(step_of),
-        )
+        )?;
+        job.tag = tag;
+        Ok(job)
     }
 
     fn new(
@@ -545,10 +561,11 @@ impl NewJob {
             delay_ms: req.delay_ms,
             kind,
             parent,
+            tag: crate::keys::DEFAULT_TAG.to_string(),
         })
     }
 
-    /// Adds this job's key and its 6 values to an enqueue.lua or drive.lua
+    /// Adds this job's key and its 7 values to an enqueue.lua or drive.lua
     /// call (see write_job in jobs.lua).
     pub fn push(&self, keys: &crate::Keys, call: &mut crate::scripts::Invocation) {
         let (max, window) = match self.limit {
@@ -561,6 +578,7 @@ impl NewJob {
             .arg(&self.ckey)
             .arg(max)
             .arg(window)
+            .arg(&self.tag)
             .arg(self.spec_tail());
     }
 
@@ -594,6 +612,10 @@ impl NewJob {
         }
         if self.max_attempts != DEFAULT_MAX_ATTEMPTS {
             out += &format!(",\"max_attempts\":{}", self.max_attempts);
+        }
+        // The scripts read it without decoding (tag_of in queues.lua).
+        if self.tag != crate::keys::DEFAULT_TAG {
+            out += &format!(",\"tag\":{}", q(&self.tag));
         }
         if let Some(p) = &self.parent {
             out += &format!(

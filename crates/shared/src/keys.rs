@@ -7,11 +7,12 @@
 //! | `{p}:jobs` | hash | job id -> its spec, JSON written once at enqueue: `created_at`, `path`, `workspace`, the stamped limit (`ckey`, `max`, `window_ms`), `max_attempts` when not 3, `kind`, `parent`, `flow`, `step`, `iter` for a flow's step, and `args` last |
 //! | `{p}:state` | hash | job id -> `<status> <attempt> <since>[ <word>...]`: status, attempts started, the Unix ms it entered that status (for scheduled: when it falls due), then `ready=<ms>` once waiting, running or finished when it became ready other than at its creation, `started=<ms>` once finished, `drive=active\|parked\|queued` for a flow run, `cancel` when a cancel was requested while running, `dirty` when a step of a driving flow ended |
 //! | `{p}:results` | hash | job id -> its result JSON (succeeded) or its last error text |
-//! | `{p}:ready` | list | entries ready to run, FIFO |
-//! | `{p}:delayed` | zset | entries due at a known Unix ms: delayed jobs, retries, waiting jobs at their slot, and `wake <K>` (look at key K's waiters again then) |
+//! | `{p}:tags` | set | every tag in use (registered by the workers that serve it and the producers that enqueue to it); scripts declare the queues of each |
+//! | `{p}:ready:<T>` | list | entries of tag T ready to run, FIFO |
+//! | `{p}:delayed:<T>` | zset | entries of tag T due at a known Unix ms: delayed jobs, retries, waiting jobs at their slot, and `wake <K>` (look at key K's waiters again then) |
 //! | `{p}:leases` | zset | names of lease keys, scored by their deadline (Unix ms) |
 //! | `{p}:lease:<worker>:<n>` | list | the jobs one admit.lua call gave a worker, an item `<attempt> <entry>` each (lease.rs); gone once they have all ended (or been recovered) |
-//! | `{p}:marker` | list | a wake-up token for idle workers (BLPOP) |
+//! | `{p}:marker:<T>` | list | a wake-up token for idle workers of tag T (BLPOP) |
 //! | `{p}:stats` | hash | `active` (unfinished jobs), `waiting` (of those, waiting on a limit), and the `succeeded`, `failed`, `cancelled` jobs stored (retention lowers them) |
 //! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#f` a flow run (for its whole run), `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation, and `pause` (no slot: the key admits nothing until its score) ; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
@@ -25,6 +26,8 @@
 //! Jobs live in three namespace-wide hashes rather than a key each, so that a
 //! script reads or writes a whole batch of jobs with one command per hash.
 
+use std::sync::{Arc, RwLock};
+
 /// What a field of the limits hash starts with when it holds a limit set at
 /// run time, followed by its key (no key holds a control character).
 pub const OVERRIDE_MARK: char = '\u{1f}';
@@ -34,10 +37,24 @@ pub fn override_field(ckey: &str) -> String {
     format!("{OVERRIDE_MARK}{ckey}")
 }
 
-/// The Redis key names of one namespace (one `prefix`).
+/// The tag of a job whose script or flow names none, and of a worker's
+/// config that lists none.
+pub const DEFAULT_TAG: &str = "default";
+
+/// The Redis key names of one namespace (one `prefix`), with this process's
+/// view of the namespace's tags registry, shared by every clone.
 #[derive(Clone, Debug)]
 pub struct Keys {
     base: String,
+    tags: Arc<RwLock<TagView>>,
+}
+
+/// The tags a process knows are registered, and those it must register
+/// itself (a worker's own).
+#[derive(Debug, Default)]
+struct TagView {
+    known: Arc<Vec<String>>,
+    own: Arc<Vec<String>>,
 }
 
 impl Keys {
@@ -45,6 +62,7 @@ impl Keys {
     pub fn new(prefix: &str) -> Self {
         Keys {
             base: format!("{{{prefix}}}:"),
+            tags: Arc::default(),
         }
     }
 
@@ -64,14 +82,18 @@ impl Keys {
     pub fn results(&self) -> String {
         self.key("results")
     }
-    /// Entries ready to run, FIFO (a list).
-    pub fn ready(&self) -> String {
-        self.key("ready")
+    /// Every tag in use (a set); see [`Keys::known_tags`].
+    pub fn tags_registry(&self) -> String {
+        self.key("tags")
     }
-    /// Entries due at a known Unix ms: delayed jobs, retries, waiting jobs at
-    /// their slot (a sorted set).
-    pub fn delayed(&self) -> String {
-        self.key("delayed")
+    /// Entries of tag `tag` ready to run, FIFO (a list).
+    pub fn ready(&self, tag: &str) -> String {
+        self.key(&format!("ready:{tag}"))
+    }
+    /// Entries of tag `tag` due at a known Unix ms: delayed jobs, retries,
+    /// waiting jobs at their slot (a sorted set).
+    pub fn delayed(&self, tag: &str) -> String {
+        self.key(&format!("delayed:{tag}"))
     }
     /// Names of lease keys, scored by their deadline in Unix ms.
     pub fn leases(&self) -> String {
@@ -81,9 +103,9 @@ impl Keys {
     pub fn lease(&self, batch: &str) -> String {
         self.key(&format!("lease:{batch}"))
     }
-    /// A wake-up token for idle workers, which block on it (BLPOP).
-    pub fn marker(&self) -> String {
-        self.key("marker")
+    /// A wake-up token for idle workers of tag `tag`, which block on it (BLPOP).
+    pub fn marker(&self, tag: &str) -> String {
+        self.key(&format!("marker:{tag}"))
     }
     /// Job counts: `active` (unfinished), `waiting`, `succeeded`, `failed`, `cancelled`.
     pub fn stats(&self) -> String {
@@ -114,22 +136,60 @@ impl Keys {
         self.key(&format!("idx:status:{status}"))
     }
     /// The keys every script but limit_state.lua declares first, in the
-    /// order records.lua names them.
+    /// order records.lua names them: the namespace's own, then the queues
+    /// of every tag this process knows is registered.
     pub fn namespace(&self) -> Vec<String> {
-        vec![
+        let known = self.known_tags();
+        let mut keys = Vec::with_capacity(10 + 3 * known.len());
+        keys.extend([
             self.jobs(),
             self.state(),
             self.results(),
-            self.ready(),
-            self.delayed(),
             self.leases(),
-            self.marker(),
             self.stats(),
             self.limits(),
             self.idx_status("succeeded"),
             self.idx_status("failed"),
             self.idx_status("cancelled"),
-        ]
+            self.tags_registry(),
+        ]);
+        for tag in known.iter() {
+            keys.extend([self.ready(tag), self.delayed(tag), self.marker(tag)]);
+        }
+        keys
+    }
+
+    /// The tags this process last read from the registry, sorted.
+    pub fn known_tags(&self) -> Arc<Vec<String>> {
+        self.view().known.clone()
+    }
+
+    /// Whether the registry held `tag` when this process last read it.
+    pub fn knows_tag(&self, tag: &str) -> bool {
+        self.view().known.iter().any(|t| t == tag)
+    }
+
+    /// Records what the registry holds (read by [`crate::tags`]).
+    pub fn set_known_tags(&self, mut tags: Vec<String>) {
+        tags.sort();
+        tags.dedup();
+        self.tags.write().unwrap_or_else(|e| e.into_inner()).known = Arc::new(tags);
+    }
+
+    /// The tags this process serves (a worker's), registered again whenever
+    /// it reads the registry.
+    pub fn own_tags(&self) -> Arc<Vec<String>> {
+        self.view().own.clone()
+    }
+
+    /// Sets the tags this process serves.
+    pub fn set_own_tags(&self, tags: Vec<String>) {
+        self.tags.write().unwrap_or_else(|e| e.into_inner()).own = Arc::new(tags);
+    }
+
+    fn view(&self) -> std::sync::RwLockReadGuard<'_, TagView> {
+        // A panic elsewhere while holding the lock leaves a valid view.
+        self.tags.read().unwrap_or_else(|e| e.into_inner())
     }
     /// A flow run's state: `entry` (its queue entry), `fstep` (the step it
     /// is at), `fe_total`/`fe_next` (that for-each step's size and next
@@ -181,12 +241,16 @@ mod tests {
             k.slots("default/script/f/x"),
             "{sluice}:slots:default/script/f/x"
         );
-        assert_eq!(k.namespace().len(), 12);
+        assert_eq!(k.namespace().len(), 10);
+        k.set_known_tags(vec!["b".into(), "a".into(), "a".into()]);
+        assert_eq!(k.namespace().len(), 16);
+        assert_eq!(k.namespace()[10], "{sluice}:ready:a");
+        assert_eq!(k.clone().known_tags(), k.known_tags());
         for key in k.namespace().into_iter().chain([
-            k.ready(),
-            k.delayed(),
+            k.ready("a"),
+            k.delayed("a"),
             k.leases(),
-            k.marker(),
+            k.marker("a"),
             k.stats(),
             k.wait("a"),
         ]) {

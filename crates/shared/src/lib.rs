@@ -14,6 +14,7 @@ pub mod records;
 pub mod redis_conn;
 pub mod scripts;
 pub mod state;
+pub mod tags;
 pub mod template;
 
 pub use config::{Config, LimitConfig};

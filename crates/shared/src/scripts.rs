@@ -1,6 +1,7 @@
 //! The one place that owns the Lua scripts. Each lives in its own file under
 //! `lua/`, with a header listing its KEYS, ARGV and return value; every one
-//! gets the helper files `lua/records.lua`, `lua/slots.lua` and `lua/jobs.lua` prepended,
+//! gets the helper files `lua/records.lua`, `lua/queues.lua`, `lua/slots.lua`
+//! and `lua/jobs.lua` prepended,
 //! and admit.lua and ack.lua also `lua/acks.lua`. Calls go out as EVALSHA,
 //! singly or pipelined, and a NOSCRIPT reply (a restarted Redis) loads every
 //! script again and retries once.
@@ -13,6 +14,7 @@ use redis::{aio::ConnectionLike, FromRedisValue, ToRedisArgs};
 use crate::error::Result;
 
 const RECORDS_LIB: &str = include_str!("../lua/records.lua");
+const QUEUES_LIB: &str = include_str!("../lua/queues.lua");
 const SLOTS_LIB: &str = include_str!("../lua/slots.lua");
 const JOBS_LIB: &str = include_str!("../lua/jobs.lua");
 const ACKS_LIB: &str = include_str!("../lua/acks.lua");
@@ -43,7 +45,8 @@ impl Script {
         // its first write that needs memory, never after a write, so a
         // script is never cut half way; and scripts that only free memory
         // (purge, prune, recover) still run when Redis is full.
-        let source = format!("{RECORDS_LIB}\n{SLOTS_LIB}\n{JOBS_LIB}\n{extra}\n{body}");
+        let source =
+            format!("{RECORDS_LIB}\n{QUEUES_LIB}\n{SLOTS_LIB}\n{JOBS_LIB}\n{extra}\n{body}");
         let hash = redis::Script::new(&source).get_hash().to_string();
         Script { name, source, hash }
     }
@@ -54,15 +57,18 @@ impl Script {
             script: self,
             keys: Vec::new(),
             args: Vec::new(),
+            ns: None,
         }
     }
 
     /// Starts a call that declares the namespace's keys first, as every
     /// script but limit_state.lua expects (see records.lua).
     pub fn call_in(&'static self, keys: &crate::Keys) -> Invocation {
+        let ns = keys.namespace();
         Invocation {
             script: self,
-            keys: keys.namespace(),
+            ns: Some((keys.clone(), ns.len())),
+            keys: ns,
             args: Vec::new(),
         }
     }
@@ -160,6 +166,9 @@ pub struct Invocation {
     script: &'static Script,
     keys: Vec<String>,
     args: Vec<Vec<u8>>,
+    /// For a call that declares the namespace: its keys, and how many of
+    /// the call's keys are the namespace's (they change with the tags).
+    ns: Option<(crate::Keys, usize)>,
 }
 
 impl Invocation {
@@ -181,25 +190,49 @@ impl Invocation {
     }
 
     fn cmd(&self) -> redis::Cmd {
+        self.cmd_with(&self.keys)
+    }
+
+    fn cmd_with(&self, keys: &[String]) -> redis::Cmd {
         let mut cmd = redis::cmd("EVALSHA");
         cmd.arg(&self.script.hash)
-            .arg(self.keys.len())
-            .arg(&self.keys)
+            .arg(keys.len())
+            .arg(keys)
             .arg(&self.args);
         cmd
     }
 
     /// Runs the call (EVALSHA) and reads its reply. A NOSCRIPT reply loads
-    /// every script and retries once.
+    /// every script and retries once. A STALETAGS reply (a tag was
+    /// registered since this process read the registry; nothing was
+    /// written) reads the registry and calls again with the new queues.
     pub async fn query<T: FromRedisValue, C: ConnectionLike>(&self, con: &mut C) -> Result<T> {
-        count_round_trip();
-        match self.cmd().query_async(con).await {
-            Err(e) if is_noscript(&e) => {
-                scripts().load_all(con).await?;
-                Ok(self.cmd().query_async(con).await?)
+        let mut keys = std::borrow::Cow::Borrowed(&self.keys);
+        // Tags are only ever added, and by hand or at a process's start:
+        // more than a few in a row would be a registry that keeps changing.
+        for _ in 0..4 {
+            count_round_trip();
+            let got = match self.cmd_with(&keys).query_async(con).await {
+                Err(e) if is_noscript(&e) => {
+                    scripts().load_all(con).await?;
+                    self.cmd_with(&keys).query_async(con).await
+                }
+                other => other,
+            };
+            match (got, &self.ns) {
+                (Err(e), Some((ns_keys, n))) if crate::tags::is_stale(&e) => {
+                    crate::tags::refresh(ns_keys, con, &[]).await?;
+                    let mut fresh = ns_keys.namespace();
+                    fresh.extend_from_slice(&self.keys[*n..]);
+                    keys = std::borrow::Cow::Owned(fresh);
+                }
+                (got, _) => return Ok(got?),
             }
-            other => Ok(other?),
         }
+        Err(crate::Error::invalid(
+            "tags registry",
+            "it changed under every one of 4 calls in a row",
+        ))
     }
 }
 

@@ -41,6 +41,8 @@ struct Dispatcher {
     /// Told whenever an execution ends: there is room again.
     freed: Arc<Notify>,
     lease_ms: u64,
+    /// The tags this worker serves, as admit.lua takes them.
+    served: String,
     /// Names this worker's lease keys: `<worker id>:<n>`.
     worker_id: String,
     batches: std::sync::atomic::AtomicU64,
@@ -77,6 +79,11 @@ pub async fn run<S: Future<Output = ()> + Send>(
     redis_conn::check_eviction(&pool).await;
     scripts().load_all(&mut *pool.get().await?).await?;
     let keys = Keys::new(&config.prefix);
+    // The worker's tags are registered before its first call, and again
+    // whenever it reads the registry (a namespace flushed by hand).
+    keys.set_own_tags(config.worker.tags.clone());
+    sluice_shared::tags::refresh(&keys, &mut *pool.get().await?, &[]).await?;
+    crate::routing::warn_unrunnable(&config, &handlers);
     let lease = Duration::from_millis(config.lease_ms());
     let running = Running::default();
     let acks = Arc::new(Acks::default());
@@ -109,11 +116,12 @@ pub async fn run<S: Future<Output = ()> + Send>(
             .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr: {e}")))?;
         metrics::serve(addr, pool.clone(), keys.clone(), running.clone()).await?;
     }
-    tracing::info!(prefix = %config.prefix, concurrency, handlers = handlers.len(), "worker started");
+    tracing::info!(prefix = %config.prefix, concurrency, handlers = handlers.len(), tags = ?config.worker.tags, "worker started");
 
     let grace = Duration::from_secs_f64(config.worker.grace_s);
     let d = Dispatcher {
         lease_ms: config.lease_ms(),
+        served: config.worker.tags.join(" "),
         shared: Arc::new(Shared {
             config: Arc::new(config),
             handlers: Arc::new(handlers),
@@ -256,7 +264,7 @@ impl Dispatcher {
         let lease: Arc<str> = self.keys.lease(&format!("{}:{n}", self.worker_id)).into();
         let mut admit = scripts().admit.call_in(&self.keys);
         admit.key(lease.to_string());
-        admit.arg(self.lease_ms).arg(room);
+        admit.arg(self.lease_ms).arg(room).arg(&self.served);
         let ended = self.acks.take(crate::ack::BATCH);
         push_section(&mut admit, &self.keys, &ended, &ckeys);
         let timer = std::time::Instant::now();

@@ -304,6 +304,11 @@ async fn park(
     children: Vec<NewJob>,
 ) -> Result<Outcome> {
     let keys = d.keys;
+    // A step's tag may be one no process has registered yet.
+    let mut tags: Vec<&str> = children.iter().map(|c| c.tag.as_str()).collect();
+    tags.sort_unstable();
+    tags.dedup();
+    sluice_shared::tags::ensure(keys, &mut *d.con, &tags).await?;
     let mut call = scripts().drive.call_in(keys);
     call.key(d.state.clone());
     let total = total.map(|t| t.to_string()).unwrap_or_default();

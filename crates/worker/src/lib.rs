@@ -27,6 +27,7 @@ mod handler;
 mod lease;
 mod metrics;
 mod retention;
+mod routing;
 mod running;
 mod supervise;
 mod wake;

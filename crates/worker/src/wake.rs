@@ -1,5 +1,6 @@
-//! Idle workers block on the marker list instead of polling: enqueue.lua and
-//! claim.lua push a token when there is work, and one blocked worker takes it.
+//! Idle workers block on the marker lists of their tags instead of polling:
+//! the scripts push a token on a tag's marker when there is work of that tag
+//! (flush_queues in queues.lua), and one blocked worker of the tag takes it.
 //! The BLPOP runs on a connection of its own with no response timeout.
 
 use std::sync::Arc;
@@ -39,17 +40,18 @@ pub async fn listen(
                 return;
             }
             sluice_shared::scripts::count_round_trip();
+            let markers: Vec<String> = keys.own_tags().iter().map(|t| keys.marker(t)).collect();
             let got: redis::RedisResult<Option<(String, String)>> = redis::cmd("BLPOP")
-                .arg(keys.marker())
+                .arg(&markers)
                 .arg(SAFETY_WAKE.as_secs())
                 .query_async(&mut con)
                 .await;
             match got {
                 Ok(token) => {
-                    if token.is_some() && !*listening.borrow() {
+                    if let Some((marker, _)) = token.filter(|_| !*listening.borrow()) {
                         // Filled up meanwhile: hand the token on to another worker.
                         let _: redis::RedisResult<()> = redis::cmd("LPUSH")
-                            .arg(keys.marker())
+                            .arg(marker)
                             .arg("1")
                             .query_async(&mut con)
                             .await;
