@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_producer::{Client, Job, JobRequest, RunsQuery};
+use sluice_producer::{Client, Job, JobId, JobRequest, RunsQuery};
 use sluice_tests::*;
 
 const CONFIG: &str = r#"
@@ -85,7 +85,7 @@ id = "wait"
 command = ["sleep", "300"]
 "#;
 
-async fn start(client: &Client, path: &str, args: serde_json::Value, n: usize) -> Vec<String> {
+async fn start(client: &Client, path: &str, args: serde_json::Value, n: usize) -> Vec<JobId> {
     let reqs: Vec<JobRequest> = (0..n)
         .map(|_| JobRequest::new(path, args.clone()))
         .collect();
@@ -99,7 +99,7 @@ async fn jobs_of_key(client: &Client, key: &str) -> Vec<Job> {
         limit: 10_000,
         ..Default::default()
     };
-    let ids: Vec<String> = client
+    let ids: Vec<JobId> = client
         .runs(&q)
         .await
         .unwrap()
@@ -127,7 +127,7 @@ async fn step_job(client: &Client, flow_id: &str, step: &str) -> Job {
             })
             .await
             .unwrap();
-        let ids: Vec<String> = all.into_iter().map(|j| j.id).collect();
+        let ids: Vec<JobId> = all.into_iter().map(|j| j.id).collect();
         let found = client
             .jobs(&ids)
             .await
@@ -264,7 +264,7 @@ async fn a_failing_step_fails_the_flow_and_frees_its_slot_after_the_window() {
         })
         .await
         .unwrap();
-    let ids_all: Vec<String> = all.iter().map(|j| j.id.clone()).collect();
+    let ids_all: Vec<JobId> = all.iter().map(|j| j.id.clone()).collect();
     let steps: Vec<String> = client
         .jobs(&ids_all)
         .await

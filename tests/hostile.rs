@@ -525,7 +525,7 @@ async fn a_damaged_step_record_fails_the_step_and_tells_its_flow() {
             .arg(env.key("jobs"))
             .query(&mut r)
             .unwrap();
-        if let Some((id, _)) = all.iter().find(|(_, spec)| spec.contains(&run)) {
+        if let Some((id, _)) = all.iter().find(|(_, spec)| spec.contains(run.as_str())) {
             break id.clone();
         }
         std::thread::sleep(std::time::Duration::from_millis(10));

@@ -29,12 +29,12 @@ fn req(path: &str, ws: &str, args: serde_json::Value) -> JobRequest {
     r
 }
 
-fn ids_of(jobs: &[sluice_producer::Job]) -> Vec<String> {
+fn ids_of(jobs: &[sluice_producer::Job]) -> Vec<sluice_producer::JobId> {
     jobs.iter().map(|j| j.id.clone()).collect()
 }
 
 /// Newest first, as ids are UUIDv7 made in enqueue order.
-fn newest_first(mut ids: Vec<String>) -> Vec<String> {
+fn newest_first<T: Ord>(mut ids: Vec<T>) -> Vec<T> {
     ids.sort();
     ids.reverse();
     ids

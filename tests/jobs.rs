@@ -256,11 +256,11 @@ async fn a_mixed_batch_lands_in_order() {
     assert_eq!(
         ready,
         vec![
-            ids[0].clone(),
+            ids[0].to_string(),
             format!("{} default/t/a", ids[1]),
-            ids[2].clone(),
-            plain[0].clone(),
-            plain[1].clone(),
+            ids[2].to_string(),
+            plain[0].to_string(),
+            plain[1].to_string(),
         ]
     );
     let jobs = client.jobs(&[ids.clone(), plain].concat()).await.unwrap();

@@ -25,7 +25,7 @@ concurrency = {{ max = {max}, window_s = 0, key = "s" }}
 }
 
 /// Each job's (start, end) from its own log, by start.
-fn spans(log: &std::path::Path, ids: &[String]) -> Vec<(i64, i64)> {
+fn spans(log: &std::path::Path, ids: &[sluice_producer::JobId]) -> Vec<(i64, i64)> {
     let lines = read_command_log(log);
     let mut spans: Vec<(i64, i64)> = ids
         .iter()

@@ -215,8 +215,12 @@ async fn a_key_shared_by_two_tags_holds_one_limit_in_fifo_order() {
         );
     }
     // ... and in the order they were enqueued, across the two tags.
-    let order: Vec<&String> = events.iter().filter(|e| e.1).map(|e| e.2).collect();
-    let want: Vec<&String> = ids.iter().collect();
+    let order: Vec<&str> = events
+        .iter()
+        .filter(|e| e.1)
+        .map(|e| e.2.as_str())
+        .collect();
+    let want: Vec<&str> = ids.iter().map(|i| i.as_str()).collect();
     assert_eq!(order, want, "starts out of enqueue order");
     // Both services took part.
     for (service, path, ..) in &ran {

@@ -4,7 +4,7 @@
 //! the throttled attempt does not count. `sluice pause` and `resume` do the
 //! same by hand.
 
-use sluice_producer::JobRequest;
+use sluice_producer::{JobId, JobRequest};
 use sluice_tests::*;
 
 fn config(log: &std::path::Path, flag: &std::path::Path) -> String {
@@ -86,7 +86,7 @@ async fn exit_75_pauses_the_key_and_other_keys_go_on() {
         .collect();
     reqs.extend((0..4).map(|_| JobRequest::new("f/other", json!({}))));
     let more = client.enqueue_batch(&reqs).await.unwrap();
-    let all: Vec<String> = std::iter::once(first.clone()).chain(more).collect();
+    let all: Vec<JobId> = std::iter::once(first.clone()).chain(more).collect();
     let jobs = env.finish(&client, &all).await;
     assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
     // The throttled attempt did not count: max_attempts is 1, and the job

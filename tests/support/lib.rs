@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sluice_producer::{Client, Job, JobRequest};
+use sluice_producer::{Client, Job, JobId, JobRequest};
 use sluice_shared::Config;
 
 pub use serde_json::json;
@@ -231,7 +231,7 @@ impl TestEnv {
         child.wait_with_output().unwrap()
     }
 
-    pub async fn enqueue(&self, client: &Client, path: &str, args: Value, n: usize) -> Vec<String> {
+    pub async fn enqueue(&self, client: &Client, path: &str, args: Value, n: usize) -> Vec<JobId> {
         let reqs: Vec<JobRequest> = (0..n)
             .map(|_| JobRequest::new(path, args.clone()))
             .collect();
@@ -239,7 +239,7 @@ impl TestEnv {
     }
 
     /// Waits for the jobs to finish and reads them back.
-    pub async fn finish(&self, client: &Client, ids: &[String]) -> Vec<Job> {
+    pub async fn finish<I: AsRef<str>>(&self, client: &Client, ids: &[I]) -> Vec<Job> {
         let out = client.wait(ids, Some(PATIENCE)).await.unwrap();
         assert!(
             !out.timed_out,
@@ -372,7 +372,7 @@ pub fn write_file(dir: &Path, name: &str, body: &str) -> PathBuf {
 }
 
 /// Waits until at least `n` of `ids` are running.
-pub async fn wait_running(client: &Client, ids: &[String], n: usize) {
+pub async fn wait_running<I: AsRef<str>>(client: &Client, ids: &[I], n: usize) {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let jobs = client.jobs(ids).await.unwrap();

@@ -171,7 +171,7 @@ impl Bench {
                     .map_err(|e| e.to_string())?,
             );
         }
-        Ok(ids)
+        Ok(ids.into_iter().map(String::from).collect())
     }
 
     fn stat(&mut self, field: &str) -> i64 {

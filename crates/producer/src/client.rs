@@ -5,7 +5,7 @@ use sluice_shared::error::{Error, Result};
 use sluice_shared::job::{Job, JobRequest, NewJob};
 use sluice_shared::records::{read_jobs, read_specs};
 use sluice_shared::scripts::scripts;
-use sluice_shared::{redis_conn, Config, Keys};
+use sluice_shared::{redis_conn, Config, JobId, Keys};
 
 /// Jobs written per enqueue.lua call: large enough to amortise the round trip,
 /// small enough not to stall Redis for other clients.
@@ -66,7 +66,7 @@ impl Client {
     }
 
     /// Enqueues one job and returns its id.
-    pub async fn enqueue(&self, req: JobRequest) -> Result<String> {
+    pub async fn enqueue(&self, req: JobRequest) -> Result<JobId> {
         Ok(self
             .enqueue_batch(std::slice::from_ref(&req))
             .await?
@@ -80,7 +80,7 @@ impl Client {
     /// or the connection fails while Redis has a call, the error is
     /// [`Error::PartlyEnqueued`], with the ids that were written and those
     /// that may have been.
-    pub async fn enqueue_batch(&self, reqs: &[JobRequest]) -> Result<Vec<String>> {
+    pub async fn enqueue_batch(&self, reqs: &[JobRequest]) -> Result<Vec<JobId>> {
         let jobs = reqs
             .iter()
             .enumerate()
@@ -97,7 +97,7 @@ impl Client {
         tags.sort_unstable();
         tags.dedup();
         sluice_shared::tags::ensure(&self.keys, &mut *con, &tags).await?;
-        let mut ids: Vec<String> = jobs.iter().map(|j| j.id.clone()).collect();
+        let mut ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
         for (n, chunk) in jobs.chunks(BATCH_CHUNK).enumerate() {
             if chunk.iter().any(|j| j.idempotency_key.is_some()) {
                 // Ids may come back as those of earlier jobs with the same key.
@@ -112,7 +112,9 @@ impl Client {
                 match call.query::<Vec<String>, _>(&mut *con).await {
                     Ok(got) => {
                         let start = n * BATCH_CHUNK;
-                        ids[start..start + got.len()].clone_from_slice(&got);
+                        for (slot, id) in ids[start..].iter_mut().zip(got) {
+                            *slot = JobId::from_stored(id);
+                        }
                         continue;
                     }
                     Err(e) => return Err(partial(&ids, n, chunk, e)),
@@ -143,13 +145,14 @@ impl Client {
 
     /// Reads one job; `None` when there is no such job.
     pub async fn job(&self, id: &str) -> Result<Option<Job>> {
-        Ok(self.jobs(&[id.to_string()]).await?.remove(0))
+        Ok(self.jobs(&[id]).await?.remove(0))
     }
 
     /// Reads several jobs in one round trip.
-    pub async fn jobs(&self, ids: &[String]) -> Result<Vec<Option<Job>>> {
+    pub async fn jobs<I: AsRef<str>>(&self, ids: &[I]) -> Result<Vec<Option<Job>>> {
         let mut con = self.pool.get().await?;
-        read_jobs(&mut *con, &self.keys, ids).await
+        let ids: Vec<String> = ids.iter().map(|i| i.as_ref().to_string()).collect();
+        read_jobs(&mut *con, &self.keys, &ids).await
     }
 
     /// Cancels a job that has not finished. For a flow run, the flow first
@@ -216,7 +219,7 @@ impl Client {
 /// The error for chunk `n` of a batch failing with `e`: the chunks
 /// before it were written; a reply that never came leaves this one in
 /// doubt (Redis may have run it), while an error reply means it did not.
-fn partial(ids: &[String], n: usize, chunk: &[NewJob], e: Error) -> Error {
+fn partial(ids: &[JobId], n: usize, chunk: &[NewJob], e: Error) -> Error {
     let doubtful = match &e {
         Error::Redis(r) => r.is_io_error() || r.is_timeout() || r.is_connection_dropped(),
         _ => false,
@@ -225,9 +228,12 @@ fn partial(ids: &[String], n: usize, chunk: &[NewJob], e: Error) -> Error {
         return e;
     }
     Error::PartlyEnqueued {
-        written: ids[..n * BATCH_CHUNK].to_vec(),
+        written: ids[..n * BATCH_CHUNK]
+            .iter()
+            .map(|i| i.to_string())
+            .collect(),
         in_doubt: if doubtful {
-            chunk.iter().map(|j| j.id.clone()).collect()
+            chunk.iter().map(|j| j.id.to_string()).collect()
         } else {
             vec![]
         },

@@ -12,5 +12,5 @@ pub use flows::StepView;
 pub use limits::{LimitState, SetLimit};
 pub use runs::RunsQuery;
 pub use sluice_shared::job::{Job, JobKind, JobRequest, Status};
-pub use sluice_shared::{Config, Error, Result};
+pub use sluice_shared::{Config, Error, JobId, Result};
 pub use wait::{Progress, WaitOutcome};

@@ -88,20 +88,24 @@ fn transient(e: &sluice_shared::Error) -> bool {
 impl Client {
     /// Waits until the given jobs have finished, or `timeout` passes. Redis
     /// going away for a while (a restart) is waited out.
-    pub async fn wait(&self, ids: &[String], timeout: Option<Duration>) -> Result<WaitOutcome> {
+    pub async fn wait<I: AsRef<str>>(
+        &self,
+        ids: &[I],
+        timeout: Option<Duration>,
+    ) -> Result<WaitOutcome> {
         self.wait_with_progress(ids, timeout, |_| {}).await
     }
 
     /// `wait`, calling `progress` after every look at the jobs.
-    pub async fn wait_with_progress(
+    pub async fn wait_with_progress<I: AsRef<str>>(
         &self,
-        ids: &[String],
+        ids: &[I],
         timeout: Option<Duration>,
         mut progress: impl FnMut(&Progress),
     ) -> Result<WaitOutcome> {
         let deadline = timeout.map(|t| Instant::now() + t);
         let mut out = WaitOutcome::default();
-        let mut pending: Vec<String> = ids.to_vec();
+        let mut pending: Vec<String> = ids.iter().map(|i| i.as_ref().to_string()).collect();
         let mut pause = Duration::from_millis(10);
         loop {
             let mut p = Progress {

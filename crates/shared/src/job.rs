@@ -132,8 +132,8 @@ impl fmt::Display for JobKind {
 /// A job as read back from Redis. Times are Redis server time, Unix ms.
 #[derive(Clone, Debug, Serialize)]
 pub struct Job {
-    /// The job's id, a UUIDv7.
-    pub id: String,
+    /// The job's id.
+    pub id: crate::JobId,
     /// The path it runs (an inline step of a flow: the flow's).
     pub path: String,
     /// The job's workspace: a tenant's name.
@@ -209,7 +209,7 @@ impl Job {
         let since = Some(st.since).filter(|&t| t > 0);
         let limited = !spec.ckey.is_empty();
         Some(Job {
-            id: id.to_string(),
+            id: crate::JobId::from_stored(id.to_string()),
             path: spec.path,
             workspace: spec.workspace,
             // An unknown kind is a damaged spec; it runs as a script would.
@@ -309,8 +309,8 @@ pub use crate::state::State;
 /// its limit stamped.
 #[derive(Clone, Debug)]
 pub struct NewJob {
-    /// A new UUIDv7.
-    pub id: String,
+    /// A new id.
+    pub id: crate::JobId,
     /// The path it runs (an inline step of a flow: the flow's).
     pub path: String,
     /// The job's workspace: a tenant's name.
@@ -551,7 +551,7 @@ impl NewJob {
         }
         Ok(NewJob {
             idempotency_key: req.idempotency_key.clone(),
-            id: uuid::Uuid::now_v7().to_string(),
+            id: crate::JobId::new(),
             path: req.path.clone(),
             workspace: req.workspace.clone(),
             args,
@@ -679,7 +679,7 @@ fn check_steps_at_enqueue(
             }
         };
         let of = StepOf {
-            flow_id: run.id.clone(),
+            flow_id: run.id.to_string(),
             flow_path: path.to_string(),
             step: step.id.clone(),
             iter: None,

@@ -6,6 +6,7 @@ pub mod entry;
 /// Sluice's [`Error`] and [`Result`].
 pub mod error;
 pub mod flow;
+pub mod id;
 pub mod job;
 pub mod keys;
 pub mod lease;
@@ -19,5 +20,6 @@ pub mod template;
 
 pub use config::{Config, LimitConfig};
 pub use error::{Error, Result};
+pub use id::JobId;
 pub use job::{Job, JobKind, Status};
 pub use keys::Keys;

@@ -40,7 +40,7 @@ pub async fn run(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
-        .env("SLUICE_JOB_ID", &ctx.id)
+        .env("SLUICE_JOB_ID", ctx.id.as_str())
         .env("SLUICE_PATH", &ctx.path)
         .env("SLUICE_WORKSPACE", &ctx.workspace)
         .env(

@@ -28,7 +28,7 @@ pub async fn execute(shared: &Shared, job: &Admitted, started: crate::running::S
         let (command, timeout, _) = settings(config, job);
         let (signal, signalled) = watch::channel(None);
         let ctx = JobContext {
-            id: job.id.clone(),
+            id: sluice_shared::JobId::from_stored(job.id.clone()),
             path: job.path.clone(),
             workspace: job.workspace.clone(),
             args: job.args.clone(),

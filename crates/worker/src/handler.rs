@@ -99,7 +99,7 @@ pub const HANDLER_GRACE: std::time::Duration = std::time::Duration::from_secs(2)
 #[derive(Clone, Debug)]
 pub struct JobContext {
     /// The job's id, the same for every attempt: key side effects by it.
-    pub id: String,
+    pub id: sluice_shared::JobId,
     /// The path being run.
     pub path: String,
     /// The job's workspace: a tenant's name.
