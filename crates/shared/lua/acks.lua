@@ -103,7 +103,9 @@ local function record_acks(sec, now, now_s)
       -- Not a failed attempt: the job waits again, at the head of its key
       -- (or, without a key, until the moment given), and this attempt is
       -- not counted toward max_attempts.
-      local words = { ready = st.words.ready, throttled = (tonumber(st.words.throttled) or 0) + 1 }
+      -- It keeps the moment it first became ready: its place in its key's
+      -- line (wait_in_line) is ahead of every job that became ready later.
+      local words = { ready = st.words.ready or created_of(id, st.at), throttled = (tonumber(st.words.throttled) or 0) + 1 }
       set_result(id, payload)
       if ckey ~= '' then
         -- It is at the head of the key's wait list already (above).

@@ -44,9 +44,14 @@ local now_s = ms_str(now)
 local deadline_s = ms_str(now + tonumber(ARGV[1]))
 local room = tonumber(ARGV[2])
 local lease_key = KEYS[NS + 1]
-local served = {}
+-- Each tag once: a tag named twice would list its queue as two sources,
+-- and each would take (and trim) the same entries.
+local served, serving = {}, {}
 for t in string.gmatch(ARGV[3], '%S+') do
-  if QUEUES[t] then served[#served + 1] = QUEUES[t] end
+  if QUEUES[t] and not serving[t] then
+    serving[t] = true
+    served[#served + 1] = QUEUES[t]
+  end
 end
 for _, q in ipairs(served) do note_head(q) end
 -- What ended first: slots it frees and flows it puts back are taken below.

@@ -24,9 +24,11 @@ local DEFAULT_TAG = 'default'
 local STALE_TAGS = 'STALETAGS the tags registry changed: read it again'
 
 -- Whether the caller declared fewer tags than are registered now (tags are
--- only ever added, so an equal count means the same set).
+-- only ever added, so an equal count means the same set), or none at all:
+-- every process that reads the registry registers the default tag, so a
+-- caller that declares none has not read it.
 local function stale_tags()
-  return redis.call('SCARD', TAGS) ~= #QUEUE_TAGS
+  return #QUEUE_TAGS == 0 or redis.call('SCARD', TAGS) ~= #QUEUE_TAGS
 end
 
 -- The queues of a tag. A tag no process registered (only a hand-edited spec

@@ -133,11 +133,17 @@ local function before(ready, id, ready2, id2)
   return ready < ready2 or (ready == ready2 and id < id2)
 end
 
+-- How far back from the tail of a key's line a job that arrives late is
+-- moved: it bounds what one arrival costs Redis (a state read per waiter
+-- passed), whatever the line's length.
+local LINE_LOOKBACK = 200
+
 -- Puts a job in its key's line, "<id> <max>", in the order the jobs became
 -- ready. Jobs of one tag reach their key in that order, so the common case
 -- is a push at the tail; a job of another tag, whose workers took it later,
--- goes before the waiters that became ready after it: a key shared by
--- several tags stays FIFO.
+-- goes before the waiters that became ready after it, among the last
+-- LINE_LOOKBACK of the line: a key shared by several tags stays FIFO as
+-- long as no tag's workers lag that far behind.
 local function wait_in_line(wait, id, max, ready)
   local item = id .. ' ' .. max
   local tail = redis.call('LINDEX', wait, -1)
@@ -145,21 +151,22 @@ local function wait_in_line(wait, id, max, ready)
     redis.call('RPUSH', wait, item)
     return
   end
-  -- From the tail back, in pages: after the last waiter not behind it.
-  local stop = redis.call('LLEN', wait) - 1
-  while stop >= 0 do
-    local start = math.max(0, stop - 99)
-    local page = redis.call('LRANGE', wait, start, stop)
-    for j = #page, 1, -1 do
-      local wid = string.sub(page[j], 1, 36)
-      if not before(ready, id, line_place(wid), wid) then
-        redis.call('LINSERT', wait, 'AFTER', page[j], item)
-        return
-      end
+  -- After the last waiter not behind it, looking back from the tail.
+  local page = redis.call('LRANGE', wait, -LINE_LOOKBACK, -1)
+  for j = #page - 1, 1, -1 do
+    local wid = string.sub(page[j], 1, 36)
+    if not before(ready, id, line_place(wid), wid) then
+      redis.call('LINSERT', wait, 'AFTER', page[j], item)
+      return
     end
-    stop = start - 1
   end
-  redis.call('LPUSH', wait, item)
+  -- Ahead of all those looked at: at the head of a short line, or right
+  -- before the first looked at.
+  if #page < LINE_LOOKBACK then
+    redis.call('LPUSH', wait, item)
+  else
+    redis.call('LINSERT', wait, 'BEFORE', page[1], item)
+  end
 end
 
 -- Asks for a key's waiters to be looked at again at `at`: a "wake <K>"

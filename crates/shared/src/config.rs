@@ -35,6 +35,9 @@ pub struct Config {
     /// How long finished jobs stay (`[retention]`).
     #[serde(default)]
     pub retention: RetentionConfig,
+    /// The dashboard, `sluice ui` (`[ui]`).
+    #[serde(default)]
+    pub ui: UiConfig,
     /// The scripts, by path (`[scripts."<path>"]`).
     #[serde(default)]
     pub scripts: BTreeMap<String, ScriptConfig>,
@@ -76,6 +79,32 @@ impl Default for WorkerConfig {
             lease_s: default_lease_s(),
             grace_s: default_grace_s(),
             tags: default_tags(),
+        }
+    }
+}
+
+/// The dashboard (`sluice ui`): where it listens, and the token every
+/// request must carry when it listens beyond loopback.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UiConfig {
+    /// host:port; default `127.0.0.1:8080`.
+    #[serde(default = "default_ui_listen")]
+    pub listen: String,
+    /// Required to listen on any address but loopback; also read from
+    /// `SLUICE_UI_TOKEN`.
+    pub token: Option<String>,
+}
+
+fn default_ui_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        UiConfig {
+            listen: default_ui_listen(),
+            token: None,
         }
     }
 }
@@ -224,6 +253,7 @@ pub const CHILD_ENV: [&str; 5] = [
 /// scripts' and tests' own knobs.
 fn not_a_setting(name: &str) -> bool {
     name == "SLUICE_CONFIG"
+        || name == "SLUICE_UI_TOKEN"
         || CHILD_ENV.contains(&name)
         // The scripts' own knobs, and what Kubernetes sets in every pod for a
         // Service named `sluice` (SLUICE_SERVICE_HOST, SLUICE_PORT_9464_TCP...).
@@ -439,6 +469,23 @@ impl Config {
                 )
             })?;
         }
+        self.ui
+            .listen
+            .parse::<std::net::SocketAddr>()
+            .map_err(|e| {
+                bad(
+                    "ui.listen",
+                    format!("{:?} is not host:port: {e}", self.ui.listen),
+                )
+            })?;
+        if let Some(t) = &self.ui.token {
+            if t.len() < 16 || t.chars().any(|c| c.is_control() || c == ' ') {
+                return Err(bad(
+                    "ui.token",
+                    "must be at least 16 characters, without spaces or control characters".into(),
+                ));
+            }
+        }
         non_negative(self.retention.keep_s, "retention.keep_s")?;
         positive(self.retention.every_s, "retention.every_s")?;
         if self.retention.keep_max < 0 {
@@ -451,8 +498,11 @@ impl Config {
         if self.worker.tags.is_empty() {
             return Err(bad("worker.tags", "must name at least one tag".into()));
         }
-        for t in &self.worker.tags {
+        for (i, t) in self.worker.tags.iter().enumerate() {
             crate::tags::check_tag(t, "worker.tags").map_err(config_error)?;
+            if self.worker.tags[..i].contains(t) {
+                return Err(bad("worker.tags", format!("{t:?} is named twice")));
+            }
         }
         for (path, s) in &self.scripts {
             let at = format!("scripts.{path:?}");
@@ -932,6 +982,10 @@ concurrency = { max = 5, window_s = 1 }
         assert_eq!(c.worker.tags, ["gpu", "eu"]);
         let c = load("[worker]\ntags = [\"a\"]", &[]).unwrap();
         assert_eq!(c.worker.tags, ["a"]);
+        let e = load("", &[("SLUICE_WORKER__TAGS", "a,a")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("worker.tags") && e.contains("twice"), "{e}");
         let e = load("[worker]\ntags = []", &[]).unwrap_err().to_string();
         assert!(e.contains("worker.tags"), "{e}");
         let e = load("[scripts.\"f/x\"]\ntag = \"a b\"", &[])

@@ -16,6 +16,8 @@ pub struct JobId(String);
 
 impl JobId {
     /// A new id (UUIDv7: later ids of this process sort after earlier ones).
+    // No Default: a default id would silently be a fresh one.
+    #[allow(clippy::new_without_default)]
     pub fn new() -> JobId {
         JobId(uuid::Uuid::now_v7().to_string())
     }
@@ -43,12 +45,6 @@ impl JobId {
     /// Its text.
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-}
-
-impl Default for JobId {
-    fn default() -> Self {
-        JobId::new()
     }
 }
 

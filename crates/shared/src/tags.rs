@@ -38,12 +38,14 @@ pub fn check_tag(tag: &str, at: &str) -> Result<()> {
     }
 }
 
-/// Registers `tags` and this process's own tags, then reads the whole
-/// registry into `keys`, in one round trip.
+/// Registers `tags`, this process's own tags and the default tag (so that
+/// every script can always declare at least one queue), then reads the
+/// whole registry into `keys`, in one round trip.
 pub async fn refresh<C: ConnectionLike>(keys: &Keys, con: &mut C, tags: &[&str]) -> Result<()> {
     let own = keys.own_tags();
     let mut add: Vec<&str> = own.iter().map(String::as_str).collect();
     add.extend_from_slice(tags);
+    add.push(crate::keys::DEFAULT_TAG);
     let mut pipe = redis::pipe();
     if !add.is_empty() {
         pipe.sadd(keys.tags_registry(), &add).ignore();

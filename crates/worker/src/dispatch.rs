@@ -65,6 +65,7 @@ struct Turn {
 pub async fn run<S: Future<Output = ()> + Send>(
     config: Config,
     handlers: HashMap<String, Arc<dyn Handler>>,
+    export: crate::MetricsExport,
     shutdown: S,
 ) -> Result<()> {
     let concurrency = config.worker.concurrency as usize;
@@ -114,7 +115,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
         let addr = addr
             .parse()
             .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr: {e}")))?;
-        metrics::serve(addr, pool.clone(), keys.clone(), running.clone()).await?;
+        metrics::serve(addr, export, pool.clone(), keys.clone(), running.clone()).await?;
     }
     tracing::info!(prefix = %config.prefix, concurrency, handlers = handlers.len(), tags = ?config.worker.tags, "worker started");
 
