@@ -307,9 +307,17 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
+    http_req(port, "GET", path)
+}
+
+fn http_req(port: u16, method: &str, path: &str) -> (u16, String) {
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(s, "GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     s.read_to_string(&mut out).unwrap();
     let code = out.split_whitespace().nth(1).unwrap().parse().unwrap();
@@ -349,6 +357,9 @@ async fn metrics_count_the_jobs_run_and_health_answers() {
     assert_eq!(code, 200, "{body}");
     assert!(body.contains(r#""status":"ok""#));
     assert_eq!(http_get(port, "/nope").0, 404);
+    // Only what is served, by the method it is served with.
+    assert_eq!(http_req(port, "POST", "/metrics").0, 405);
+    assert_eq!(http_req(port, "DELETE", "/healthz").0, 405);
 }
 
 /// `log_format = "json"`: one JSON object a line, and a job's lines carry its

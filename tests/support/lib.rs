@@ -15,6 +15,9 @@ use sluice_shared::Config;
 
 pub use serde_json::json;
 
+mod browser;
+pub use browser::{http, Browser, UiProcess};
+
 /// Upper bound on waiting for an event; tests wait for events, and this only
 /// stops a broken test from hanging CI.
 pub const PATIENCE: Duration = Duration::from_secs(60);

@@ -45,28 +45,68 @@ pub struct SetLimit {
 impl Client {
     /// Every key in use, or just `key`, in key order.
     pub async fn limits(&self, key: Option<&str>) -> Result<Vec<LimitState>> {
-        let mut con = self.pool.get().await?;
-        let mark = sluice_shared::keys::OVERRIDE_MARK;
-        let fields: Vec<(String, String)> = match key {
-            Some(k) => {
-                let override_field = sluice_shared::keys::override_field(k);
-                let (stamp, over): (Option<String>, Option<String>) = redis::pipe()
-                    .hget(self.keys.limits(), k)
-                    .hget(self.keys.limits(), &override_field)
-                    .query_async(&mut *con)
-                    .await?;
-                let mut v = Vec::new();
-                v.extend(stamp.map(|s| (k.to_string(), s)));
-                v.extend(over.map(|o| (override_field, o)));
-                v
-            }
+        match key {
+            Some(k) => self.limits_of(&[k]).await,
             None => {
-                redis::cmd("HGETALL")
+                let mut con = self.pool.get().await?;
+                let fields: Vec<(String, String)> = redis::cmd("HGETALL")
                     .arg(self.keys.limits())
                     .query_async(&mut *con)
-                    .await?
+                    .await?;
+                self.limit_states(&mut con, fields).await
             }
-        };
+        }
+    }
+
+    /// The keys in use, sorted, without reading their state: for listing a
+    /// page of them (see [`Client::limits_of`]).
+    pub async fn limit_keys(&self) -> Result<Vec<String>> {
+        let mut con = self.pool.get().await?;
+        let fields: Vec<String> = redis::cmd("HKEYS")
+            .arg(self.keys.limits())
+            .query_async(&mut *con)
+            .await?;
+        let mark = sluice_shared::keys::OVERRIDE_MARK;
+        let mut keys: Vec<String> = fields
+            .into_iter()
+            .map(|f| f.strip_prefix(mark).map(str::to_string).unwrap_or(f))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// The state of each of `keys` that is in use, in key order.
+    pub async fn limits_of<K: AsRef<str>>(&self, keys: &[K]) -> Result<Vec<LimitState>> {
+        if keys.is_empty() {
+            return Ok(vec![]);
+        }
+        let mut con = self.pool.get().await?;
+        let mut names = Vec::with_capacity(keys.len() * 2);
+        for k in keys {
+            names.push(k.as_ref().to_string());
+            names.push(sluice_shared::keys::override_field(k.as_ref()));
+        }
+        let values: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.limits())
+            .arg(&names)
+            .query_async(&mut *con)
+            .await?;
+        let fields = names
+            .into_iter()
+            .zip(values)
+            .filter_map(|(f, v)| v.map(|v| (f, v)))
+            .collect();
+        self.limit_states(&mut con, fields).await
+    }
+
+    /// The states of the keys of `fields`, fields of the limits hash.
+    async fn limit_states(
+        &self,
+        con: &mut deadpool_redis::Connection,
+        fields: Vec<(String, String)>,
+    ) -> Result<Vec<LimitState>> {
+        let mark = sluice_shared::keys::OVERRIDE_MARK;
         // Stamps and limits set at run time, by key; a key with only the
         // latter is shown too.
         let mut overrides = std::collections::HashMap::new();
@@ -85,7 +125,7 @@ impl Client {
             }
         }
         stamped.sort();
-        let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
+        let tags = sluice_shared::tags::known(&self.keys, &mut **con).await?;
         let mut out = Vec::with_capacity(stamped.len());
         for chunk in stamped.chunks(500) {
             let calls: Vec<_> = chunk
@@ -103,7 +143,7 @@ impl Client {
                 .collect();
             type Reply = (u64, u64, u64, i64, i64, i64);
             let states: Vec<Reply> = sluice_shared::scripts::query_pipelined(
-                &mut *con,
+                &mut **con,
                 &calls.iter().collect::<Vec<_>>(),
             )
             .await?;

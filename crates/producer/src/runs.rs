@@ -35,6 +35,10 @@ pub struct RunsQuery {
     pub workspace: Option<String>,
     /// The most jobs returned.
     pub limit: usize,
+    /// When set, at most this many finished jobs of each index are looked
+    /// at (newest first), so that a filter that matches few of millions
+    /// answers quickly; the dashboard sets it.
+    pub scan_limit: Option<usize>,
 }
 
 impl RunsQuery {
@@ -87,7 +91,8 @@ impl Client {
     async fn walk_index(&self, index: &str, list: bool, q: &RunsQuery) -> Result<Vec<Job>> {
         let mut out = Vec::new();
         let mut start = 0isize;
-        while out.len() < q.limit {
+        let budget = q.scan_limit.map_or(isize::MAX, |n| n as isize);
+        while out.len() < q.limit && start < budget {
             let mut con = self.pool.get().await?;
             let ids: Vec<String> = if list {
                 let mut page: Vec<String> = redis::cmd("LRANGE")

@@ -35,6 +35,7 @@ mod wake;
 pub use handler::{
     BoxError, Handler, HandlerResult, JobContext, Permanent, StopReason, Throttle, HANDLER_GRACE,
 };
+pub use metrics::MetricsExport;
 pub use sluice_shared::{Config, Error, Result};
 
 use std::collections::HashMap;
@@ -47,6 +48,8 @@ pub struct Worker {
     handlers: HashMap<String, Arc<dyn Handler>>,
     /// Paths registered that the config does not know: run_until refuses.
     unknown: Vec<String>,
+    /// Where its metrics go (with `[worker] metrics_addr`).
+    metrics: MetricsExport,
 }
 
 impl Worker {
@@ -56,7 +59,18 @@ impl Worker {
             config,
             handlers: HashMap::new(),
             unknown: Vec::new(),
+            metrics: MetricsExport::default(),
         }
+    }
+
+    /// Where the worker's metrics go when `[worker] metrics_addr` is set: by
+    /// default it installs a Prometheus recorder and serves `/metrics`; a
+    /// service with its own recorder passes its Prometheus handle, or
+    /// [`MetricsExport::Elsewhere`] to export them itself. `/healthz` is
+    /// served either way.
+    pub fn metrics(mut self, export: MetricsExport) -> Self {
+        self.metrics = export;
+        self
     }
 
     /// Registers an async Rust handler for a path. The path must also be in the
@@ -81,6 +95,6 @@ impl Worker {
                 self.unknown
             )));
         }
-        dispatch::run(self.config, self.handlers, shutdown).await
+        dispatch::run(self.config, self.handlers, self.metrics, shutdown).await
     }
 }

@@ -5,11 +5,15 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
 use deadpool_redis::Pool;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use sluice_shared::Keys;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 
 use crate::running::Running;
 
@@ -27,14 +31,27 @@ pub const RENEWAL_FAILURES: &str = "sluice_lease_renewal_failures_total";
 pub const LEASES_LOST: &str = "sluice_leases_lost_total";
 pub const RECOVERED: &str = "sluice_jobs_recovered_total";
 
-/// Installs the recorder and serves it; returns once listening.
-pub async fn serve(
-    addr: SocketAddr,
-    pool: Pool,
-    keys: Keys,
-    running: Running,
-) -> sluice_shared::Result<()> {
-    let handle = PrometheusBuilder::new()
+/// Where the worker's metrics go, and who serves them (see
+/// [`crate::Worker::metrics`]).
+#[derive(Clone, Default)]
+pub enum MetricsExport {
+    /// The worker installs a Prometheus recorder for the process and serves
+    /// it on `/metrics` (the default). If the process has a recorder
+    /// already, the worker says so and serves `/healthz` only.
+    #[default]
+    Install,
+    /// The service installed a Prometheus recorder itself: the worker
+    /// serves this handle's rendering on `/metrics`.
+    Prometheus(PrometheusHandle),
+    /// The service has a recorder of its own (any kind) and exports it
+    /// itself: the worker's metrics go to it, and the worker serves
+    /// `/healthz` only.
+    Elsewhere,
+}
+
+/// The process-wide Prometheus recorder with Sluice's buckets, installed.
+fn install() -> Result<PrometheusHandle, String> {
+    PrometheusBuilder::new()
         .set_buckets_for_metric(
             Matcher::Suffix("_seconds".into()),
             &[
@@ -43,21 +60,60 @@ pub async fn serve(
             ],
         )
         .and_then(|b| b.install_recorder())
-        .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr: {e}")))?;
+        .map_err(|e| e.to_string())
+}
+
+/// Serves `/metrics` (when there is a Prometheus handle to render) and
+/// `/healthz` on `addr`; returns once listening.
+pub async fn serve(
+    addr: SocketAddr,
+    export: MetricsExport,
+    pool: Pool,
+    keys: Keys,
+    running: Running,
+) -> sluice_shared::Result<()> {
+    let handle = match export {
+        MetricsExport::Install => match install() {
+            Ok(h) => Some(h),
+            Err(e) => {
+                tracing::warn!(error = %e, "a metrics recorder is installed already: its owner exports the worker's metrics; serving /healthz only");
+                None
+            }
+        },
+        MetricsExport::Prometheus(h) => Some(h),
+        MetricsExport::Elsewhere => None,
+    };
     let listener = TcpListener::bind(addr)
         .await
         .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr {addr}: {e}")))?;
-    tracing::info!(%addr, "serving /metrics and /healthz");
+    tracing::info!(%addr, metrics = handle.is_some(), "serving /metrics and /healthz");
     tokio::spawn(gauges(pool.clone(), keys, running));
+    let mut app = Router::new()
+        .route("/healthz", get(healthz))
+        .with_state(pool);
+    if let Some(h) = handle {
+        app = app.route(
+            "/metrics",
+            get(move || {
+                let h = h.clone();
+                async move {
+                    (
+                        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        h.render(),
+                    )
+                }
+            }),
+        );
+    }
+    let app = app.fallback(|| async {
+        (
+            StatusCode::NOT_FOUND,
+            "not found: try /metrics or /healthz\n",
+        )
+    });
     tokio::spawn(async move {
-        loop {
-            let Ok((stream, _)) = listener.accept().await else {
-                continue;
-            };
-            let (handle, pool) = (handle.clone(), pool.clone());
-            tokio::spawn(async move {
-                let _ = respond(stream, &handle, &pool).await;
-            });
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "metrics server stopped");
         }
     });
     Ok(())
@@ -84,56 +140,21 @@ async fn gauges(pool: Pool, keys: Keys, running: Running) {
     }
 }
 
-async fn respond(
-    mut stream: TcpStream,
-    handle: &PrometheusHandle,
-    pool: &Pool,
-) -> std::io::Result<()> {
-    let mut buf = vec![0u8; 4096];
-    let mut len = 0;
-    while !buf[..len].windows(4).any(|w| w == b"\r\n\r\n") && len < buf.len() {
-        let n =
-            tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf[len..])).await??;
-        if n == 0 {
-            break;
-        }
-        len += n;
-    }
-    let head = String::from_utf8_lossy(&buf[..len]);
-    let path = head.split_whitespace().nth(1).unwrap_or("/");
-    let (status, kind, body) = match path {
-        "/metrics" => ("200 OK", "text/plain; version=0.0.4", handle.render()),
-        "/healthz" => {
-            let ping = async {
-                let mut con = pool.get().await.ok()?;
-                redis::cmd("PING")
-                    .query_async::<String>(&mut *con)
-                    .await
-                    .ok()
-            };
-            match tokio::time::timeout(Duration::from_secs(2), ping).await {
-                Ok(Some(_)) => (
-                    "200 OK",
-                    "application/json",
-                    "{\"status\":\"ok\",\"redis\":\"ok\"}\n".to_string(),
-                ),
-                _ => (
-                    "503 Service Unavailable",
-                    "application/json",
-                    "{\"status\":\"unhealthy\",\"redis\":\"unreachable\"}\n".to_string(),
-                ),
-            }
-        }
+/// 200 while Redis answers a PING within 2 s, else 503.
+async fn healthz(State(pool): State<Pool>) -> impl IntoResponse {
+    let ping = async {
+        let mut con = pool.get().await.ok()?;
+        redis::cmd("PING")
+            .query_async::<String>(&mut *con)
+            .await
+            .ok()
+    };
+    let (status, body) = match tokio::time::timeout(Duration::from_secs(2), ping).await {
+        Ok(Some(_)) => (StatusCode::OK, "{\"status\":\"ok\",\"redis\":\"ok\"}\n"),
         _ => (
-            "404 Not Found",
-            "text/plain",
-            "not found: try /metrics or /healthz\n".to_string(),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{\"status\":\"unhealthy\",\"redis\":\"unreachable\"}\n",
         ),
     };
-    let reply = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(reply.as_bytes()).await?;
-    stream.shutdown().await
+    (status, [(header::CONTENT_TYPE, "application/json")], body)
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 mod progress;
-mod when;
+use sluice_producer::when;
 
 /// A line to standard output. A closed or broken standard output (a pipe
 /// whose reader is gone) is an error, exit 3, never a panic: the ids or
@@ -182,6 +182,16 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// Serve the dashboard: runs by key, keys at a glance, jobs, and
+    /// actions (cancel, retry, pause, resume). Stops on Ctrl-C or SIGTERM.
+    #[command(after_help = EXIT_CODES)]
+    Ui {
+        /// host:port to listen on; default `[ui] listen` (127.0.0.1:8080).
+        /// Beyond loopback a token is required (`[ui] token` or
+        /// SLUICE_UI_TOKEN), and every request must carry it.
+        #[arg(long, value_name = "ADDR")]
+        listen: Option<std::net::SocketAddr>,
+    },
     /// Show each concurrency key in use: its limit, slots held, jobs
     /// waiting; or set a key's limit at run time (`limits set`, `unset`).
     #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
@@ -300,6 +310,29 @@ async fn run(cli: Cli) -> Result<u8> {
                 Err(e) => Err(e),
             }
         }
+        Cmd::Ui { listen } => {
+            let addr =
+                match listen {
+                    Some(a) => a,
+                    None => config.ui.listen.parse().map_err(|e| {
+                        Error::Config(format!("ui.listen {:?}: {e}", config.ui.listen))
+                    })?,
+                };
+            let token = std::env::var("SLUICE_UI_TOKEN")
+                .ok()
+                .filter(|t| !t.is_empty())
+                .or_else(|| config.ui.token.clone());
+            if let Some(t) = &token {
+                // The variable bypasses the config's checks: the same rule.
+                let mut checked = config.clone();
+                checked.ui.token = Some(t.clone());
+                checked.validate()?;
+            }
+            sluice_producer::ui::check_listen(addr, token.as_deref())?;
+            let client = Client::connect(config).await?;
+            sluice_producer::ui::serve(client, addr, token, shutdown_signal()).await?;
+            Ok(0)
+        }
         Cmd::Wait { ids, timeout_s } => {
             let timeout = timeout_s.map(|s| seconds("--timeout-s", s)).transpose()?;
             let client = Client::connect(config).await?;
@@ -380,6 +413,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 path,
                 workspace,
                 limit,
+                scan_limit: None,
             };
             let jobs = client.runs(&q).await?;
             let mut out = std::io::stdout().lock();
@@ -709,4 +743,20 @@ fn run_json(j: &Job) -> serde_json::Value {
         "ended_at": j.ended_at,
         "error": j.error,
     })
+}
+
+/// Completes on Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
+    }
 }

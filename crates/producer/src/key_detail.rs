@@ -1,0 +1,152 @@
+//! One concurrency key in detail, for the dashboard's key page: what holds
+//! its slots, who waits, and its recent executions.
+
+use std::collections::HashMap;
+
+use sluice_shared::error::Result;
+use sluice_shared::job::Job;
+
+use crate::{Client, LimitState};
+
+/// The most recent jobs of a key read for its timeline.
+pub const RECENT_JOBS: isize = 60;
+/// The most waiters listed by name.
+pub const WAITERS_SHOWN: isize = 50;
+
+/// What one member of a key's slots set says.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Slot {
+    /// A running execution (or a flow run, for its whole run).
+    Running {
+        /// The job holding it.
+        id: String,
+    },
+    /// Reserved for a waiting job, due at `due` (Unix ms) when known.
+    Reserved {
+        /// The waiting job.
+        id: String,
+        /// When it runs.
+        due: Option<i64>,
+    },
+    /// An ended execution's slot, held for its window until `until`.
+    Window {
+        /// The job that ended.
+        id: String,
+        /// When the slot frees (Unix ms).
+        until: i64,
+    },
+    /// The key's pause (no slot): nothing is admitted until `until`.
+    Paused {
+        /// When it ends (Unix ms).
+        until: i64,
+    },
+}
+
+/// A key's state with its holders, waiters and recent jobs.
+#[derive(Clone, Debug)]
+pub struct KeyDetail {
+    /// Redis time when read, Unix ms.
+    pub now: i64,
+    /// Its limit and counts, as `limits` shows them; `None` for a key not in use.
+    pub state: Option<LimitState>,
+    /// Its slots set, read at `now`, soonest to free first.
+    pub slots: Vec<Slot>,
+    /// The first waiters of its line (ids), and how many wait in all.
+    pub waiters: Vec<String>,
+    /// Jobs in its wait line.
+    pub waiting_total: u64,
+    /// Its most recent jobs, newest first.
+    pub recent: Vec<Job>,
+}
+
+/// Redis time; the slots set with scores; the first waiters; how many
+/// wait; the newest job ids.
+type KeyReads = (
+    (i64, i64),
+    Vec<(String, f64)>,
+    Vec<String>,
+    u64,
+    Vec<String>,
+);
+
+impl Client {
+    /// Key `key` in detail.
+    pub async fn key_detail(&self, key: &str) -> Result<KeyDetail> {
+        let state = self.limits_of(&[key]).await?.pop();
+        let mut con = self.pool.get().await?;
+        let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
+        let (time, members, waiters, waiting_total, recent_ids): KeyReads = redis::pipe()
+            .cmd("TIME")
+            .zrange_withscores(self.keys.slots(key), 0, -1)
+            .lrange(self.keys.wait(key), 0, WAITERS_SHOWN - 1)
+            .llen(self.keys.wait(key))
+            .zrevrange(self.keys.idx_key(key), 0, RECENT_JOBS - 1)
+            .query_async(&mut *con)
+            .await?;
+        let now = time.0 * 1000 + time.1 / 1000;
+        // A reserved slot's moment is its waiter's entry in its tag's delayed set.
+        let mut due: HashMap<String, i64> = HashMap::new();
+        let reserved: Vec<&str> = members
+            .iter()
+            .filter_map(|(m, _)| m.strip_suffix("#r"))
+            .collect();
+        if !reserved.is_empty() {
+            let mut pipe = redis::pipe();
+            for id in &reserved {
+                for t in tags.iter() {
+                    pipe.zscore(self.keys.delayed(t), format!("{id} {key}"));
+                }
+            }
+            let scores: Vec<Option<f64>> = pipe.query_async(&mut *con).await?;
+            for (i, id) in reserved.iter().enumerate() {
+                let found = scores[i * tags.len()..(i + 1) * tags.len()]
+                    .iter()
+                    .flatten()
+                    .next();
+                if let Some(s) = found {
+                    due.insert(id.to_string(), *s as i64);
+                }
+            }
+        }
+        let slots = members
+            .into_iter()
+            .filter(|(_, score)| *score > now as f64)
+            .map(|(m, score)| {
+                let id = m.get(..36).unwrap_or(&m).to_string();
+                if m == "pause" {
+                    Slot::Paused {
+                        until: score as i64,
+                    }
+                } else if score.is_infinite() && m.ends_with("#r") {
+                    let due = due.get(&id).copied();
+                    Slot::Reserved { id, due }
+                } else if score.is_infinite() {
+                    Slot::Running { id }
+                } else {
+                    Slot::Window {
+                        id,
+                        until: score as i64,
+                    }
+                }
+            })
+            .collect();
+        drop(con);
+        let recent = self
+            .jobs(&recent_ids)
+            .await?
+            .into_iter()
+            .flatten()
+            .collect();
+        Ok(KeyDetail {
+            now,
+            state,
+            slots,
+            waiters: waiters
+                .into_iter()
+                .map(|w| w.get(..36).unwrap_or(&w).to_string())
+                .collect(),
+            waiting_total,
+            recent,
+        })
+    }
+}

@@ -1,0 +1,116 @@
+//! A namespace at a glance, for the dashboard's overview: how many jobs are
+//! in each status, how many finished lately, and what waits on limits.
+
+use serde::Serialize;
+use sluice_shared::error::Result;
+use sluice_shared::state::State;
+
+use crate::Client;
+
+/// How far back "finished lately" looks, in ms.
+pub const RECENT_MS: i64 = 10_000;
+/// The most finished jobs of each status looked at for the recent count.
+const RECENT_CAP: isize = 2_000;
+
+/// Counts of a namespace's jobs.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Overview {
+    /// Redis time when read, Unix ms.
+    pub now: i64,
+    /// Jobs ready to run or due at a known moment (all tags).
+    pub queued: u64,
+    /// Jobs running (unfinished, neither queued nor waiting).
+    pub running: u64,
+    /// Jobs waiting on a concurrency limit.
+    pub waiting: u64,
+    /// Finished jobs stored, by status.
+    pub succeeded: u64,
+    /// Failed jobs stored.
+    pub failed: u64,
+    /// Cancelled jobs stored.
+    pub cancelled: u64,
+    /// Jobs that finished in the last [`RECENT_MS`] (at least; see
+    /// `recent_capped`).
+    pub finished_recently: u64,
+    /// Whether the recent count hit its cap, so that the rate is a floor.
+    pub recent_capped: bool,
+}
+
+impl Overview {
+    /// Jobs finished per second, over the recent span.
+    pub fn jobs_per_s(&self) -> f64 {
+        self.finished_recently as f64 * 1000.0 / RECENT_MS as f64
+    }
+}
+
+impl Client {
+    /// The namespace's counts now.
+    pub async fn overview(&self) -> Result<Overview> {
+        let mut con = self.pool.get().await?;
+        let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
+        let finals = ["succeeded", "failed", "cancelled"];
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME").cmd("HMGET").arg(self.keys.stats()).arg(&[
+            "active",
+            "waiting",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ]);
+        for s in finals {
+            pipe.lrange(self.keys.idx_status(s), -RECENT_CAP, -1);
+        }
+        for t in tags.iter() {
+            pipe.llen(self.keys.ready(t)).zcard(self.keys.delayed(t));
+        }
+        let mut replies: Vec<redis::Value> = pipe.query_async(&mut *con).await?;
+        let rest = replies.split_off(2 + finals.len());
+        let mut head = replies.into_iter();
+        let (secs, micros): (i64, i64) = parse(head.next().unwrap_or(redis::Value::Nil))?;
+        let now = secs * 1000 + micros / 1000;
+        let counts: Vec<Option<i64>> = parse(head.next().unwrap_or(redis::Value::Nil))?;
+        let n = |i: usize| counts.get(i).copied().flatten().unwrap_or(0).max(0) as u64;
+        let mut recent_ids: Vec<String> = Vec::new();
+        let mut capped = false;
+        for v in head {
+            let ids: Vec<String> = parse(v)?;
+            capped |= ids.len() as isize == RECENT_CAP;
+            recent_ids.extend(ids);
+        }
+        let mut queued = 0u64;
+        for v in rest {
+            queued += parse::<u64>(v)?;
+        }
+        let mut finished_recently = 0;
+        for chunk in recent_ids.chunks(1000) {
+            let states: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(self.keys.state())
+                .arg(chunk)
+                .query_async(&mut *con)
+                .await?;
+            finished_recently += states
+                .iter()
+                .flatten()
+                .filter_map(|s| State::parse(s))
+                .filter(|s| s.since >= now - RECENT_MS)
+                .count() as u64;
+        }
+        let (active, waiting) = (n(0), n(1));
+        let queued = queued.min(active.saturating_sub(waiting));
+        Ok(Overview {
+            now,
+            queued,
+            running: active.saturating_sub(waiting + queued),
+            waiting,
+            succeeded: n(2),
+            failed: n(3),
+            cancelled: n(4),
+            finished_recently,
+            recent_capped: capped,
+        })
+    }
+}
+
+fn parse<T: redis::FromRedisValue>(v: redis::Value) -> redis::RedisResult<T> {
+    redis::from_redis_value(v).map_err(redis::RedisError::from)
+}
