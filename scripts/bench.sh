@@ -3,7 +3,7 @@
 #   scripts/bench.sh SCENARIO [--workers N] [--concurrency C] [--jobs J]
 #                    [--redis-url URL] [--prefill] [--smoke] [--repeat N]
 # SCENARIO: throughput, cmdstats, limited, many-keys, backlog, idle, memory,
-#           flow, runs, all.
+#           flow, runs, ui, all.
 # Starts its own redis-server on a free port unless --redis-url is given, runs
 # no-op Rust handlers in separate sluice-bench worker processes, prints a
 # table and writes target/bench/SCENARIO.json. Exits non-zero when a limit was

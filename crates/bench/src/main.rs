@@ -11,6 +11,7 @@ mod measure;
 mod redis_stats;
 mod report;
 mod scenarios;
+mod ui;
 
 // A job's life allocates many small, short-lived objects across threads;
 // glibc's allocator was a fifth of the worker's CPU time.

@@ -17,7 +17,7 @@ use crate::report;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// throughput, cmdstats, limited, many-keys, backlog, idle, memory, runs, flow, or all
+    /// throughput, cmdstats, limited, many-keys, backlog, idle, memory, runs, ui, flow, or all
     scenario: String,
     #[arg(long)]
     workers: Option<usize>,
@@ -55,6 +55,7 @@ pub async fn run(args: Args) -> BenchResult {
         "backlog",
         "idle",
         "runs",
+        "ui",
         "flow",
     ];
     let list: Vec<&str> = if args.scenario == "all" {
@@ -98,6 +99,7 @@ async fn run_one(args: &Args, s: &str, all: &[&str]) -> BenchResult<Map<String, 
         "idle" => idle(args).await?,
         "memory" => memory(args).await?,
         "runs" => runs(args).await?,
+        "ui" => crate::ui::ui(args).await?,
         "flow" => flow(args).await?,
         other => {
             return Err(format!(
@@ -127,16 +129,16 @@ fn connect(url: &str) -> BenchResult<redis::Connection> {
         .map_err(|e| format!("Redis at {url}: {e}"))
 }
 
-fn size(args: &Args, full: usize, smoke: usize) -> usize {
+pub(crate) fn size(args: &Args, full: usize, smoke: usize) -> usize {
     args.jobs.unwrap_or(if args.smoke { smoke } else { full })
 }
 
 /// One namespace of the benchmark: its config, client and Redis connection.
-struct Bench {
+pub(crate) struct Bench {
     config_path: PathBuf,
-    client: Client,
+    pub(crate) client: Client,
     keys: Keys,
-    con: redis::Connection,
+    pub(crate) con: redis::Connection,
     /// The driver's own LLEN/TIME polls, not counted as job work.
     driver_llen: u64,
 }
@@ -535,12 +537,17 @@ async fn memory(args: &Args) -> BenchResult<Map<String, Value>> {
 
 /// `sluice runs` against a namespace holding many finished jobs: how long
 /// each kind of query takes (median of 5), answered from indexes.
-async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
-    use sluice_producer::{RunsQuery, Status};
-    let n = size(args, 1_000_000, 10_000);
+/// A namespace holding `n` finished jobs of path bench/keyed over 100 keys
+/// `k/0`..`k/99`, run by a fleet that is stopped again: what `runs` and
+/// `ui` look at. Returns it with the number of workers used.
+pub(crate) async fn seed_finished(
+    args: &Args,
+    name: &str,
+    n: usize,
+) -> BenchResult<(Bench, usize)> {
     let keys = 100;
     let scripts = "[scripts.\"bench/keyed\"]\nconcurrency = { max = 100000, window_s = 0, key = \"k/$args[k]\" }\n";
-    let mut b = Bench::new(args, "runs", scripts).await?;
+    let mut b = Bench::new(args, name, scripts).await?;
     let workers = args.workers.unwrap_or(2);
     let fleet = Fleet::start(workers, &b.config_path);
     for chunk in (0..n).collect::<Vec<_>>().chunks(10_000) {
@@ -552,6 +559,13 @@ async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
     }
     b.wait_done(n)?;
     fleet.stop();
+    Ok((b, workers))
+}
+
+async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
+    use sluice_producer::{RunsQuery, Status};
+    let n = size(args, 1_000_000, 10_000);
+    let (mut b, workers) = seed_finished(args, "runs", n).await?;
     let mut f = Map::new();
     f.insert("jobs".into(), json!(n));
     f.insert("workers".into(), json!(workers));
