@@ -360,6 +360,15 @@ async fn metrics_count_the_jobs_run_and_health_answers() {
     // Only what is served, by the method it is served with.
     assert_eq!(http_req(port, "POST", "/metrics").0, 405);
     assert_eq!(http_req(port, "DELETE", "/healthz").0, 405);
+    // A request whose headers never finish is dropped by the server (it
+    // would otherwise hold a descriptor of the worker for ever): the read
+    // ends, rather than running into this side's own 30 s timeout.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(s, "GET /metrics HTTP/1.1\r\nHost: x\r\n").unwrap();
+    let mut out = Vec::new();
+    s.read_to_end(&mut out)
+        .expect("the server closes a connection whose headers never end");
 }
 
 /// `log_format = "json"`: one JSON object a line, and a job's lines carry its

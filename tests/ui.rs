@@ -21,7 +21,7 @@ concurrency = {{ max = 1, window_s = 0, key = "crm/$args[account]" }}
 
 [scripts."mail/send"]
 command = ["sh", "-c", "echo '\"sent\"'"]
-concurrency = {{ max = 2, window_s = 60, key = "mail" }}
+concurrency = {{ max = 2, window_s = 3600, key = "mail" }}
 
 [scripts."f/boom"]
 command = ["sh", "-c", "echo 'no such account' >&2; exit 1"]
@@ -61,7 +61,7 @@ async fn seed() -> Seeded {
     let mail = env.enqueue(&client, "mail/send", json!({}), 2).await;
     let boom = env.enqueue(&client, "f/boom", json!({}), 1).await;
     env.finish(&client, &[mail, boom].concat()).await;
-    // Both of mail's slots are in their minute-long window: of three more,
+    // Both of mail's slots are in their hour-long window: of three more,
     // two get a slot reserved for when a window ends, one waits behind.
     let later = env.enqueue(&client, "mail/send", json!({}), 3).await;
     // crm keys: one running each, the rest waiting.
@@ -115,15 +115,29 @@ async fn the_dashboard_shows_keys_and_runs_and_cancels_from_the_page() {
     let c = &b.client;
 
     // Overview.
-    c.goto(&format!("{}/", ui.base)).await.unwrap();
-    let cards = texts(&b, ".card .l").await;
-    assert!(cards.iter().any(|l| l == "waiting on limits"), "{cards:?}");
+    b.goto(&format!("{}/", ui.base)).await;
+    let labels = texts(&b, ".card .l").await;
+    let numbers = texts(&b, ".card .n").await;
+    let card = |l: &str| numbers[labels.iter().position(|x| x == l).unwrap()].clone();
+    // Two crm jobs run; four crm jobs and three mail jobs wait (two of
+    // those with a reserved slot, whose moments are in a delayed set).
+    assert_eq!(card("ready to run"), "0", "{labels:?} {numbers:?}");
+    assert_eq!(card("running or scheduled"), "2", "{labels:?} {numbers:?}");
+    assert_eq!(card("waiting on limits"), "7", "{labels:?} {numbers:?}");
+    assert_eq!(card("succeeded"), "2");
+    assert_eq!(card("failed"), "1");
+    // Without a token, only a loopback name is served (DNS rebinding).
+    let host = ui
+        .base
+        .trim_start_matches("http://")
+        .replace("127.0.0.1", "evil.example");
+    let (code, _, _) = http(&ui.base, "GET", "/", &[("Host", &host)], "");
+    assert_eq!(code, 421, "a page asked for under another name");
     b.screenshot("overview").await;
 
     // Runs filtered by key: exactly that key's jobs, newest first.
-    c.goto(&format!("{}/runs?concurrency_key=crm%2Facme", ui.base))
-        .await
-        .unwrap();
+    b.goto(&format!("{}/runs?concurrency_key=crm%2Facme", ui.base))
+        .await;
     let mut shown = Vec::new();
     for row in c.find_all(Locator::Css("#runs tbody tr")).await.unwrap() {
         shown.push(row.attr("data-id").await.unwrap().unwrap());
@@ -133,7 +147,7 @@ async fn the_dashboard_shows_keys_and_runs_and_cancels_from_the_page() {
     assert_eq!(shown, want, "the Runs page filtered by crm/acme");
     let keys_shown = texts(&b, "#runs td.ckey").await;
     assert!(keys_shown.iter().all(|k| k == "crm/acme"), "{keys_shown:?}");
-    c.goto(&format!("{}/runs", ui.base)).await.unwrap();
+    b.goto(&format!("{}/runs", ui.base)).await;
     b.screenshot("runs").await;
 
     // Keys: held and waiting as `sluice limits --json` says.
@@ -144,7 +158,7 @@ async fn the_dashboard_shows_keys_and_runs_and_cancels_from_the_page() {
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    c.goto(&format!("{}/keys", ui.base)).await.unwrap();
+    b.goto(&format!("{}/keys", ui.base)).await;
     let mut page = Vec::new();
     for row in c.find_all(Locator::Css("#keys tbody tr")).await.unwrap() {
         let key = row.attr("data-key").await.unwrap().unwrap();
@@ -199,7 +213,7 @@ async fn the_dashboard_shows_keys_and_runs_and_cancels_from_the_page() {
     assert_eq!(held, "1");
     assert_eq!(texts(&b, "#slots tbody tr").await.len(), 1);
     // A key with slots in their window and reserved for waiters.
-    c.goto(&format!("{}/keys/mail", ui.base)).await.unwrap();
+    b.goto(&format!("{}/keys/mail", ui.base)).await;
     let states = texts(&b, "#slots tbody td:nth-child(2)").await;
     assert_eq!(
         states.iter().filter(|s| s.contains("reserved")).count(),
@@ -210,7 +224,7 @@ async fn the_dashboard_shows_keys_and_runs_and_cancels_from_the_page() {
 
     // A waiting job's page: cancel it from the page.
     let victim = &s.acme[3];
-    c.goto(&format!("{}/jobs/{victim}", ui.base)).await.unwrap();
+    b.goto(&format!("{}/jobs/{victim}", ui.base)).await;
     b.screenshot("job").await;
     c.find(Locator::Css("form.action button[value='cancel']"))
         .await
@@ -322,7 +336,7 @@ async fn beyond_loopback_every_request_needs_the_token_and_posts_must_be_ours() 
 
     // In a browser: the login form sets the cookie that later pages carry.
     let b = Browser::start().await;
-    b.client.goto(&format!("{base}/keys")).await.unwrap();
+    b.goto(&format!("{base}/keys")).await;
     let field = b
         .client
         .find(Locator::Css("input[name='token']"))
@@ -330,7 +344,14 @@ async fn beyond_loopback_every_request_needs_the_token_and_posts_must_be_ours() 
         .unwrap();
     field.send_keys(token).await.unwrap();
     field.send_keys("\u{E007}").await.unwrap(); // Enter
-    b.client.goto(&format!("{base}/keys")).await.unwrap();
+                                                // Signed in: sent on to the overview.
+    b.client
+        .wait()
+        .at_most(PATIENCE)
+        .for_element(Locator::Css(".cards"))
+        .await
+        .expect("the overview after signing in");
+    b.goto(&format!("{base}/keys")).await;
     let rows = b
         .client
         .find_all(Locator::Css("#keys tbody tr"))

@@ -32,11 +32,13 @@ impl UiProcess {
             .expect("start sluice ui");
         let mut err = BufReader::new(child.stderr.take().unwrap());
         let mut line = String::new();
-        err.read_line(&mut line).unwrap();
-        assert!(
-            line.contains("listening on http://"),
-            "sluice ui said: {line}"
-        );
+        let mut said = String::new();
+        while !line.contains("listening on http://") {
+            said.push_str(&line);
+            line.clear();
+            let n = err.read_line(&mut line).unwrap();
+            assert!(n > 0, "sluice ui ended before listening: {said}");
+        }
         let base = line
             .trim()
             .rsplit(' ')
@@ -75,7 +77,10 @@ pub fn http(
 ) -> (u16, String, String) {
     let host = base.trim_start_matches("http://");
     let mut s = TcpStream::connect(host).unwrap();
-    let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {host}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -134,6 +139,19 @@ impl Browser {
             .await
             .expect("WebDriver session on headless Chromium");
         Browser { driver, client }
+    }
+
+    /// Goes to `url` and turns the page's live refresh off, so that what
+    /// the test reads is not replaced under it.
+    pub async fn goto(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+        self.client
+            .execute(
+                "var b = document.getElementById('live'); if (b) { b.checked = false; }",
+                vec![],
+            )
+            .await
+            .unwrap();
     }
 
     /// Saves a screenshot of the current page as `name`.png in the

@@ -17,10 +17,13 @@ const RECENT_CAP: isize = 2_000;
 pub struct Overview {
     /// Redis time when read, Unix ms.
     pub now: i64,
-    /// Jobs ready to run or due at a known moment (all tags).
-    pub queued: u64,
-    /// Jobs running (unfinished, neither queued nor waiting).
-    pub running: u64,
+    /// Jobs on a ready list, of every tag: ready to run now.
+    pub ready: u64,
+    /// The other unfinished jobs that do not wait on a limit: running, or
+    /// scheduled for a known moment (a delay, a retry's backoff). The
+    /// delayed sets cannot tell these apart cheaply: they also hold waiting
+    /// jobs' reserved moments.
+    pub running_or_scheduled: u64,
     /// Jobs waiting on a concurrency limit.
     pub waiting: u64,
     /// Finished jobs stored, by status.
@@ -61,7 +64,7 @@ impl Client {
             pipe.lrange(self.keys.idx_status(s), -RECENT_CAP, -1);
         }
         for t in tags.iter() {
-            pipe.llen(self.keys.ready(t)).zcard(self.keys.delayed(t));
+            pipe.llen(self.keys.ready(t));
         }
         let mut replies: Vec<redis::Value> = pipe.query_async(&mut *con).await?;
         let rest = replies.split_off(2 + finals.len());
@@ -70,37 +73,40 @@ impl Client {
         let now = secs * 1000 + micros / 1000;
         let counts: Vec<Option<i64>> = parse(head.next().unwrap_or(redis::Value::Nil))?;
         let n = |i: usize| counts.get(i).copied().flatten().unwrap_or(0).max(0) as u64;
-        let mut recent_ids: Vec<String> = Vec::new();
-        let mut capped = false;
+        let mut per_status: Vec<Vec<String>> = Vec::new();
         for v in head {
-            let ids: Vec<String> = parse(v)?;
-            capped |= ids.len() as isize == RECENT_CAP;
-            recent_ids.extend(ids);
+            per_status.push(parse(v)?);
         }
-        let mut queued = 0u64;
+        let mut ready = 0u64;
         for v in rest {
-            queued += parse::<u64>(v)?;
+            ready += parse::<u64>(v)?;
         }
-        let mut finished_recently = 0;
-        for chunk in recent_ids.chunks(1000) {
-            let states: Vec<Option<String>> = redis::cmd("HMGET")
-                .arg(self.keys.state())
-                .arg(chunk)
-                .query_async(&mut *con)
-                .await?;
-            finished_recently += states
-                .iter()
-                .flatten()
-                .filter_map(|s| State::parse(s))
-                .filter(|s| s.since >= now - RECENT_MS)
-                .count() as u64;
+        let (mut finished_recently, mut capped) = (0, false);
+        for ids in per_status {
+            let mut recent = 0u64;
+            for chunk in ids.chunks(1000) {
+                let states: Vec<Option<String>> = redis::cmd("HMGET")
+                    .arg(self.keys.state())
+                    .arg(chunk)
+                    .query_async(&mut *con)
+                    .await?;
+                recent += states
+                    .iter()
+                    .flatten()
+                    .filter_map(|s| State::parse(s))
+                    .filter(|s| s.since >= now - RECENT_MS)
+                    .count() as u64;
+            }
+            // Every one looked at finished lately: more may have.
+            capped |= recent == RECENT_CAP as u64;
+            finished_recently += recent;
         }
         let (active, waiting) = (n(0), n(1));
-        let queued = queued.min(active.saturating_sub(waiting));
+        let ready = ready.min(active.saturating_sub(waiting));
         Ok(Overview {
             now,
-            queued,
-            running: active.saturating_sub(waiting + queued),
+            ready,
+            running_or_scheduled: active.saturating_sub(waiting + ready),
             waiting,
             succeeded: n(2),
             failed: n(3),

@@ -72,7 +72,10 @@ impl Client {
                 );
             }
             if q.status.is_none_or(|s| !s.is_final()) {
-                let ids = self.active_ids().await?;
+                let cap = q
+                    .scan_limit
+                    .map_or(ACTIVE_CAP, |n| (n as isize).min(ACTIVE_CAP));
+                let ids = self.active_ids(cap).await?;
                 found.extend(self.read(&ids).await?.into_iter().filter(|j| q.matches(j)));
             }
         }
@@ -128,7 +131,7 @@ impl Client {
     }
 
     /// Ids of unfinished jobs, from the structures that hold them.
-    async fn active_ids(&self) -> Result<Vec<String>> {
+    async fn active_ids(&self, cap: isize) -> Result<Vec<String>> {
         let mut con = self.pool.get().await?;
         let limited: Vec<String> = redis::cmd("HKEYS")
             .arg(self.keys.limits())
@@ -137,23 +140,20 @@ impl Client {
         let leases: Vec<String> = redis::cmd("ZRANGE")
             .arg(self.keys.leases())
             .arg(0)
-            .arg(ACTIVE_CAP - 1)
+            .arg(cap - 1)
             .query_async(&mut *con)
             .await?;
         let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
         let mut pipe = redis::pipe();
         for t in tags.iter() {
-            pipe.lrange(self.keys.ready(t), -ACTIVE_CAP, -1).zrange(
-                self.keys.delayed(t),
-                0,
-                ACTIVE_CAP - 1,
-            );
+            pipe.lrange(self.keys.ready(t), -cap, -1)
+                .zrange(self.keys.delayed(t), 0, cap - 1);
         }
         for k in limited
             .iter()
             .filter(|k| !k.starts_with(sluice_shared::keys::OVERRIDE_MARK))
         {
-            pipe.lrange(self.keys.wait(k), 0, ACTIVE_CAP - 1);
+            pipe.lrange(self.keys.wait(k), 0, cap - 1);
         }
         let mut lists: Vec<Vec<String>> = pipe.query_async(&mut *con).await?;
         // Running jobs are the items of the lease keys (lease.rs).

@@ -479,10 +479,12 @@ impl Config {
                 )
             })?;
         if let Some(t) = &self.ui.token {
-            if t.len() < 16 || t.chars().any(|c| c.is_control() || c == ' ') {
+            // What a header and a cookie carry as they are.
+            let fits = |c: char| c.is_ascii_alphanumeric() || "-._~+/=".contains(c);
+            if t.len() < 16 || !t.chars().all(fits) {
                 return Err(bad(
                     "ui.token",
-                    "must be at least 16 characters, without spaces or control characters".into(),
+                    "must be at least 16 characters of ASCII letters, digits and -._~+/=".into(),
                 ));
             }
         }

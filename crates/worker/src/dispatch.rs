@@ -111,11 +111,13 @@ pub async fn run<S: Future<Output = ()> + Send>(
         keys.clone(),
         config.retention.clone(),
     ));
+    let mut metrics_server = None;
     if let Some(addr) = &config.worker.metrics_addr {
         let addr = addr
             .parse()
             .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr: {e}")))?;
-        metrics::serve(addr, export, pool.clone(), keys.clone(), running.clone()).await?;
+        metrics_server =
+            Some(metrics::serve(addr, export, pool.clone(), keys.clone(), running.clone()).await?);
     }
     tracing::info!(prefix = %config.prefix, concurrency, handlers = handlers.len(), tags = ?config.worker.tags, "worker started");
 
@@ -238,6 +240,10 @@ pub async fn run<S: Future<Output = ()> + Send>(
     watchdog.abort();
     listener.abort();
     retention.abort();
+    // An embedding service may start another worker in the same process.
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     tracing::info!("worker stopped");
     Ok(())
 }

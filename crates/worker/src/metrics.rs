@@ -64,14 +64,19 @@ fn install() -> Result<PrometheusHandle, String> {
 }
 
 /// Serves `/metrics` (when there is a Prometheus handle to render) and
-/// `/healthz` on `addr`; returns once listening.
+/// `/healthz` on `addr`; returns once listening, with the task to abort
+/// when the worker stops.
 pub async fn serve(
     addr: SocketAddr,
     export: MetricsExport,
     pool: Pool,
     keys: Keys,
     running: Running,
-) -> sluice_shared::Result<()> {
+) -> sluice_shared::Result<tokio::task::JoinHandle<()>> {
+    // Bound first: a port taken leaves no recorder installed behind.
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr {addr}: {e}")))?;
     let handle = match export {
         MetricsExport::Install => match install() {
             Ok(h) => Some(h),
@@ -83,11 +88,8 @@ pub async fn serve(
         MetricsExport::Prometheus(h) => Some(h),
         MetricsExport::Elsewhere => None,
     };
-    let listener = TcpListener::bind(addr)
-        .await
-        .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr {addr}: {e}")))?;
     tracing::info!(%addr, metrics = handle.is_some(), "serving /metrics and /healthz");
-    tokio::spawn(gauges(pool.clone(), keys, running));
+    let gauges = tokio::spawn(gauges(pool.clone(), keys, running));
     let mut app = Router::new()
         .route("/healthz", get(healthz))
         .with_state(pool);
@@ -111,12 +113,19 @@ pub async fn serve(
             "not found: try /metrics or /healthz\n",
         )
     });
-    tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "metrics server stopped");
-        }
-    });
-    Ok(())
+    Ok(tokio::spawn(async move {
+        // The gauges stop with the server, however it ends (aborted).
+        let _gauges = AbortOnDrop(gauges);
+        sluice_shared::http::serve(listener, app, std::future::pending()).await;
+    }))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Gauges read from Redis now and then: jobs waiting on limits, namespace-wide.

@@ -14,6 +14,7 @@ use serde::Deserialize;
 
 use super::auth::csrf_ok;
 use super::UiState;
+use crate::{CancelOutcome, RetryOutcome};
 
 #[derive(Deserialize)]
 pub(crate) struct JobAction {
@@ -35,7 +36,8 @@ pub(crate) struct KeyAction {
 
 /// Only a path of this site: never another site (`//host`, `http:`).
 fn back_to(back: &str) -> String {
-    if back.starts_with('/') && !back.starts_with("//") && !back.contains('\\') {
+    let plain = !back.contains('\\') && !back.chars().any(char::is_control);
+    if plain && back.starts_with('/') && !back.starts_with("//") {
         back.to_string()
     } else {
         "/".to_string()
@@ -53,18 +55,41 @@ fn forbidden() -> Response {
     (StatusCode::FORBIDDEN, "missing or wrong CSRF token").into_response()
 }
 
+/// An action that changed nothing, said so (409) rather than redirected.
+fn refused(why: &str) -> Response {
+    (StatusCode::CONFLICT, why.to_string()).into_response()
+}
+
 pub(crate) async fn cancel(State(ui): State<Arc<UiState>>, Form(f): Form<JobAction>) -> Response {
     if !csrf_ok(&ui, &f.csrf) {
         return forbidden();
     }
-    done(ui.client.cancel(&f.id).await.map(|_| ()), &f.back)
+    if let Err(e) = sluice_shared::JobId::parse(&f.id) {
+        return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+    }
+    match ui.client.cancel(&f.id).await {
+        Ok(CancelOutcome::AlreadyFinished) => {
+            refused("the job had already finished: nothing was cancelled")
+        }
+        other => done(other.map(|_| ()), &f.back),
+    }
 }
 
 pub(crate) async fn retry(State(ui): State<Arc<UiState>>, Form(f): Form<JobAction>) -> Response {
     if !csrf_ok(&ui, &f.csrf) {
         return forbidden();
     }
-    done(ui.client.retry(&f.id).await.map(|_| ()), &f.back)
+    if let Err(e) = sluice_shared::JobId::parse(&f.id) {
+        return (StatusCode::BAD_REQUEST, e.to_string()).into_response();
+    }
+    match ui.client.retry(&f.id).await {
+        Ok(RetryOutcome::Unfinished) => refused("the job has not finished: nothing to retry"),
+        Ok(RetryOutcome::Succeeded) => refused("the job succeeded: nothing to retry"),
+        Ok(RetryOutcome::FlowPart) => {
+            refused("a flow's step or run: enqueue the flow again instead")
+        }
+        other => done(other.map(|_| ()), &f.back),
+    }
 }
 
 pub(crate) async fn pause(State(ui): State<Arc<UiState>>, Form(f): Form<KeyAction>) -> Response {

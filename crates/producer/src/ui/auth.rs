@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap, Method, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::Form;
@@ -21,13 +21,34 @@ use super::UiState;
 
 const COOKIE: &str = "sluice_ui";
 
-/// A fresh random secret (two UUIDv7s: 148 random bits).
+/// A fresh random secret (two random UUIDs: 244 random bits).
 pub(crate) fn new_secret() -> String {
     format!(
         "{}{}",
-        uuid::Uuid::now_v7().simple(),
-        uuid::Uuid::now_v7().simple()
+        uuid::Uuid::new_v4().simple(),
+        uuid::Uuid::new_v4().simple()
     )
+}
+
+/// Without a token, the dashboard trusts whoever can reach loopback; a web
+/// page whose name was made to resolve to 127.0.0.1 (DNS rebinding) would
+/// reach it too, under its own name. So only a loopback name is accepted
+/// as the Host: `localhost`, `127.0.0.1` or `[::1]` (with the port, when
+/// known).
+fn loopback_host(headers: &HeaderMap, port: Option<u16>) -> bool {
+    let Some(host) = headers.get(header::HOST).and_then(|h| h.to_str().ok()) else {
+        return false;
+    };
+    let (name, p) = match host.rsplit_once(':') {
+        Some((n, p)) if !n.ends_with(']') || host.starts_with('[') => (n, Some(p)),
+        _ => (host, None),
+    };
+    let port_ok = match (port, p) {
+        (Some(want), Some(p)) => p.parse::<u16>() == Ok(want),
+        (Some(want), None) => want == 80,
+        (None, _) => true,
+    };
+    matches!(name, "localhost" | "127.0.0.1" | "[::1]") && port_ok
 }
 
 /// Compares in time independent of where the first difference is.
@@ -86,12 +107,35 @@ pub(crate) async fn guard(State(ui): State<Arc<UiState>>, req: Request, next: Ne
     if req.method() == Method::POST && cross_site(req.headers()) {
         return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
     }
-    if let Some(token) = &ui.token {
-        if !login && !asset && !carries_token(req.headers(), token) {
-            return (StatusCode::UNAUTHORIZED, login_form(None)).into_response();
+    match &ui.token {
+        Some(token) => {
+            if !login && !asset && !carries_token(req.headers(), token) {
+                return (StatusCode::UNAUTHORIZED, login_form(None)).into_response();
+            }
+        }
+        None => {
+            if !loopback_host(req.headers(), ui.port) {
+                return (
+                    StatusCode::MISDIRECTED_REQUEST,
+                    "without a token the dashboard answers only to localhost, 127.0.0.1 or [::1]",
+                )
+                    .into_response();
+            }
         }
     }
-    next.run(req).await
+    let mut res = next.run(req).await;
+    let h = res.headers_mut();
+    // Never framed by another site (clickjacking), never cached (pages
+    // hold job args), and a page and its live fragment share one URL.
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    h.entry(header::CACHE_CONTROL)
+        .or_insert(HeaderValue::from_static("no-store"));
+    h.insert(header::VARY, HeaderValue::from_static("x-sluice-fragment"));
+    res
 }
 
 /// Whether a form's CSRF field is this process's token.
@@ -167,5 +211,14 @@ mod tests {
             ("sec-fetch-site", "cross-site")
         ])));
         assert!(same("abc", "abc") && !same("abc", "abd") && !same("abc", "ab"));
+        assert!(loopback_host(&h(&[("host", "127.0.0.1:8080")]), Some(8080)));
+        assert!(loopback_host(&h(&[("host", "localhost:8080")]), Some(8080)));
+        assert!(loopback_host(&h(&[("host", "[::1]:8080")]), Some(8080)));
+        assert!(!loopback_host(
+            &h(&[("host", "evil.example:8080")]),
+            Some(8080)
+        ));
+        assert!(!loopback_host(&h(&[("host", "127.0.0.1:9")]), Some(8080)));
+        assert!(!loopback_host(&h(&[]), Some(8080)));
     }
 }

@@ -30,15 +30,25 @@ pub(crate) struct UiState {
     pub token: Option<String>,
     /// This process's CSRF token, embedded in every form.
     pub csrf: String,
+    /// The port it listens on, when known: the Host a browser sends.
+    pub port: Option<u16>,
 }
 
 /// The dashboard's routes over `client`: the pages, the actions and the
 /// assets, behind the token check when `token` is set.
 pub fn router(client: Client, token: Option<String>) -> Router {
+    router_for(client, token, None)
+}
+
+/// `router`, for a server bound to `bound`: without a token, only requests
+/// addressed to this machine by a loopback name are served (see auth.rs).
+pub fn router_for(client: Client, token: Option<String>, bound: Option<SocketAddr>) -> Router {
     let state = Arc::new(UiState {
         client,
-        token,
+        // An empty token would let an empty cookie in.
+        token: token.filter(|t| !t.is_empty()),
         csrf: auth::new_secret(),
+        port: bound.map(|b| b.port()),
     });
     Router::new()
         .route("/", get(pages::overview))
@@ -64,7 +74,7 @@ pub fn router(client: Client, token: Option<String>) -> Router {
 /// Refuses to listen beyond loopback without a token: the dashboard can
 /// cancel jobs and pause keys.
 pub fn check_listen(addr: SocketAddr, token: Option<&str>) -> Result<()> {
-    if !addr.ip().is_loopback() && token.is_none() {
+    if !addr.ip().is_loopback() && token.is_none_or(str::is_empty) {
         return Err(Error::Config(format!(
             "ui.listen: {addr} is reachable beyond this machine, so the dashboard needs a token: set [ui] token or SLUICE_UI_TOKEN"
         )));
@@ -88,8 +98,7 @@ pub async fn serve(
         .map_err(|e| Error::Config(format!("ui.listen {addr}: {e}")))?;
     // The line scripts and tests wait for, with the port really bound.
     eprintln!("sluice ui: listening on http://{bound}/");
-    axum::serve(listener, router(client, token))
-        .with_graceful_shutdown(shutdown)
-        .await
-        .map_err(|e| Error::Config(format!("ui: {e}")))
+    let app = router_for(client, token, Some(bound));
+    sluice_shared::http::serve(listener, app, shutdown).await;
+    Ok(())
 }

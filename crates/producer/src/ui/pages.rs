@@ -17,8 +17,12 @@ use crate::{when, KeyDetail, LimitState, RunsQuery, Slot};
 
 /// Jobs per page of Runs; keys per page of Keys.
 const PER_PAGE: usize = 50;
-/// Finished jobs looked at per status index for one page of Runs, at most.
+/// Finished jobs looked at per status index for one page of Runs, at most,
+/// and entries read from each live structure (ready lists, delayed sets,
+/// leases, wait lines) for the unfinished ones.
 const SCAN: usize = 5_000;
+/// The deepest page of Runs.
+const MAX_PAGE: usize = 20;
 
 fn failure(headers: &HeaderMap, e: sluice_shared::Error) -> Response {
     let body = html! { h1 { "Cannot read Redis" } p.error { (e.to_string()) } };
@@ -60,8 +64,8 @@ pub(crate) async fn overview(State(ui): State<Arc<UiState>>, headers: HeaderMap)
     let body = html! {
         h1 { "Overview" }
         div.cards {
-            (card(o.queued.to_string(), "queued", runs("queued")))
-            (card(o.running.to_string(), "running", runs("running")))
+            (card(o.ready.to_string(), "ready to run", runs("queued")))
+            (card(o.running_or_scheduled.to_string(), "running or scheduled", runs("running")))
             (card(o.waiting.to_string(), "waiting on limits", runs("waiting")))
             (card(rate, "jobs/s, last 10 s", None))
         }
@@ -105,14 +109,16 @@ pub(crate) async fn runs(
         )
             .into_response();
     }
-    let page = p.page.unwrap_or(0).min(1_000);
+    // Deeper than this, a filter (or `sluice runs`) serves better, and
+    // each page costs Redis more.
+    let page = p.page.unwrap_or(0).min(MAX_PAGE);
     let q = RunsQuery {
         concurrency_key: given(&p.concurrency_key),
         status: parsed.flatten(),
         path: given(&p.path),
         workspace: given(&p.workspace),
         limit: (page + 1) * PER_PAGE + 1,
-        scan_limit: Some(SCAN.max((page + 1) * PER_PAGE * 2)),
+        scan_limit: Some(SCAN),
     };
     let found = match ui.client.runs(&q).await {
         Ok(f) => f,
@@ -185,7 +191,7 @@ pub(crate) async fn runs(
         @if shown.is_empty() { p.none { "No job matches." } }
         div.pager {
             @if page > 0 { a href=(link(page - 1)) { "← newer" } }
-            @if more { a href=(link(page + 1)) { "older →" } }
+            @if more && page < MAX_PAGE { a href=(link(page + 1)) { "older →" } }
         }
         p.note { "Newest first. Without a key filter, the newest " (SCAN) " finished jobs of each status are looked at; filter by key or status to reach older ones." }
     };
@@ -230,7 +236,7 @@ pub(crate) async fn keys(
         .iter()
         .filter(|k| filter.as_ref().is_none_or(|f| k.contains(f.as_str())))
         .collect();
-    let page = p.page.unwrap_or(0);
+    let page = p.page.unwrap_or(0).min(matching.len() / PER_PAGE);
     let shown: Vec<&String> = matching
         .iter()
         .skip(page * PER_PAGE)
@@ -346,6 +352,9 @@ pub(crate) async fn job(
     headers: HeaderMap,
     Path(id): Path<String>,
 ) -> Response {
+    if sluice_shared::JobId::parse(&id).is_err() {
+        return not_found(headers).await;
+    }
     let job = match ui.client.job(&id).await {
         Ok(Some(j)) => j,
         Ok(None) => {

@@ -14,7 +14,11 @@
     if (active && main.contains(active) && active.tagName === "INPUT") return;
     busy = true;
     fetch(location.href, { headers: { "X-Sluice-Fragment": "1" }, credentials: "same-origin" })
-      .then(function (r) { return r.ok ? r.text() : null; })
+      .then(function (r) {
+        // Signed out (a token changed): the whole page says so.
+        if (r.status === 401) { location.reload(); return null; }
+        return r.ok ? r.text() : null;
+      })
       .then(function (html) { if (html !== null) main.innerHTML = html; })
       .catch(function () {})
       .then(function () { busy = false; });
