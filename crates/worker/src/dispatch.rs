@@ -87,6 +87,16 @@ pub async fn run<S: Future<Output = ()> + Send>(
     crate::routing::warn_unrunnable(&config, &handlers);
     let lease = Duration::from_millis(config.lease_ms());
     let running = Running::default();
+    // Before any task starts: a metrics port that is taken fails the start
+    // with nothing left running.
+    let mut metrics_server = None;
+    if let Some(addr) = &config.worker.metrics_addr {
+        let addr = addr
+            .parse()
+            .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr: {e}")))?;
+        metrics_server =
+            Some(metrics::serve(addr, export, pool.clone(), keys.clone(), running.clone()).await?);
+    }
     let acks = Arc::new(Acks::default());
     let acker = tokio::spawn(ack_loop(pool.clone(), keys.clone(), acks.clone()));
     let freed = Arc::new(Notify::new());
@@ -111,14 +121,6 @@ pub async fn run<S: Future<Output = ()> + Send>(
         keys.clone(),
         config.retention.clone(),
     ));
-    let mut metrics_server = None;
-    if let Some(addr) = &config.worker.metrics_addr {
-        let addr = addr
-            .parse()
-            .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr: {e}")))?;
-        metrics_server =
-            Some(metrics::serve(addr, export, pool.clone(), keys.clone(), running.clone()).await?);
-    }
     tracing::info!(prefix = %config.prefix, concurrency, handlers = handlers.len(), tags = ?config.worker.tags, "worker started");
 
     let grace = Duration::from_secs_f64(config.worker.grace_s);

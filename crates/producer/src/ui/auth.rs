@@ -105,25 +105,31 @@ pub(crate) async fn guard(State(ui): State<Arc<UiState>>, req: Request, next: Ne
     let login = req.uri().path() == "/login";
     let asset = req.uri().path().starts_with("/assets/");
     if req.method() == Method::POST && cross_site(req.headers()) {
-        return (StatusCode::FORBIDDEN, "cross-site request refused").into_response();
+        return protect((StatusCode::FORBIDDEN, "cross-site request refused").into_response());
     }
     match &ui.token {
         Some(token) => {
             if !login && !asset && !carries_token(req.headers(), token) {
-                return (StatusCode::UNAUTHORIZED, login_form(None)).into_response();
+                return protect((StatusCode::UNAUTHORIZED, login_form(None)).into_response());
             }
         }
         None => {
             if !loopback_host(req.headers(), ui.port) {
-                return (
-                    StatusCode::MISDIRECTED_REQUEST,
-                    "without a token the dashboard answers only to localhost, 127.0.0.1 or [::1]",
-                )
-                    .into_response();
+                return protect(
+                    (
+                        StatusCode::MISDIRECTED_REQUEST,
+                        "without a token the dashboard answers only to localhost, 127.0.0.1 or [::1]",
+                    )
+                        .into_response(),
+                );
             }
         }
     }
-    let mut res = next.run(req).await;
+    protect(next.run(req).await)
+}
+
+/// Adds the headers every answer carries.
+fn protect(mut res: Response) -> Response {
     let h = res.headers_mut();
     // Never framed by another site (clickjacking), never cached (pages
     // hold job args), and a page and its live fragment share one URL.
