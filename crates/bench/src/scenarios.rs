@@ -17,7 +17,7 @@ use crate::report;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// throughput, cmdstats, limited, many-keys, backlog, idle, memory, runs, ui, flow, or all
+    /// throughput, cmdstats, limited, many-keys, keyed, backlog, idle, memory, runs, ui, flow, or all
     scenario: String,
     #[arg(long)]
     workers: Option<usize>,
@@ -52,6 +52,7 @@ pub async fn run(args: Args) -> BenchResult {
         "cmdstats",
         "limited",
         "many-keys",
+        "keyed",
         "backlog",
         "idle",
         "runs",
@@ -95,6 +96,7 @@ async fn run_one(args: &Args, s: &str, all: &[&str]) -> BenchResult<Map<String, 
         "cmdstats" => cmdstats(args).await?,
         "limited" => limited(args).await?,
         "many-keys" => many_keys(args).await?,
+        "keyed" => keyed(args).await?,
         "backlog" => backlog(args).await?,
         "idle" => idle(args).await?,
         "memory" => memory(args).await?,
@@ -383,6 +385,54 @@ async fn limited(args: &Args) -> BenchResult<Map<String, Value>> {
         "lateness_ms".into(),
         json!({"p50": percentile(&late, 0.5), "p99": percentile(&late, 0.99), "max": late.last().copied().unwrap_or(0)}),
     );
+    Ok(f)
+}
+
+/// The same no-op jobs with and without a concurrency key whose limit never
+/// binds (10,000 distinct keys, max 1,000, no window), one after the other
+/// in one run: what a key costs by itself. Writes `plain` and `keyed`
+/// objects, and the ratio of their Redis CPU per job.
+async fn keyed(args: &Args) -> BenchResult<Map<String, Value>> {
+    let n = size(args, 20_000, 2_000);
+    let keys = if args.smoke { 1_000 } else { 10_000 };
+    let workers = args.workers.unwrap_or(1);
+    let plain_reqs: Vec<JobRequest> = (0..n)
+        .map(|_| JobRequest::new("bench/plain", json!({})))
+        .collect();
+    let keyed_reqs: Vec<JobRequest> = (0..n)
+        .map(|i| JobRequest::new("bench/keyed", json!({ "k": i % keys })))
+        .collect();
+    let (plain, _, _) = drive(
+        args,
+        "keyed-plain",
+        "[scripts.\"bench/plain\"]\n",
+        plain_reqs,
+        workers,
+        false,
+    )
+    .await?;
+    let (keyed, _, _) = drive(
+        args,
+        "keyed",
+        "[scripts.\"bench/keyed\"]\nconcurrency = { max = 1000, window_s = 0, key = \"k/$args[k]\" }\n",
+        keyed_reqs,
+        workers,
+        false,
+    )
+    .await?;
+    let cpu = |m: &Map<String, Value>| m["redis_cpu_us_per_job"].as_f64().unwrap_or(0.0);
+    let mut f = Map::new();
+    f.insert("jobs".into(), json!(n));
+    f.insert("keys".into(), json!(keys));
+    f.insert("workers".into(), json!(workers));
+    f.insert(
+        "keyed_over_plain_redis_cpu".into(),
+        json!((cpu(&keyed) / cpu(&plain).max(1e-9) * 100.0).round() / 100.0),
+    );
+    // The median across --repeat runs is taken on this.
+    f.insert("jobs_per_s".into(), keyed["jobs_per_s"].clone());
+    f.insert("plain".into(), Value::Object(plain));
+    f.insert("keyed".into(), Value::Object(keyed));
     Ok(f)
 }
 
