@@ -301,3 +301,55 @@ tag = "svc-b"
     );
     assert!(!log.contains("f/other-tag"), "{log}");
 }
+
+/// A worker whose view of the tags registry predates a tag still hands a
+/// freed slot to a waiter of that tag, on that tag's own queue: its call
+/// is refused as stale before anything is written, and made again with the
+/// registry read anew (without the check, the waiter's entry would land on
+/// a queue no worker of its tag reads, and wait for ever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_view_of_the_tags_never_misroutes_a_waiter() {
+    let scratch = Scratch::new("stale-tags");
+    let flag = scratch.path("release");
+    let env = TestEnv::new(&format!(
+        r#"
+[worker]
+concurrency = 2
+
+[scripts."f/first"]
+tag = "a"
+concurrency = {{ max = 1, window_s = 0, key = "k" }}
+command = ["sh", "-c", "while [ ! -e {flag} ]; do sleep 0.02; done; echo '\"ok\"'"]
+
+[scripts."f/second"]
+tag = "b"
+concurrency = {{ max = 1, window_s = 0, key = "k" }}
+command = ["sh", "-c", "echo '\"ok\"'"]
+"#,
+        flag = flag.display()
+    ));
+    // Worker A knows only the tags registered when it started.
+    let a = env.worker(&[], &[("SLUICE_WORKER__TAGS", "a")]);
+    a.wait_for_log("worker started");
+    let client = env.client().await;
+    let first = client
+        .enqueue(JobRequest::new("f/first", json!({})))
+        .await
+        .unwrap();
+    wait_running(&client, std::slice::from_ref(&first), 1).await;
+    // Tag b appears now: a job of it waits on the key A holds.
+    let second = client
+        .enqueue(JobRequest::new("f/second", json!({})))
+        .await
+        .unwrap();
+    let _b = env.worker(&[], &[("SLUICE_WORKER__TAGS", "b")]);
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while client.job(&second).await.unwrap().unwrap().status != "waiting" {
+        assert!(std::time::Instant::now() < deadline, "never waited on k");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    // A ends its job: the slot goes to b's waiter, through b's queue.
+    std::fs::write(&flag, "").unwrap();
+    let jobs = env.finish(&client, &[first, second]).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+}
