@@ -107,6 +107,12 @@ async fn texts(b: &Browser, css: &str) -> Vec<String> {
     out
 }
 
+/// The number in the cell `css` of a table row.
+async fn count_in(row: &fantoccini::elements::Element, css: &str) -> u64 {
+    let cell = row.find(Locator::Css(css)).await.unwrap();
+    cell.text().await.unwrap().trim().parse().unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_dashboard_shows_keys_and_runs_and_cancels_from_the_page() {
     let s = seed().await;
@@ -162,24 +168,10 @@ async fn the_dashboard_shows_keys_and_runs_and_cancels_from_the_page() {
     let mut page = Vec::new();
     for row in c.find_all(Locator::Css("#keys tbody tr")).await.unwrap() {
         let key = row.attr("data-key").await.unwrap().unwrap();
-        let held = row
-            .find(Locator::Css("td.held"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        let waiting = row
-            .find(Locator::Css("td.waiting"))
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
         page.push((
             key,
-            held.parse::<u64>().unwrap(),
-            waiting.parse::<u64>().unwrap(),
+            count_in(&row, "td.held").await,
+            count_in(&row, "td.waiting").await,
         ));
     }
     let from_cli: Vec<(String, u64, u64)> = cli
@@ -203,14 +195,7 @@ async fn the_dashboard_shows_keys_and_runs_and_cancels_from_the_page() {
         .click()
         .await
         .unwrap();
-    let held = c
-        .find(Locator::Id("held"))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert_eq!(held, "1");
+    assert_eq!(texts(&b, "#held").await, ["1"]);
     assert_eq!(texts(&b, "#slots tbody tr").await.len(), 1);
     // A key with slots in their window and reserved for waiters.
     b.goto(&format!("{}/keys/mail", ui.base)).await;
