@@ -6,7 +6,7 @@
 
 use sluice_shared::entry::Entry;
 use sluice_shared::lease;
-use sluice_shared::scripts::records_lib;
+use sluice_shared::scripts::{held_lib, records_lib};
 use sluice_shared::state::State;
 use sluice_tests::*;
 
@@ -204,4 +204,37 @@ fn states_read_the_same_on_both_sides_damaged_or_not() {
     );
     assert_eq!(State::parse(&written), Some(full.clone()));
     assert_eq!(written, full.format());
+}
+
+/// The running counts' fields (held.lua): every form the scripts write reads
+/// back as written, and a damaged one reads as a key with keys of its own and
+/// windows running, whose jobs take the slow path that repairs it: never as
+/// a free key, which would admit past its limit.
+#[test]
+fn running_counts_read_back_and_damage_is_never_free() {
+    let (_redis, mut con) = redis();
+    let mut read = |v: &str| -> (i64, i64, i64) {
+        eval(
+            &mut con,
+            &format!(
+                "{}\nlocal h = parse_held(ARGV[1])\nreturn {{ h.n, h.w and 1 or 0, h.s and 1 or 0 }}",
+                held_lib()
+            ),
+            &[v.as_bytes().to_vec()],
+        )
+    };
+    for (v, want) in [
+        ("3", (3, 0, 0)),
+        ("3 s", (3, 0, 1)),
+        ("2 w", (2, 1, 0)),
+        ("2 w s", (2, 1, 1)),
+        ("0 s", (0, 0, 1)),
+    ] {
+        assert_eq!(read(v), want, "{v:?}");
+    }
+    for damaged in [
+        "", "x", "3 s w", "3  s", "-1", "3 s\n", "3\0", "1 S", " 3", "3 ws",
+    ] {
+        assert_eq!(read(damaged), (0, 1, 1), "{damaged:?}");
+    }
 }

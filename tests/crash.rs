@@ -45,6 +45,13 @@ async fn sigkill_mid_job_loses_nothing() {
         .query(&mut r)
         .unwrap();
     assert_eq!(held, 0);
+    // Nor is any execution of it counted as running.
+    let running: Option<String> = redis::cmd("HGET")
+        .arg(env.key("running"))
+        .arg("default/script/f/work")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(running, None);
     // The dead worker's lease went with the recovery, the rescuer's once its
     // jobs were all recorded.
     wait_until("every lease to be gone", || {

@@ -12,6 +12,11 @@ use crate::{Client, LimitState};
 pub const RECENT_JOBS: isize = 60;
 /// The most waiters listed by name.
 pub const WAITERS_SHOWN: isize = 50;
+/// How many of a key's newest jobs are looked at for the running ones: a
+/// running execution is counted per key, not named (see held.lua), so the
+/// page finds them by their state. One that started before this many newer
+/// jobs of its key is counted in the key's state but not listed.
+pub const RUNNING_LOOK: isize = 1000;
 
 /// What one member of a key's slots set says.
 #[derive(Clone, Debug, PartialEq)]
@@ -60,7 +65,7 @@ pub struct KeyDetail {
 }
 
 /// Redis time; the slots set with scores; the first waiters; how many
-/// wait; the newest job ids.
+/// wait; the newest job ids, as many as are looked at for running ones.
 type KeyReads = (
     (i64, i64),
     Vec<(String, f64)>,
@@ -80,9 +85,10 @@ impl Client {
             .zrange_withscores(self.keys.slots(key), 0, -1)
             .lrange(self.keys.wait(key), 0, WAITERS_SHOWN - 1)
             .llen(self.keys.wait(key))
-            .zrevrange(self.keys.idx_key(key), 0, RECENT_JOBS - 1)
+            .zrevrange(self.keys.idx_key(key), 0, RUNNING_LOOK - 1)
             .query_async(&mut *con)
             .await?;
+        let running = self.running_among(&mut con, &recent_ids).await?;
         let now = time.0 * 1000 + time.1 / 1000;
         // A reserved slot's moment is its waiter's entry in its tag's delayed set.
         let mut due: HashMap<String, i64> = HashMap::new();
@@ -108,35 +114,34 @@ impl Client {
                 }
             }
         }
-        let slots = members
-            .into_iter()
-            .filter(|(_, score)| *score > now as f64)
-            .map(|(m, score)| {
-                let id = m.get(..36).unwrap_or(&m).to_string();
-                if m == "pause" {
-                    Slot::Paused {
-                        until: score as i64,
+        let mut slots: Vec<Slot> = running.into_iter().map(|id| Slot::Running { id }).collect();
+        slots.extend(
+            members
+                .into_iter()
+                .filter(|(_, score)| *score > now as f64)
+                .map(|(m, score)| {
+                    let id = m.get(..36).unwrap_or(&m).to_string();
+                    if m == "pause" {
+                        Slot::Paused {
+                            until: score as i64,
+                        }
+                    } else if score.is_infinite() && m.ends_with("#r") {
+                        let due = due.get(&id).copied();
+                        Slot::Reserved { id, due }
+                    } else if score.is_infinite() {
+                        // No other member is held open-ended.
+                        Slot::Reserved { id, due: None }
+                    } else {
+                        Slot::Window {
+                            id,
+                            until: score as i64,
+                        }
                     }
-                } else if score.is_infinite() && m.ends_with("#r") {
-                    let due = due.get(&id).copied();
-                    Slot::Reserved { id, due }
-                } else if score.is_infinite() {
-                    Slot::Running { id }
-                } else {
-                    Slot::Window {
-                        id,
-                        until: score as i64,
-                    }
-                }
-            })
-            .collect();
+                }),
+        );
         drop(con);
-        let recent = self
-            .jobs(&recent_ids)
-            .await?
-            .into_iter()
-            .flatten()
-            .collect();
+        let newest = &recent_ids[..recent_ids.len().min(RECENT_JOBS as usize)];
+        let recent = self.jobs(newest).await?.into_iter().flatten().collect();
         Ok(KeyDetail {
             now,
             state,
@@ -148,5 +153,31 @@ impl Client {
             waiting_total,
             recent,
         })
+    }
+
+    /// Which of `ids` are running now, by their states.
+    async fn running_among(
+        &self,
+        con: &mut deadpool_redis::Connection,
+        ids: &[String],
+    ) -> Result<Vec<String>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let states: Vec<Option<String>> = redis::cmd("HMGET")
+            .arg(self.keys.state())
+            .arg(ids)
+            .query_async(&mut **con)
+            .await?;
+        Ok(ids
+            .iter()
+            .zip(states)
+            .filter(|(_, st)| {
+                st.as_deref()
+                    .and_then(sluice_shared::state::State::parse)
+                    .is_some_and(|st| st.status == "running")
+            })
+            .map(|(id, _)| id.clone())
+            .collect())
     }
 }

@@ -132,7 +132,9 @@ impl Client {
                 .iter()
                 .map(|(k, _)| {
                     let mut c = scripts().limit_state.call();
-                    c.key(self.keys.slots(k)).key(self.keys.wait(k));
+                    c.key(self.keys.slots(k))
+                        .key(self.keys.wait(k))
+                        .key(self.keys.running());
                     // A waiter's reserved slot is in its own tag's delayed set.
                     for t in tags.iter() {
                         c.key(self.keys.delayed(t));

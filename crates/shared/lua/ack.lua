@@ -18,5 +18,6 @@ local refused = record_acks(sec, now, now_s)
 end_leases(sec)
 flush_records()
 flush_finished()
+flush_held()
 flush_queues()
 return refused

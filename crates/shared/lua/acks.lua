@@ -56,6 +56,14 @@ local function record_acks(sec, now, now_s)
     ids[i] = entry_id(e)
   end
   local states = redis.call('HMGET', STATE, unpack(ids))
+  -- A keyed execution's end reads its key's running count (held.lua): the
+  -- counts in one HMGET.
+  local ckeys = {}
+  for i = 1, n do
+    local e = ARGV[b + 5 * i - 4]
+    if #e > 36 then ckeys[#ckeys + 1] = entry_ckey(e) end
+  end
+  if #ckeys > 0 then held_load(ckeys) end
 
   -- Anything but a plain success of a job without a key or flow.
   local function slow(i, a)
@@ -76,20 +84,21 @@ local function record_acks(sec, now, now_s)
     -- At least 1 ms: a pause that ends at once would be no pause at all.
     local throttle_ms = outcome == 'throttle' and math.max(1, tonumber(string.match(rest, '^ (%d+)')) or 1000)
     if ckey ~= '' then
-      spec = spec_of(id)
       -- A flow holds the slot its first driver took, whatever attempt ends it.
       local token = id .. '#' .. attempt
       if st.words.drive then token = id .. '#f' end
-      local window = tonumber(spec and spec.window_ms) or 0
+      local max, window = stamped_limit(id, ckey)
+      window = window or 0
       local k = sec.declared[ckey]
       -- The pause goes in first, so that the slot this ends is handed to no
       -- waiter before it is over (a longer pause already set stays); the
       -- slots reserved for waiters come back; and the job itself goes to
       -- the head of the line: it was admitted before all of them.
       if throttle_ms and not st.words.cancel then
+        touch_key(ckey, k.slots, k.wait)
         redis.call('ZADD', k.slots, 'GT', now + throttle_ms, PAUSE)
         take_back_reservations(k.slots, k.wait, ckey)
-        redis.call('LPUSH', k.wait, id .. ' ' .. (spec and spec.max or 1))
+        redis.call('LPUSH', k.wait, id .. ' ' .. (max or 1))
       end
       end_slot(k.slots, k.wait, ckey, token, window, now)
     end
@@ -147,24 +156,36 @@ local function record_acks(sec, now, now_s)
     end
   end
 
+  -- Whether a keyed execution's end is only one fewer running: a key with
+  -- no window and no keys of its own (held.lua). Counts it if so.
+  local function counted_end(entry)
+    local ckey = entry_ckey(entry)
+    if not ends_by_count(ckey) then return false end
+    running_add(ckey, -1)
+    return true
+  end
+
   -- The common case, kept to the fewest Lua operations: a plain success of
-  -- a job without a key or flow. A null result is not stored (none reads
-  -- as null).
+  -- a job without a key, or with a key whose end is only counted, and not
+  -- a flow (a flow's state has words). A null result is not stored (none
+  -- reads as null).
   local writes, results, done = state_writes, result_pairs, {}
   for i = 1, n do
     local a = b + 5 * i - 5
     local entry, attempt, started = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
-    if ARGV[a + 4] == 'ok' and #entry == 36 and states[i] == 'running ' .. attempt .. ' ' .. started then
+    if ARGV[a + 4] == 'ok' and states[i] == 'running ' .. attempt .. ' ' .. started
+      and (#entry == 36 or counted_end(entry)) then
       local s = 'succeeded ' .. attempt .. ' ' .. now_s .. ' started=' .. started
-      state_cache[entry] = s
-      writes[#writes + 1] = entry
+      local id = ids[i]
+      state_cache[id] = s
+      writes[#writes + 1] = id
       writes[#writes + 1] = s
       local payload = ARGV[a + 5]
       if payload ~= 'null' then
-        results[#results + 1] = entry
+        results[#results + 1] = id
         results[#results + 1] = payload
       end
-      done[#done + 1] = entry
+      done[#done + 1] = id
     else
       slow(i, a)
     end

@@ -76,6 +76,42 @@ for _, q in ipairs(served) do
   if #head > 0 then srcs[#srcs + 1] = { q = q, due = false, list = head, pos = 1, step = 1, taken = 0 } end
 end
 
+-- Keyed entries are admitted by their key's running count alone (held.lua)
+-- unless the key has keys of its own or is full: only those need slots:K
+-- and wait:K declared. Their specs (for the stamped max) and counts are read
+-- here, one HMGET each.
+do
+  local keyed_ids, ckeys = {}, {}
+  for _, src in ipairs(srcs) do
+    for i = 1, #src.list, src.step do
+      local e = src.list[i]
+      if #e > 36 and string.sub(e, 1, 5) ~= 'wake ' then
+        keyed_ids[#keyed_ids + 1] = id_of(e)
+        ckeys[#ckeys + 1] = entry_ckey(e)
+      end
+    end
+  end
+  if #keyed_ids > 0 then
+    preload(raw_specs, JOBS, keyed_ids)
+    held_load(ckeys)
+  end
+end
+-- Running counts as they will be once what is taken so far is admitted.
+local tentative = {}
+-- Whether an entry of key ckey can be admitted by the count alone. A job
+-- without a valid stamped limit can: it is failed as corrupt, and a key
+-- without keys of its own holds nothing reserved for it.
+local function by_count(id, ckey)
+  local h = held_of(ckey)
+  if h.s then return false end
+  local max = stamped_limit(id, ckey)
+  if not max then return true end
+  local t = (tentative[ckey] or h.n) + 1
+  if t > max then return false end
+  tentative[ckey] = t
+  return true
+end
+
 -- When several have candidates, the ready ones' states tell when they became ready.
 if #srcs > 1 then
   local ids = {}
@@ -99,7 +135,7 @@ end
 -- Merge them by ready time (a tie goes to the ready list), up to `room`
 -- jobs; "wake" entries cost no room. ord_due[k] is the due time of a
 -- delayed entry, false for a ready one; ord_q[k] the queues it came from.
-local ord, ord_due, ord_ckey, ord_wake, ord_q = {}, {}, {}, {}, {}
+local ord, ord_due, ord_ckey, ord_wake, ord_q, ord_counted = {}, {}, {}, {}, {}, {}
 local need, need_seen = {}, {}
 local picked, blocked, more = 0, false, false
 while true do
@@ -124,7 +160,8 @@ while true do
   end
   local ckey = ''
   if wake then ckey = string.sub(entry, 6) else ckey = entry_ckey(entry) end
-  if blocked or (ckey ~= '' and not declared[ckey]) then
+  local counted = not blocked and ckey ~= '' and not wake and by_count(id_of(entry), ckey)
+  if blocked or (ckey ~= '' and not counted and not declared[ckey]) then
     blocked, more = true, true
     if ckey ~= '' and not declared[ckey] and not need_seen[ckey] then
       need_seen[ckey] = true
@@ -132,7 +169,7 @@ while true do
     end
   else
     local k = #ord + 1
-    ord[k], ord_due[k], ord_ckey[k], ord_wake[k], ord_q[k] = entry, due_at, ckey, wake, best.q
+    ord[k], ord_due[k], ord_ckey[k], ord_wake[k], ord_q[k], ord_counted[k] = entry, due_at, ckey, wake, best.q, counted
     if best.due then best.taken[#best.taken + 1] = entry else best.taken = best.taken + 1 end
   end
   if not wake then picked = picked + 1 end
@@ -152,10 +189,10 @@ for _, src in ipairs(srcs) do
     redis.call('LTRIM', src.q.ready, src.taken, -1)
   end
 end
-local states, specs = {}, {}
+local states = {}
 if #job_ids > 0 then
   states = redis.call('HMGET', STATE, unpack(job_ids))
-  specs = redis.call('HMGET', JOBS, unpack(job_ids))
+  preload(raw_specs, JOBS, job_ids)
 end
 
 -- When a job became ready: a waiting job keeps the moment it had.
@@ -163,7 +200,8 @@ local function ready_of(st)
   return st.words.ready or st.at
 end
 
-local function admit(id, entry, st, ckey, slots)
+-- max, window: the limit of a keyed job that takes a slot.
+local function admit(id, entry, st, ckey, max, window)
   local attempt = st.attempt + 1
   local spec = raw_spec(id)
   if st.status == 'running' then
@@ -178,12 +216,9 @@ local function admit(id, entry, st, ckey, slots)
     local ready = ready_of(st)
     if ready ~= created_of(id, ready) then words.ready = ready end
     set_state(id, 'running', attempt, now_s, words)
-    if ckey ~= '' then
-      -- A flow holds one slot for its whole run, whatever attempt drives it.
-      local token = id .. '#' .. attempt
-      if flow then token = id .. '#f' end
-      hold_open(slots, token)
-    end
+    -- A flow holds one slot for its whole run, whatever attempt drives
+    -- it: counted once, here, at its first admission.
+    if ckey ~= '' then running_add(ckey, 1, max, window) end
   end
   leased[#leased + 1] = lease_item(attempt, entry)
   local n = #admitted
@@ -199,10 +234,11 @@ local function to_wait(id, st, max, wait)
   wait_in_line(wait, id, max, tonumber(ready))
 end
 
--- A job that will not run gives back a slot reserved for it, if any.
+-- A job that will not run gives back a slot reserved for it, if any. A key
+-- not declared has no keys of its own (by_count), so nothing is reserved.
 local function release_reservation(ckey, id)
   local k = declared[ckey]
-  if ckey ~= '' and redis.call('ZREM', k.slots, id .. '#r') == 1 then
+  if ckey ~= '' and k and redis.call('ZREM', k.slots, id .. '#r') == 1 then
     count_waiting(-1)
     expire_slots(k.slots, now)
     settle(k.slots, k.wait, ckey, now)
@@ -240,6 +276,7 @@ local function limited(id, entry, st, ckey, due_at, q)
   -- itself, so that `limits unset` applies to jobs already waiting).
   local stamped = max
   max = override_of(ckey) or max
+  touch_key(ckey, k.slots, k.wait)
   expire_slots(k.slots, now)
   local until_ = paused_until(k.slots, now)
   if until_ then
@@ -259,16 +296,13 @@ local function limited(id, entry, st, ckey, due_at, q)
       lates[#lates + 1] = entry
       lates[#lates + 1] = now - due_at
     end
-    admit(id, entry, st, ckey, k.slots)
+    admit(id, entry, st, ckey, spec.max, spec.window_ms)
   elseif redis.call('LLEN', k.wait) > 0 then
     to_wait(id, st, stamped, k.wait)
   else
-    local held = redis.call('ZCARD', k.slots)
+    local held = redis.call('ZCARD', k.slots) + held_of(ckey).n
     if held < max then
-      -- An idle key may have been pruned from the registry (prune_limits.lua):
-      -- it is in use again.
-      if held == 0 then redis.call('HSETNX', LIMITS, ckey, spec.max .. ' ' .. spec.window_ms) end
-      admit(id, entry, st, ckey, k.slots)
+      admit(id, entry, st, ckey, spec.max, spec.window_ms)
     else
       local first = first_timed_slot(k.slots)
       if first ~= nil and held == max then
@@ -299,13 +333,19 @@ for k, entry in ipairs(ord) do
     end
   else
     j = j + 1
-    local id, s, spec = job_ids[j], states[j], specs[j]
+    local id, s, spec = job_ids[j], states[j], raw_specs[job_ids[j]] or nil
     -- A state this call wrote (a flow its acks put back) is not in Redis yet.
     local written = state_cache[id]
     if written ~= nil then s = written or nil end
-    if ckey == '' and s and spec and string.find(s, 'queued 0 ', 1, true) == 1 and not is_flow_spec(spec) then
-      -- The common case, kept to the fewest Lua operations: a first attempt
-      -- of a job without a key.
+    -- The common case, kept to the fewest Lua operations: a first attempt
+    -- of a job without a key, or with one admitted by its count.
+    local fast = s and spec and (ckey == '' or ord_counted[k]) and string.find(s, 'queued 0 ', 1, true) == 1
+      and not is_flow_spec(spec)
+    if fast and ckey ~= '' then
+      local max, window = stamped_limit(id, ckey)
+      if max then running_add(ckey, 1, max, window) else fast = false end
+    end
+    if fast then
       put_state(id, first_run)
       leased[#leased + 1] = lease_item(1, entry)
       local n = #admitted
@@ -314,7 +354,6 @@ for k, entry in ipairs(ord) do
       admitted[n + 3] = first_run
     else
       state_cache[id] = s or false
-      raw_specs[id] = spec or false
       local st = state_of(id)
       if not spec then
         if ckey ~= '' then release_reservation(ckey, id) end
@@ -328,7 +367,7 @@ for k, entry in ipairs(ord) do
         fail_corrupt(id, nil, 'state missing or malformed')
       elseif st.status == 'running' then
         if st.words.drive == 'queued' then
-          admit(id, entry, st, ckey, nil)
+          admit(id, entry, st, '', nil)
         else
           -- A stale entry of a job that runs already: a slot reserved for
           -- it would be held for ever.
@@ -341,6 +380,10 @@ for k, entry in ipairs(ord) do
       elseif ckey == '' then
         if names_ckey(spec) then fail_corrupt(id, st, 'concurrency key differs from its queue entry')
         else admit(id, entry, st, ckey, nil) end
+      elseif ord_counted[k] then
+        local max, window = stamped_limit(id, ckey)
+        if max then admit(id, entry, st, ckey, max, window)
+        else fail_corrupt(id, st, 'max, window_ms or ckey missing or malformed') end
       else
         limited(id, entry, st, ckey, ord_due[k], ord_q[k])
       end
@@ -356,6 +399,7 @@ if #leased > 0 then
 end
 flush_records()
 flush_finished()
+flush_held()
 flush_queues()
 -- This worker took all it had room for and more remains: pass the wake-up on
 -- to another idle worker of each tag that has some left.

@@ -60,6 +60,7 @@ if ckey ~= '' then
   settle(slots, wait, ckey, now)
   bound_slots(slots)
 end
+flush_held()
 -- A slot handed to a waiter here must reach a worker's timer.
 flush_queues()
 return 'cancelled'

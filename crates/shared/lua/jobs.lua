@@ -11,7 +11,7 @@ local JOB_ARGS = 7
 -- What a batch of new jobs writes, gathered to be sent by flush_jobs():
 -- ready[tag] and delayed[tag] are the entries for each tag's queues.
 local function new_jobs(now_s)
-  return { specs = {}, ready = {}, delayed = {}, limits_seen = {}, n = 0, fresh = 'queued 0 ' .. now_s }
+  return { specs = {}, ready = {}, delayed = {}, limits_seen = {}, limits = {}, n = 0, fresh = 'queued 0 ' .. now_s }
 end
 
 -- The list of acc's entries for `tag` in `what` (acc.ready or acc.delayed).
@@ -56,10 +56,9 @@ local function write_job(acc, idx_key, a, now, now_s)
   if ckey ~= '' then
     redis.call('ZADD', idx_key, now_s, id)
     local stamp = ARGV[a + 4] .. ' ' .. ARGV[a + 5]
-    if acc.limits_seen[ckey] ~= stamp then
-      acc.limits_seen[ckey] = stamp
-      redis.call('HSET', LIMITS, ckey, stamp)
-    end
+    -- Each key once per batch, with its last stamp, in one HSET (flush_jobs).
+    if acc.limits_seen[ckey] == nil then acc.limits[#acc.limits + 1] = ckey end
+    acc.limits_seen[ckey] = stamp
   end
   if delay_ms > 0 then
     local at = ms_str(now + delay_ms)
@@ -85,6 +84,14 @@ end
 -- this call did not declare was refused before (unknown_tag).
 local function flush_jobs(acc)
   if #acc.specs > 0 then hset_pairs(JOBS, acc.specs) end
+  if #acc.limits > 0 then
+    local pairs_ = {}
+    for _, k in ipairs(acc.limits) do
+      pairs_[#pairs_ + 1] = k
+      pairs_[#pairs_ + 1] = acc.limits_seen[k]
+    end
+    hset_pairs(LIMITS, pairs_)
+  end
   for tag, entries in pairs(acc.ready) do
     in_slices(entries, function(l) push_ready(queue(tag), l) end)
   end

@@ -27,6 +27,7 @@ take_back_reservations(slots, wait, ckey)
 expire_slots(slots, now)
 settle(slots, wait, ckey, now)
 bound_slots(slots)
+flush_held()
 flush_records()
 flush_queues()
 return 1

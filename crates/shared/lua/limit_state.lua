@@ -3,7 +3,8 @@
 --
 -- KEYS[1]  slots:K
 -- KEYS[2]  wait:K
--- KEYS[3..]  the delayed sorted sets of every registered tag (queues.lua)
+-- KEYS[3]  the running counts ({p}:running, see held.lua)
+-- KEYS[4..]  the delayed sorted sets of every registered tag (queues.lua)
 -- ARGV[1]  K, the concurrency key
 -- Returns: { held, reserved, waiting_unknown, next_free_at, now, paused_until }
 --   held: slots held now (running, reserved for a waiter, or in their window);
@@ -19,6 +20,8 @@ local now = now_ms()
 local held = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
 local paused = tonumber(redis.call('ZSCORE', KEYS[1], 'pause'))
 if paused and paused > now then held = held - 1 else paused = -1 end
+local running = tonumber(string.match(redis.call('HGET', KEYS[3], ARGV[1]) or '', '^%d+'))
+held = held + (running or 0)
 local reserved = 0
 local next_free = -1
 local function sooner(t)
@@ -29,7 +32,7 @@ for _, m in ipairs(redis.call('ZRANGEBYSCORE', KEYS[1], '+inf', '+inf')) do
     reserved = reserved + 1
     -- The waiter's entry is in its own tag's delayed set.
     local entry = string.sub(m, 1, 36) .. ' ' .. ARGV[1]
-    for k = 3, #KEYS do
+    for k = 4, #KEYS do
       local at = tonumber(redis.call('ZSCORE', KEYS[k], entry))
       if at then
         sooner(at)

@@ -18,6 +18,7 @@ local now = now_ms()
 local slots, wait, ckey = KEYS[NS + 1], KEYS[NS + 2], ARGV[1]
 local ms = tonumber(ARGV[2])
 note_heads()
+touch_key(ckey, slots, wait)
 local until_ = 0
 if ms > 0 then
   until_ = now + ms
@@ -33,6 +34,7 @@ else
   settle(slots, wait, ckey, now)
 end
 bound_slots(slots)
+flush_held()
 flush_records()
 flush_queues()
 return until_

@@ -4,17 +4,29 @@
 -- or admitted again.
 --
 -- KEYS[1]  the limits hash ({p}:limits)
--- then, per key i: KEYS[2i] slots:K, KEYS[2i+1] wait:K
+-- KEYS[2]  the running counts ({p}:running, see held.lua)
+-- then, per key i: KEYS[2i+1] slots:K, KEYS[2i+2] wait:K
 -- ARGV[i]  the i-th concurrency key K
 -- Returns: how many keys were pruned.
 --
--- A slots set exists exactly while it holds a slot (running, reserved, or
--- within its window: see bound_slots in slots.lua).
+-- A slots set exists exactly while it holds a slot (in its window, reserved,
+-- or a pause: see bound_slots in slots.lua); a running execution is counted
+-- in the running hash. A count field left marking keys of its own (" s")
+-- after they expired on their own goes too, unless K has a limit set at
+-- run time, which keeps the mark.
 
+local limits, running = KEYS[1], KEYS[2]
 local pruned = 0
 for i = 1, #ARGV do
-  if redis.call('EXISTS', KEYS[2 * i]) == 0 and redis.call('LLEN', KEYS[2 * i + 1]) == 0 then
-    pruned = pruned + redis.call('HDEL', KEYS[1], ARGV[i])
+  local k = ARGV[i]
+  local slots, wait = KEYS[2 * i + 1], KEYS[2 * i + 2]
+  if redis.call('EXISTS', slots) == 0 and redis.call('LLEN', wait) == 0 then
+    local count = redis.call('HGET', running, k)
+    local idle = not count or tonumber(string.match(count, '^(%d+)')) == 0
+    if idle then
+      pruned = pruned + redis.call('HDEL', limits, k)
+      if count and redis.call('HEXISTS', limits, '\31' .. k) == 0 then redis.call('HDEL', running, k) end
+    end
   end
 end
 return pruned

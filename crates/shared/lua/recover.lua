@@ -82,5 +82,6 @@ if #gone > 0 then
 end
 flush_records()
 flush_finished()
+flush_held()
 flush_queues()
 return dead

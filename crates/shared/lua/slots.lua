@@ -2,13 +2,17 @@
 -- slots. It is not run on its own, so it has no KEYS or ARGV of its own.
 --
 -- Per concurrency key K (see keys.rs):
---   slots:K  sorted set of held slots. Member "<id>#<attempt>" for a running
---            execution, "<id>#r" for a slot reserved for a waiting job that will
---            be admitted when its delayed entry falls due. Score: +inf while the
---            slot is held open-ended (running or reserved), else the Unix ms at
---            which it frees (end of execution + that job's window).
+--   running  K's executions running now, counted in a namespace hash
+--            (held.lua): each holds one open-ended slot.
+--   slots:K  sorted set of the other slots held. Member "<id>#<attempt>" for
+--            an ended execution within its window, "<id>#r" for a slot
+--            reserved for a waiting job that will be admitted when its
+--            delayed entry falls due. Score: +inf while the slot is held
+--            open-ended (reserved), else the Unix ms at which it frees (end
+--            of execution + that job's window).
 --   wait:K   list, FIFO, of "<id> <max>" for jobs whose key is full of
 --            open-ended slots, so the moment they may run is not known yet.
+-- The slots K holds are its running count plus the members of slots:K.
 -- Invariant kept by settle(): while wait:K is not empty, every slot of K that
 -- frees at a known time has already been handed to a waiter, so each waiting
 -- job is moved exactly once from wait:K to the delayed set, at the exact
@@ -37,7 +41,7 @@ local function expire_slots(slots, now)
   redis.call('ZREMRANGEBYSCORE', slots, '-inf', now)
 end
 
--- A key's slots set lives only while it holds something: an open-ended slot
+-- A key's slots set lives only while it holds something: a reserved slot
 -- keeps it (PERSIST), and once only timed slots are left it expires with
 -- the last of them (see bound_slots). So a key nobody uses leaves nothing
 -- behind beyond its window.
@@ -78,9 +82,8 @@ end
 
 -- A limit set at run time (`sluice limits set`) overrides the stamped limit
 -- of every job of its key, waiting or future: a field of the limits
--- registry named by the key after a unit separator (\31, which no key
--- holds), "<max> <window_ms>". Returns max, window_ms, or nil.
-local OVERRIDE_MARK = '\31'
+-- registry named by the key after a unit separator (OVERRIDE_MARK, \31,
+-- which no key holds), "<max> <window_ms>". Returns max, window_ms, or nil.
 local function override_of(ckey)
   local v = redis.call('HGET', LIMITS, OVERRIDE_MARK .. ckey)
   if not v then return nil end
@@ -183,6 +186,7 @@ end
 -- in its own tag's delayed set. A paused key hands out nothing: its waiters
 -- are looked at when it ends.
 local function settle(slots, wait, ckey, now)
+  touch_key(ckey, slots, wait)
   local until_ = paused_until(slots, now)
   if until_ then
     wake_key_at(wait, ckey, until_)
@@ -197,7 +201,7 @@ local function settle(slots, wait, ckey, now)
     if override_max == nil then override_max = override_of(ckey) or false end
     local hid = string.sub(head, 1, 36)
     local hmax = override_max or tonumber(string.sub(head, 38))
-    local held = redis.call('ZCARD', slots)
+    local held = redis.call('ZCARD', slots) + held_of(ckey).n
     local at = nil
     if held < hmax then
       at = now
@@ -220,18 +224,52 @@ local function settle(slots, wait, ckey, now)
   end
 end
 
--- An execution ended (any outcome): its slot stays held for its window, then
--- the key's waiters are settled.
+-- An execution ended (any outcome): it no longer runs, its slot stays held
+-- for its window (as `token` in slots:K), then the key's waiters are
+-- settled. A key with no window and nothing of its own only counts one
+-- fewer running: nothing else can be waiting on it.
 local function end_slot(slots, wait, ckey, token, window_ms, now)
-  local _, override_window = override_of(ckey)
-  if override_window then window_ms = override_window end
-  redis.call('ZREM', slots, token)
+  running_add(ckey, -1)
+  local structured = is_structured(ckey)
+  if structured then
+    local _, override_window = override_of(ckey)
+    if override_window then window_ms = override_window end
+  end
   if window_ms > 0 then
     redis.call('ZADD', slots, now + window_ms, token)
+  elseif not structured then
+    return
   end
   expire_slots(slots, now)
   settle(slots, wait, ckey, now)
   bound_slots(slots)
+end
+
+-- The limit stamped on job `id` for key `ckey`: max (at least 1) and
+-- window_ms, or nil when its spec is missing, names another key or has no
+-- valid limit. Read off the spec's head without decoding it when the key
+-- reads the same in JSON (no quote, backslash or control byte), else
+-- decoded.
+local limit_cache = {}
+local function stamped_limit(id, ckey)
+  local c = limit_cache[id]
+  if c ~= nil and c.k == ckey then return c.m, c.w end
+  local raw = raw_spec(id)
+  if not raw then return nil end
+  local m, w = nil, nil
+  if not string.find(ckey, '[%c"\\]') then
+    local cut = string.find(raw, ',"args":', 1, true)
+    local p = string.find(raw, ',"ckey":"' .. ckey .. '","max":', 1, true)
+    if not cut or not p or p > cut then return nil end
+    m, w = string.match(raw, '^(%d+),"window_ms":(%d+)', p + #ckey + 17)
+  else
+    local spec = spec_of(id)
+    if spec and spec.ckey == ckey then m, w = spec.max, spec.window_ms end
+  end
+  m, w = tonumber(m), tonumber(w)
+  if m == nil or w == nil or m < 1 then m, w = nil, nil end
+  limit_cache[id] = { k = ckey, m = m, w = w }
+  return m, w
 end
 
 -- Final states move the namespace counters that `sluice wait` reads, and

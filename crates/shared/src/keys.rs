@@ -14,7 +14,8 @@
 //! | `{p}:lease:<worker>:<n>` | list | the jobs one admit.lua call gave a worker, an item `<attempt> <entry>` each (lease.rs); gone once they have all ended (or been recovered) |
 //! | `{p}:marker:<T>` | list | a wake-up token for idle workers of tag T (BLPOP) |
 //! | `{p}:stats` | hash | `active` (unfinished jobs), `waiting` (of those, waiting on a limit), and the `succeeded`, `failed`, `cancelled` jobs stored (retention lowers them) |
-//! | `{p}:slots:<K>` | zset | slots held on concurrency key K: `<id>#<attempt>` running, `<id>#f` a flow run (for its whole run), `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation, and `pause` (no slot: the key admits nothing until its score) ; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
+//! | `{p}:running` | hash | concurrency key K -> `<n>` or `<n> s`: the executions of K running now (one per running attempt, one per flow run), and ` s` while K's own slots and wait keys may hold something or K has a limit set at run time; absent when both are nothing |
+//! | `{p}:slots:<K>` | zset | what K holds beyond its running executions: `<id>#<attempt>` an ended execution in its window, `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation, and `pause` (no slot: the key admits nothing until its score) ; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
 //! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results (`r:<step>`), for-each elements (`e:<step>:<n>`), their results (`i:<step>:<n>`) and count done (`d:<step>`), steps running (`c:<id>`, `active`), the first failure (`failed`) |
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention. A field `\x1f<K>` holds the limit set at run time for K (`sluice limits set`), `max window_ms` |
@@ -111,6 +112,11 @@ impl Keys {
     pub fn stats(&self) -> String {
         self.key("stats")
     }
+    /// Concurrency key -> executions of it running now, and whether its own
+    /// keys (slots, wait) are in use: "<n>" or "<n> s" (see held.lua).
+    pub fn running(&self) -> String {
+        self.key("running")
+    }
     /// Slots held on concurrency key `ckey`, scored by the Unix ms each frees.
     pub fn slots(&self, ckey: &str) -> String {
         self.key(&format!("slots:{ckey}"))
@@ -140,7 +146,7 @@ impl Keys {
     /// of every tag this process knows is registered.
     pub fn namespace(&self) -> Vec<String> {
         let known = self.known_tags();
-        let mut keys = Vec::with_capacity(10 + 3 * known.len());
+        let mut keys = Vec::with_capacity(11 + 3 * known.len());
         keys.extend([
             self.jobs(),
             self.state(),
@@ -152,6 +158,7 @@ impl Keys {
             self.idx_status("failed"),
             self.idx_status("cancelled"),
             self.tags_registry(),
+            self.running(),
         ]);
         for tag in known.iter() {
             keys.extend([self.ready(tag), self.delayed(tag), self.marker(tag)]);
@@ -241,10 +248,10 @@ mod tests {
             k.slots("default/script/f/x"),
             "{sluice}:slots:default/script/f/x"
         );
-        assert_eq!(k.namespace().len(), 10);
+        assert_eq!(k.namespace().len(), 11);
         k.set_known_tags(vec!["b".into(), "a".into(), "a".into()]);
-        assert_eq!(k.namespace().len(), 16);
-        assert_eq!(k.namespace()[10], "{sluice}:ready:a");
+        assert_eq!(k.namespace().len(), 17);
+        assert_eq!(k.namespace()[11], "{sluice}:ready:a");
         assert_eq!(k.clone().known_tags(), k.known_tags());
         for key in k.namespace().into_iter().chain([
             k.ready("a"),

@@ -1,6 +1,6 @@
 //! The one place that owns the Lua scripts. Each lives in its own file under
 //! `lua/`, with a header listing its KEYS, ARGV and return value; every one
-//! gets the helper files `lua/records.lua`, `lua/queues.lua`, `lua/slots.lua`
+//! gets the helper files `lua/records.lua`, `lua/queues.lua`, `lua/held.lua`, `lua/slots.lua`
 //! and `lua/jobs.lua` prepended,
 //! and admit.lua and ack.lua also `lua/acks.lua`. Calls go out as EVALSHA,
 //! singly or pipelined, and a NOSCRIPT reply (a restarted Redis) loads every
@@ -15,6 +15,7 @@ use crate::error::Result;
 
 const RECORDS_LIB: &str = include_str!("../lua/records.lua");
 const QUEUES_LIB: &str = include_str!("../lua/queues.lua");
+const HELD_LIB: &str = include_str!("../lua/held.lua");
 const SLOTS_LIB: &str = include_str!("../lua/slots.lua");
 const JOBS_LIB: &str = include_str!("../lua/jobs.lua");
 const ACKS_LIB: &str = include_str!("../lua/acks.lua");
@@ -23,6 +24,11 @@ const ACKS_LIB: &str = include_str!("../lua/acks.lua");
 /// Lua codecs, for tests that run them on what Rust writes.
 pub fn records_lib() -> &'static str {
     RECORDS_LIB
+}
+
+/// The running counts' helpers (held.lua), for tests that run its codec.
+pub fn held_lib() -> &'static str {
+    HELD_LIB
 }
 
 /// One Lua script: its source with the helpers prepended, and its SHA1 for EVALSHA.
@@ -45,8 +51,9 @@ impl Script {
         // its first write that needs memory, never after a write, so a
         // script is never cut half way; and scripts that only free memory
         // (purge, prune, recover) still run when Redis is full.
-        let source =
-            format!("{RECORDS_LIB}\n{QUEUES_LIB}\n{SLOTS_LIB}\n{JOBS_LIB}\n{extra}\n{body}");
+        let source = format!(
+            "{RECORDS_LIB}\n{QUEUES_LIB}\n{HELD_LIB}\n{SLOTS_LIB}\n{JOBS_LIB}\n{extra}\n{body}"
+        );
         let hash = redis::Script::new(&source).get_hash().to_string();
         Script { name, source, hash }
     }

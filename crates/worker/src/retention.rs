@@ -64,7 +64,7 @@ pub async fn prune_limits(pool: &Pool, keys: &Keys) -> Result<usize> {
             .collect();
         if !names.is_empty() {
             let mut call = scripts().prune_limits.call();
-            call.key(keys.limits());
+            call.key(keys.limits()).key(keys.running());
             for k in &names {
                 call.key(keys.slots(k)).key(keys.wait(k)).arg(k.as_str());
             }
