@@ -217,7 +217,7 @@ fn running_counts_read_back_and_damage_is_never_free() {
         eval(
             &mut con,
             &format!(
-                "{}\nlocal h = parse_held(ARGV[1])\nreturn {{ h.n, h.w and 1 or 0, h.s and 1 or 0 }}",
+                "{}\nparse_held('k', ARGV[1])\nreturn {{ HN.k, HW.k and 1 or 0, HS.k and 1 or 0 }}",
                 held_lib()
             ),
             &[v.as_bytes().to_vec()],

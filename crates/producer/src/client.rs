@@ -128,6 +128,12 @@ impl Client {
                 for job in chunk {
                     call.arg(&job.id).arg(job.spec_tail());
                 }
+            } else if let Some((max, window)) = NewJob::keyed_batch(chunk) {
+                call.arg("keyed").arg(&chunk[0].tag).arg(max).arg(window);
+                for job in chunk {
+                    call.key(self.keys.idx_key(&job.ckey));
+                    call.arg(&job.id).arg(&job.ckey).arg(job.spec_tail());
+                }
             } else {
                 call.arg("full");
                 for job in chunk {

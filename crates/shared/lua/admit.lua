@@ -101,15 +101,15 @@ local tentative = {}
 -- Whether an entry of key ckey can be admitted by the count alone. A job
 -- without a valid stamped limit can: it is failed as corrupt, and a key
 -- without keys of its own holds nothing reserved for it.
+-- Returns whether, and the stamped max and window when valid.
 local function by_count(id, ckey)
-  local h = held_of(ckey)
-  if h.s then return false end
-  local max = stamped_limit(id, ckey)
+  if is_structured(ckey) then return false end
+  local max, window = stamped_limit(id, ckey)
   if not max then return true end
-  local t = (tentative[ckey] or h.n) + 1
+  local t = (tentative[ckey] or HN[ckey]) + 1
   if t > max then return false end
   tentative[ckey] = t
-  return true
+  return true, max, window
 end
 
 -- When several have candidates, the ready ones' states tell when they became ready.
@@ -135,7 +135,9 @@ end
 -- Merge them by ready time (a tie goes to the ready list), up to `room`
 -- jobs; "wake" entries cost no room. ord_due[k] is the due time of a
 -- delayed entry, false for a ready one; ord_q[k] the queues it came from.
-local ord, ord_due, ord_ckey, ord_wake, ord_q, ord_counted = {}, {}, {}, {}, {}, {}
+local ord, ord_due, ord_ckey, ord_wake, ord_q = {}, {}, {}, {}, {}
+-- Per entry admitted by its key's count: its stamped max and window.
+local ord_counted, ord_max, ord_win = {}, {}, {}
 local need, need_seen = {}, {}
 local picked, blocked, more = 0, false, false
 while true do
@@ -160,7 +162,8 @@ while true do
   end
   local ckey = ''
   if wake then ckey = string.sub(entry, 6) else ckey = entry_ckey(entry) end
-  local counted = not blocked and ckey ~= '' and not wake and by_count(id_of(entry), ckey)
+  local counted, max, window = false, nil, nil
+  if not blocked and ckey ~= '' and not wake then counted, max, window = by_count(id_of(entry), ckey) end
   if blocked or (ckey ~= '' and not counted and not declared[ckey]) then
     blocked, more = true, true
     if ckey ~= '' and not declared[ckey] and not need_seen[ckey] then
@@ -169,7 +172,8 @@ while true do
     end
   else
     local k = #ord + 1
-    ord[k], ord_due[k], ord_ckey[k], ord_wake[k], ord_q[k], ord_counted[k] = entry, due_at, ckey, wake, best.q, counted
+    ord[k], ord_due[k], ord_ckey[k], ord_wake[k], ord_q[k] = entry, due_at, ckey, wake, best.q
+    ord_counted[k], ord_max[k], ord_win[k] = counted, max, window
     if best.due then best.taken[#best.taken + 1] = entry else best.taken = best.taken + 1 end
   end
   if not wake then picked = picked + 1 end
@@ -200,8 +204,8 @@ local function ready_of(st)
   return st.words.ready or st.at
 end
 
--- max, window: the limit of a keyed job that takes a slot.
-local function admit(id, entry, st, ckey, max, window)
+-- window: the stamped window of a keyed job that takes a slot.
+local function admit(id, entry, st, ckey, window)
   local attempt = st.attempt + 1
   local spec = raw_spec(id)
   if st.status == 'running' then
@@ -218,7 +222,7 @@ local function admit(id, entry, st, ckey, max, window)
     set_state(id, 'running', attempt, now_s, words)
     -- A flow holds one slot for its whole run, whatever attempt drives
     -- it: counted once, here, at its first admission.
-    if ckey ~= '' then running_add(ckey, 1, max, window) end
+    if ckey ~= '' then running_add(ckey, 1, window, id) end
   end
   leased[#leased + 1] = lease_item(attempt, entry)
   local n = #admitted
@@ -296,13 +300,13 @@ local function limited(id, entry, st, ckey, due_at, q)
       lates[#lates + 1] = entry
       lates[#lates + 1] = now - due_at
     end
-    admit(id, entry, st, ckey, spec.max, spec.window_ms)
+    admit(id, entry, st, ckey, spec.window_ms)
   elseif redis.call('LLEN', k.wait) > 0 then
     to_wait(id, st, stamped, k.wait)
   else
-    local held = redis.call('ZCARD', k.slots) + held_of(ckey).n
+    local held = redis.call('ZCARD', k.slots) + held_count(ckey)
     if held < max then
-      admit(id, entry, st, ckey, spec.max, spec.window_ms)
+      admit(id, entry, st, ckey, spec.window_ms)
     else
       local first = first_timed_slot(k.slots)
       if first ~= nil and held == max then
@@ -342,8 +346,7 @@ for k, entry in ipairs(ord) do
     local fast = s and spec and (ckey == '' or ord_counted[k]) and string.find(s, 'queued 0 ', 1, true) == 1
       and not is_flow_spec(spec)
     if fast and ckey ~= '' then
-      local max, window = stamped_limit(id, ckey)
-      if max then running_add(ckey, 1, max, window) else fast = false end
+      if ord_max[k] then running_add(ckey, 1, ord_win[k], id) else fast = false end
     end
     if fast then
       put_state(id, first_run)
@@ -381,8 +384,7 @@ for k, entry in ipairs(ord) do
         if names_ckey(spec) then fail_corrupt(id, st, 'concurrency key differs from its queue entry')
         else admit(id, entry, st, ckey, nil) end
       elseif ord_counted[k] then
-        local max, window = stamped_limit(id, ckey)
-        if max then admit(id, entry, st, ckey, max, window)
+        if ord_max[k] then admit(id, entry, st, ckey, ord_win[k])
         else fail_corrupt(id, st, 'max, window_ms or ckey missing or malformed') end
       else
         limited(id, entry, st, ckey, ord_due[k], ord_q[k])

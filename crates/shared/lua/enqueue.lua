@@ -6,6 +6,9 @@
 -- ARGV[1]  "plain": every job is ready now, has no concurrency key and has
 --          the tag ARGV[2]; then 2 values per job: its id and its spec
 --          after created_at (see write_job in jobs.lua)
+--          "keyed": every job is ready now, has the tag ARGV[2] and the
+--          limit ARGV[3] (max) and ARGV[4] (window_ms); then 3 values per
+--          job: its id, its concurrency key and its spec after created_at
 --          "full": then 7 values per job, as write_job takes them
 -- Returns: the number of jobs stored; the error STALETAGS (nothing written)
 --   when the caller's view of the tags registry is out of date.
@@ -29,6 +32,27 @@ if ARGV[1] == 'plain' then
     ready[#ready + 1] = id
   end
   acc.n = #ready
+elseif ARGV[1] == 'keyed' then
+  if not QUEUES[ARGV[2]] then return redis.error_reply('tag ' .. ARGV[2] .. ' is not registered') end
+  -- The common case of a keyed batch, with fewer values per job.
+  local specs, ready, writes = acc.specs, tag_list(acc.ready, ARGV[2]), state_writes
+  local stamp, seen, limits = ARGV[3] .. ' ' .. ARGV[4], acc.limits_seen, acc.limits
+  local i = 0
+  for a = 5, #ARGV, 3 do
+    local id, ckey = ARGV[a], ARGV[a + 1]
+    i = i + 1
+    specs[#specs + 1] = id
+    specs[#specs + 1] = '{"created_at":' .. now_s .. ',' .. ARGV[a + 2]
+    writes[#writes + 1] = id
+    writes[#writes + 1] = acc.fresh
+    ready[#ready + 1] = make_entry(id, ckey)
+    redis.call('ZADD', KEYS[NS + i], now_s, id)
+    if seen[ckey] == nil then
+      seen[ckey] = stamp
+      limits[#limits + 1] = ckey
+    end
+  end
+  acc.n = i
 else
   local n = (#ARGV - 1) / JOB_ARGS
   local bad = unknown_tag(1, JOB_ARGS, n)

@@ -28,126 +28,201 @@
 -- key (see override_of in slots.lua).
 local OVERRIDE_MARK = '\31'
 
--- Per call: K -> { n, s, dirty }, read once, written by flush_held().
-local held_cache = {}
+-- A field no key can name (keys hold no control byte), written with every
+-- count while the hash holds any: its value is longer than Redis keeps in
+-- a compact (listpack) hash by default, so the hash stays a hash table. A
+-- listpack is scanned, and rewritten, on every field read and write, and
+-- this hash is read and written for every keyed job.
+local HELD_PIN = OVERRIDE_MARK
+local HELD_PIN_TEXT = 'keeps this hash a hash table: Redis scans a compact hash on every access, and it is touched per keyed job'
+
+-- Per call, read once and written by flush_held(): for a key K, HN[K] its
+-- running count (nil: not read yet), HW[K] and HS[K] its " w" and " s"
+-- (nil: not set), HS0[K] its " s" as stored, HDIRTY[K] whether it must be
+-- written. Flat tables rather than a table per key: a keyed job costs a
+-- few table writes, not an allocation.
+local HN, HW, HS, HS0, HDIRTY = {}, {}, {}, {}, {}
 -- Keys whose own keys this call used: K -> { slots, wait }, whose " s" is
 -- worked out again by flush_held().
 local held_touched = {}
--- Keys this call put back in use, K -> "<max> <window_ms>": a key idle long
--- enough may have been pruned from the limits registry (prune_limits.lua),
--- and `sluice limits` must list it while it runs.
+-- Keys this call put back in use, K -> the id of the job that did: a key
+-- idle long enough may have been pruned from the limits registry
+-- (prune_limits.lua), and `sluice limits` must list it while it runs.
 local held_in_use = {}
 
 -- What may follow the count: whether it says " w".
 local HELD_FLAGS = { [''] = false, [' s'] = false, [' w'] = true, [' w s'] = true }
 
--- s0: the " s" as stored, to tell whether it must be written.
-local function parse_held(v)
-  if not v then return { n = 0, w = false, s = false, s0 = false } end
+-- Reads a stored field (false: none) into the tables above.
+local function parse_held(k, v)
+  if not v then
+    HN[k] = 0
+    return
+  end
+  -- The common form, a count of one digit alone, without a pattern.
+  if #v == 1 then
+    local d = string.byte(v) - 48
+    if d >= 0 and d <= 9 then
+      HN[k] = d
+      return
+    end
+  end
   local n, flags = string.match(v, '^(%d+)(.*)$')
-  local w, s = HELD_FLAGS[flags], false
-  -- A damaged field: assume the key is in use by its own keys, which
-  -- the slow path reads, and count nothing running.
-  if w == nil then return { n = 0, w = true, s = true, s0 = true, dirty = true } end
-  s = flags == ' s' or flags == ' w s'
-  return { n = tonumber(n), w = w, s = s, s0 = s }
+  local w = HELD_FLAGS[flags]
+  if w == nil then
+    -- A damaged field: assume the key is in use by its own keys and
+    -- windows, so its jobs take the slow path, which rewrites the field,
+    -- and count nothing running.
+    HN[k], HW[k], HS[k], HS0[k], HDIRTY[k] = 0, true, true, true, true
+    return
+  end
+  HN[k] = tonumber(n)
+  if w then HW[k] = true end
+  if flags == ' s' or flags == ' w s' then HS[k], HS0[k] = true, true end
 end
 
 -- Reads the fields of many keys with one HMGET.
 local function held_load(ckeys)
-  local want, seen = {}, {}
-  for _, k in ipairs(ckeys) do
-    if held_cache[k] == nil and not seen[k] then
-      seen[k] = true
+  local want = {}
+  for i = 1, #ckeys do
+    local k = ckeys[i]
+    if HN[k] == nil then
+      HN[k] = false
       want[#want + 1] = k
     end
   end
   if #want == 0 then return end
   local v = redis.call('HMGET', RUNNING, unpack(want))
-  for i, k in ipairs(want) do held_cache[k] = parse_held(v[i]) end
+  for i = 1, #want do parse_held(want[i], v[i]) end
 end
 
-local function held_of(ckey)
-  local h = held_cache[ckey]
-  if h == nil then
-    h = parse_held(redis.call('HGET', RUNNING, ckey))
-    held_cache[ckey] = h
+-- K's running count, read if this call has not yet.
+local function held_count(ckey)
+  local n = HN[ckey]
+  if not n then
+    parse_held(ckey, redis.call('HGET', RUNNING, ckey))
+    n = HN[ckey]
   end
-  return h
+  return n
 end
 
--- One more (d = 1) or one fewer (d = -1) execution of K running. A first
--- one names its limit (max, window_ms) for the registry.
-local function running_add(ckey, d, max, window)
-  local h = held_of(ckey)
-  if d > 0 and h.n == 0 and max then held_in_use[ckey] = max .. ' ' .. window end
-  h.n = math.max(0, h.n + d)
-  if d > 0 and window ~= 0 then h.w = true end
-  if h.n == 0 then h.w = false end
-  h.dirty = true
+-- One more (d = 1) or one fewer (d = -1) execution of K running; `window`
+-- is a new one's, `id` its job's.
+local function running_add(ckey, d, window, id)
+  local n = held_count(ckey)
+  if d > 0 and n == 0 and id then held_in_use[ckey] = id end
+  n = n + d
+  if n < 0 then n = 0 end
+  HN[ckey] = n
+  if d > 0 and window ~= 0 then HW[ckey] = true end
+  if n == 0 then HW[ckey] = nil end
+  HDIRTY[ckey] = true
 end
 
 -- Whether an execution of K that ends is only one fewer running: no
 -- window may be running and K has no keys of its own.
 local function ends_by_count(ckey)
-  local h = held_of(ckey)
-  return not h.s and not h.w
+  held_count(ckey)
+  return not HS[ckey] and not HW[ckey]
 end
 
 -- Whether K's jobs need slots:K and wait:K.
 local function is_structured(ckey)
-  return held_of(ckey).s
+  held_count(ckey)
+  return HS[ckey] == true
 end
 
 -- This call uses K's own keys: until the end of the call, when its " s" is
 -- worked out again, K counts as having keys of its own.
 local function touch_key(ckey, slots, wait)
+  held_count(ckey)
   held_touched[ckey] = { slots = slots, wait = wait }
-  held_of(ckey).s = true
+  HS[ckey] = true
+end
+
+-- The limit stamped on job `id` for key `ckey`: max (at least 1) and
+-- window_ms, or nil when its spec is missing, names another key or has no
+-- valid limit. Read off the spec's head without decoding it (the key then
+-- reads the same in JSON: a key the JSON escapes is not found this way,
+-- and is decoded), else decoded.
+local function stamped_limit(id, ckey)
+  local raw = raw_spec(id)
+  if not raw then return nil end
+  local m, w = nil, nil
+  local p = nil
+  -- A backslash in the key could stand for another key's escaped text.
+  if not string.find(ckey, '\\', 1, true) then
+    p = string.find(raw, ',"ckey":"' .. ckey .. '","max":', 1, true)
+  end
+  if p then
+    local cut = string.find(raw, ',"args":', 1, true)
+    if not cut or p > cut then return nil end
+    m, w = string.match(raw, '^(%d+),"window_ms":(%d+)', p + #ckey + 17)
+  else
+    local spec = spec_of(id)
+    if spec and spec.ckey == ckey then m, w = spec.max, spec.window_ms end
+  end
+  m, w = tonumber(m), tonumber(w)
+  if m == nil or w == nil or m < 1 then return nil end
+  return m, w
 end
 
 -- Writes the counts this call changed, with one HSET and one HDEL: a key
 -- with nothing running and no keys of its own leaves no field behind.
 local function flush_held()
-  local back = {}
-  for k in pairs(held_in_use) do back[#back + 1] = k end
+  local back, ids = {}, {}
+  for k, id in pairs(held_in_use) do
+    back[#back + 1] = k
+    ids[#ids + 1] = id
+  end
   if #back > 0 then
     local have, add = redis.call('HMGET', LIMITS, unpack(back)), {}
-    for i, k in ipairs(back) do
+    for i = 1, #back do
       if not have[i] then
-        add[#add + 1] = k
-        add[#add + 1] = held_in_use[k]
+        local m, w = stamped_limit(ids[i], back[i])
+        if m then
+          add[#add + 1] = back[i]
+          add[#add + 1] = string.format('%d %d', m, w)
+        end
       end
     end
     hset_pairs(LIMITS, add)
     held_in_use = {}
   end
   for k, kk in pairs(held_touched) do
-    local h = held_of(k)
     local s = redis.call('EXISTS', kk.slots) == 1 or redis.call('LLEN', kk.wait) > 0
       or redis.call('HEXISTS', LIMITS, OVERRIDE_MARK .. k) == 1
-    h.s = s
-    if s ~= h.s0 then h.dirty = true end
-  end
-  local sets, dels = {}, {}
-  for k, h in pairs(held_cache) do
-    if h.dirty then
-      if h.n == 0 and not h.s then
-        dels[#dels + 1] = k
-      else
-        local v = tostring(h.n)
-        if h.w then v = v .. ' w' end
-        if h.s then v = v .. ' s' end
-        sets[#sets + 1] = k
-        sets[#sets + 1] = v
-      end
-      h.dirty = false
-      h.s0 = h.s
-    end
-  end
-  hset_pairs(RUNNING, sets)
-  for i = 1, #dels, 4000 do
-    redis.call('HDEL', RUNNING, unpack(dels, i, math.min(i + 3999, #dels)))
+    if s then HS[k] = true else HS[k] = nil end
+    if s ~= (HS0[k] == true) then HDIRTY[k] = true end
   end
   held_touched = {}
+  local sets, dels = {}, {}
+  for k in pairs(HDIRTY) do
+    local n, s = HN[k], HS[k]
+    if n == 0 and not s then
+      dels[#dels + 1] = k
+    else
+      local v = string.format('%d', n)
+      if HW[k] then v = v .. ' w' end
+      if s then v = v .. ' s' end
+      sets[#sets + 1] = k
+      sets[#sets + 1] = v
+    end
+    HS0[k] = s
+  end
+  HDIRTY = {}
+  if #sets > 0 then
+    sets[#sets + 1] = HELD_PIN
+    sets[#sets + 1] = HELD_PIN_TEXT
+    hset_pairs(RUNNING, sets)
+  end
+  if #dels > 0 then
+    for i = 1, #dels, 4000 do
+      redis.call('HDEL', RUNNING, unpack(dels, i, math.min(i + 3999, #dels)))
+    end
+    -- Only the pin left: nothing runs, and nothing is left behind.
+    if redis.call('HLEN', RUNNING) == 1 and redis.call('HEXISTS', RUNNING, HELD_PIN) == 1 then
+      redis.call('DEL', RUNNING)
+    end
+  end
 end

@@ -25,7 +25,13 @@ for i = 1, #ARGV do
     local idle = not count or tonumber(string.match(count, '^(%d+)')) == 0
     if idle then
       pruned = pruned + redis.call('HDEL', limits, k)
-      if count and redis.call('HEXISTS', limits, '\31' .. k) == 0 then redis.call('HDEL', running, k) end
+      if count and redis.call('HEXISTS', limits, '\31' .. k) == 0 then
+        redis.call('HDEL', running, k)
+        -- Only the pin left (held.lua): nothing is left behind.
+        if redis.call('HLEN', running) == 1 and redis.call('HEXISTS', running, '\31') == 1 then
+          redis.call('DEL', running)
+        end
+      end
     end
   end
 end

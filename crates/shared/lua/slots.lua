@@ -201,7 +201,7 @@ local function settle(slots, wait, ckey, now)
     if override_max == nil then override_max = override_of(ckey) or false end
     local hid = string.sub(head, 1, 36)
     local hmax = override_max or tonumber(string.sub(head, 38))
-    local held = redis.call('ZCARD', slots) + held_of(ckey).n
+    local held = redis.call('ZCARD', slots) + held_count(ckey)
     local at = nil
     if held < hmax then
       at = now
@@ -243,33 +243,6 @@ local function end_slot(slots, wait, ckey, token, window_ms, now)
   expire_slots(slots, now)
   settle(slots, wait, ckey, now)
   bound_slots(slots)
-end
-
--- The limit stamped on job `id` for key `ckey`: max (at least 1) and
--- window_ms, or nil when its spec is missing, names another key or has no
--- valid limit. Read off the spec's head without decoding it when the key
--- reads the same in JSON (no quote, backslash or control byte), else
--- decoded.
-local limit_cache = {}
-local function stamped_limit(id, ckey)
-  local c = limit_cache[id]
-  if c ~= nil and c.k == ckey then return c.m, c.w end
-  local raw = raw_spec(id)
-  if not raw then return nil end
-  local m, w = nil, nil
-  if not string.find(ckey, '[%c"\\]') then
-    local cut = string.find(raw, ',"args":', 1, true)
-    local p = string.find(raw, ',"ckey":"' .. ckey .. '","max":', 1, true)
-    if not cut or not p or p > cut then return nil end
-    m, w = string.match(raw, '^(%d+),"window_ms":(%d+)', p + #ckey + 17)
-  else
-    local spec = spec_of(id)
-    if spec and spec.ckey == ckey then m, w = spec.max, spec.window_ms end
-  end
-  m, w = tonumber(m), tonumber(w)
-  if m == nil or w == nil or m < 1 then m, w = nil, nil end
-  limit_cache[id] = { k = ckey, m = m, w = w }
-  return m, w
 end
 
 -- Final states move the namespace counters that `sluice wait` reads, and

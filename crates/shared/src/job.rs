@@ -582,6 +582,22 @@ impl NewJob {
             .arg(self.spec_tail());
     }
 
+    /// The limit (max, window_ms) shared by every job of `jobs` when all are
+    /// ready at once, keyed and of one tag: enqueue.lua writes such a batch
+    /// from each job's id, key and spec (its "keyed" form).
+    pub fn keyed_batch(jobs: &[NewJob]) -> Option<(u32, u64)> {
+        let first = jobs.first()?;
+        let limit = first.limit?;
+        jobs.iter()
+            .all(|j| {
+                j.delay_ms == 0
+                    && !j.ckey.is_empty()
+                    && j.limit == Some(limit)
+                    && j.tag == first.tag
+            })
+            .then_some(limit)
+    }
+
     /// Ready at once and without a concurrency key: enqueue.lua writes such
     /// jobs from their id and spec alone.
     pub fn is_plain(&self) -> bool {
