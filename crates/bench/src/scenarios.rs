@@ -53,6 +53,7 @@ pub async fn run(args: Args) -> BenchResult {
         "limited",
         "many-keys",
         "keyed",
+        "herd",
         "backlog",
         "idle",
         "runs",
@@ -97,6 +98,7 @@ async fn run_one(args: &Args, s: &str, all: &[&str]) -> BenchResult<Map<String, 
         "limited" => limited(args).await?,
         "many-keys" => many_keys(args).await?,
         "keyed" => keyed(args).await?,
+        "herd" => herd(args).await?,
         "backlog" => backlog(args).await?,
         "idle" => idle(args).await?,
         "memory" => memory(args).await?,
@@ -433,6 +435,29 @@ async fn keyed(args: &Args) -> BenchResult<Map<String, Value>> {
     f.insert("jobs_per_s".into(), keyed["jobs_per_s"].clone());
     f.insert("plain".into(), Value::Object(plain));
     f.insert("keyed".into(), Value::Object(keyed));
+    Ok(f)
+}
+
+/// One key, max 1 with a 0.2 s window, and 16 idle workers: each slot that
+/// opens should cost one worker's admission call (two when it must declare
+/// the key), not a call from every idle worker. script_calls_per_job counts
+/// every script call (the enqueue, admissions, acks) over the admitted jobs.
+async fn herd(args: &Args) -> BenchResult<Map<String, Value>> {
+    let n = size(args, 30, 8);
+    let workers = args.workers.unwrap_or(16);
+    let reqs = (0..n)
+        .map(|_| JobRequest::new("bench/herd", json!({})))
+        .collect();
+    let (mut f, spans, _) = drive(
+        args,
+        "herd",
+        "[scripts.\"bench/herd\"]\nconcurrency = { max = 1, window_s = 0.2 }\n",
+        reqs,
+        workers,
+        false,
+    )
+    .await?;
+    check_limit(&mut f, &spans, 1)?;
     Ok(f)
 }
 

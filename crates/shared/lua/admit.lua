@@ -22,7 +22,9 @@
 --   expired: lease keys past their deadline (at most room), for recover.lua;
 --   need: concurrency keys of entries that came next but whose keys this call
 --     did not declare: call again declaring them. Nothing after the first
---     such entry is taken, so each key's jobs are still admitted in order;
+--     such entry is taken, so each key's jobs are still admitted in order.
+--     Also the keys of the delayed entries this worker times (next_in_ms in
+--     queues.lua), for the call it makes when they fall due;
 --   late: entry and late_ms pairs for jobs admitted to a slot reserved for
 --     them: how long after the slot freed they were admitted;
 --   refused: ended executions whose result was refused (see acks.lua).
@@ -402,10 +404,28 @@ end
 flush_records()
 flush_finished()
 flush_held()
+-- A worker left with room times its tags' next delayed entries, unless
+-- another does (queues.lua); its id is in its lease key's name.
+local owner = string.match(lease_key, ':lease:([^:]+):%d+$') or lease_key
+local emptied = {}
+for _, src in ipairs(srcs) do
+  if src.due and #src.taken > 0 then emptied[src.q.tag] = true end
+end
+local next_in, timed = next_in_ms(served, now, owner, #leased < room, emptied)
+for _, e in ipairs(timed) do
+  local ckey = ''
+  if string.sub(e, 1, 5) == 'wake ' then ckey = string.sub(e, 6) else ckey = entry_ckey(e) end
+  if ckey ~= '' and not need_seen[ckey] then
+    need_seen[ckey] = true
+    need[#need + 1] = ckey
+  end
+end
 flush_queues()
 -- This worker took all it had room for and more remains: pass the wake-up on
--- to another idle worker of each tag that has some left.
-if more then
+-- to another idle worker of each tag that has some left. A worker with
+-- room left (entries left for keys to declare, or sent to wait rather than
+-- run) looks again itself, at once.
+if more and #leased >= room then
   for _, q in ipairs(served) do
     if redis.call('LLEN', q.marker) == 0 then
       local left = redis.call('LLEN', q.ready) > 0
@@ -417,4 +437,4 @@ end
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, room)
 local more_n = 0
 if more then more_n = 1 end
-return { admitted, dropped, more_n, next_in_ms(served, now), expired, need, lates, refused }
+return { admitted, dropped, more_n, next_in, expired, need, lates, refused }

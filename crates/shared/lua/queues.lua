@@ -110,31 +110,64 @@ local function wake_tag(q)
 end
 
 -- Wakes, per tag, one idle worker when ready entries were pushed or the
--- delayed set's head moved earlier. Called once at the end of a script.
+-- delayed set's head moved earlier, unless the calling worker times that
+-- head itself (next_in_ms, run first by admit.lua). Called once at the end
+-- of a script.
 local function flush_queues()
   for _, t in ipairs(QUEUE_TAGS) do
     local q = QUEUES[t]
     if q.pushed then
       wake_tag(q)
-    elseif q.added then
+    elseif q.added and not q.timed_here then
       local before, after = q.head_before, delayed_head(q.delayed)
       if after ~= nil and (not before or after < before) then wake_tag(q) end
     end
-    q.pushed, q.added, q.head_before = nil, nil, nil
+    q.pushed, q.added, q.head_before, q.timed_here = nil, nil, nil, nil
   end
 end
 
--- ms until the next delayed entry of the given tags or lease deadline, or
--- -1 for none: what a worker's timer should wait for. Relative, so no
--- worker clock is involved.
-local function next_in_ms(served, now)
-  local next_at = nil
+-- How long past its moment a worker's claim on a tag's timer stays its own:
+-- after that, the next worker of the tag that looks takes it over (the
+-- claimer died or stalls).
+local TIMER_GRACE_MS = 2000
+
+-- ms until the next moment a worker should look again, or -1 for none: what
+-- its timer should wait for. Relative, so no worker clock is involved.
+-- Each tag's next delayed entry is timed by one worker: `owner`, this
+-- worker's id, claims it in TIMERS unless another worker's claim on that
+-- same moment stands; one left without room (`may_claim` false) claims
+-- nothing new, but keeps timing what it claimed before, and wakes another
+-- worker when the moment comes (dispatch.rs). The tag's other workers sleep
+-- until a wake-up token: an opening costs one worker's call, not one per
+-- idle worker. Lease deadlines are timed by every worker. `emptied`: tags
+-- whose delayed set this call took entries from. Returns the ms and the
+-- entries this worker times, whose keys it declares when it looks.
+local function next_in_ms(served, now, owner, may_claim, emptied)
+  local next_at, timed = nil, {}
   for _, q in ipairs(served) do
-    local h = delayed_head(q.delayed)
+    local d = redis.call('ZRANGE', q.delayed, 0, 0, 'WITHSCORES')
+    local h = tonumber(d[2])
+    if h == nil then
+      if emptied and emptied[q.tag] then redis.call('HDEL', TIMERS, q.tag) end
+    else
+      local claim = redis.call('HGET', TIMERS, q.tag)
+      local at, who = nil, nil
+      if claim then at, who = string.match(claim, '^(%d+) (.+)$') end
+      local mine = who == owner and tonumber(at) == h
+      if not mine and (not may_claim or (tonumber(at) == h and now < h + TIMER_GRACE_MS)) then
+        h = nil
+      else
+        if who ~= owner or tonumber(at) ~= h then
+          redis.call('HSET', TIMERS, q.tag, d[2] .. ' ' .. owner)
+        end
+        timed[#timed + 1] = d[1]
+        q.timed_here = true
+      end
+    end
     if h ~= nil and (next_at == nil or h < next_at) then next_at = h end
   end
   local l = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
   if l[2] and (next_at == nil or tonumber(l[2]) < next_at) then next_at = tonumber(l[2]) end
-  if next_at == nil then return -1 end
-  return math.max(0, next_at - now)
+  if next_at == nil then return -1, timed end
+  return math.max(0, next_at - now), timed
 end

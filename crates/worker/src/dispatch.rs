@@ -220,6 +220,9 @@ pub async fn run<S: Future<Output = ()> + Send>(
             _ = sleep_until(timer), if timer.is_some() && draining.is_none() => {
                 timer = None;
                 want_claim = true;
+                if room == 0 {
+                    d.pass_on_wake();
+                }
             }
             _ = &mut shutdown, if draining.is_none() => {
                 tracing::info!(running = d.running.len(), grace_s = grace.as_secs_f64(), "shutting down: taking no new jobs");
@@ -258,6 +261,24 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Dispatcher {
+    /// This worker times the next delayed entries of its tags for the whole
+    /// fleet (next_in_ms in queues.lua), and one fell due while it has no
+    /// room: an idle worker of each of its tags is woken to take it.
+    fn pass_on_wake(&self) {
+        let pool = self.pool.clone();
+        let keys = self.keys.clone();
+        tokio::spawn(async move {
+            let Ok(mut con) = pool.get().await else {
+                return;
+            };
+            let mut pipe = redis::pipe();
+            for t in keys.own_tags().iter() {
+                pipe.lpush(keys.marker(t), "1").ignore();
+            }
+            let _: redis::RedisResult<()> = pipe.query_async(&mut *con).await;
+        });
+    }
+
     /// One turn on `held`, a connection kept across turns: a pooled one would
     /// be health-checked with a PING at every checkout. `ckeys` are the
     /// concurrency keys to declare, as the last turn learned them.
