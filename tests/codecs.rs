@@ -238,3 +238,28 @@ fn running_counts_read_back_and_damage_is_never_free() {
         assert_eq!(read(damaged), (0, 1, 1), "{damaged:?}");
     }
 }
+
+/// Reading more fields than one Lua unpack() takes (7,999 values) reads them
+/// in slices, in order: a worker with a large room and several tags reads
+/// that many specs in one admission.
+#[test]
+fn many_fields_read_in_one_call_come_back_in_order() {
+    let (_redis, mut con) = redis();
+    let got: (i64, String, String) = redis::cmd("EVAL")
+        .arg(format!(
+            "{}\n{}",
+            records_lib(),
+            r#"
+            local fields = {}
+            for i = 1, 9000 do fields[i] = 'f' .. i end
+            redis.call('HSET', KEYS[1], 'f1', 'first', 'f9000', 'last')
+            local v = hmget_all(KEYS[1], fields)
+            return { #v, v[1], v[9000] }
+            "#
+        ))
+        .arg(1)
+        .arg("h")
+        .query(&mut con)
+        .unwrap();
+    assert_eq!(got, (9000, "first".to_string(), "last".to_string()));
+}

@@ -68,3 +68,40 @@ async fn an_opening_wakes_one_worker_not_the_fleet() {
         "{calls} admission calls for {n} jobs"
     );
 }
+
+/// Two workers with room for one job each and two delayed jobs: the worker
+/// that takes the first is full when it would time the second, so it wakes
+/// the other worker to time it. The second job starts while the first still
+/// runs (from the commands' own logs), not when the first ends or at the
+/// idle workers' 30 s safety wake-up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_worker_hands_the_next_delayed_job_to_an_idle_one() {
+    let scratch = Scratch::new("wakeups-full");
+    let log = scratch.path("log");
+    let env = TestEnv::new(&format!(
+        "[worker]\nconcurrency = 1\n\n[scripts.\"f/long\"]\ncommand = {}\n\n[scripts.\"f/short\"]\ncommand = {}\n",
+        logging_command(&log, 8.0),
+        logging_command(&log, 0.0)
+    ));
+    let _workers: Vec<_> = (0..2).map(|_| env.worker(&[], &[])).collect();
+    let client = env.client().await;
+    let mut first = sluice_producer::JobRequest::new("f/long", json!({}));
+    first.delay_ms = 300;
+    let mut second = sluice_producer::JobRequest::new("f/short", json!({}));
+    second.delay_ms = 1200;
+    let ids = client.enqueue_batch(&[first, second]).await.unwrap();
+    let jobs = env.finish(&client, &ids).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    let lines = read_command_log(&log);
+    let at = |kind: &str, id: &str| {
+        lines
+            .iter()
+            .find(|l| l.kind == kind && l.id == id)
+            .map(|l| l.ns)
+            .unwrap_or_else(|| panic!("no {kind} of {id} in {lines:#?}"))
+    };
+    assert!(
+        at("START", &ids[1]) < at("END", &ids[0]),
+        "the second delayed job waited for the first to end"
+    );
+}

@@ -1,7 +1,7 @@
 -- acks.lua: recording ended executions, for ack.lua and admit.lua (which
 -- records a worker's ended executions in the same call that admits its next
--- jobs). Prepended after records.lua, slots.lua and jobs.lua; no KEYS or
--- ARGV of its own.
+-- jobs). Prepended after records.lua, queues.lua, held.lua, slots.lua and
+-- jobs.lua; no KEYS or ARGV of its own.
 --
 -- The section these scripts read, from ARGV[a] and KEYS[k] on:
 --   ARGV: m, then m concurrency keys (each declared once: its slots:K and
@@ -65,7 +65,8 @@ local function record_acks(sec, now, now_s)
   end
   if #ckeys > 0 then held_load(ckeys) end
 
-  -- Anything but a plain success of a job without a key or flow.
+  -- Anything but a plain success of a job without a key, or with a key
+  -- whose end is only counted, and not a flow.
   local function slow(i, a)
     local entry, attempt, payload = ARGV[a + 1], tonumber(ARGV[a + 2]), ARGV[a + 5]
     local outcome, rest = string.match(ARGV[a + 4], '^(%a+)(.*)$')

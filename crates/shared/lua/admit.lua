@@ -18,7 +18,8 @@
 --     state (which holds the attempt and the start, see records.lua);
 --   dropped: ids not run (cancelled, finished, missing or corrupt);
 --   more: 1 when entries were left for another turn (no room, or keys to declare);
---   next_in_ms: ms until the next delayed entry or lease deadline, or -1;
+--   next_in_ms: ms until the next delayed entry this worker times (see
+--     next_in_ms in queues.lua) or lease deadline, or -1;
 --   expired: lease keys past their deadline (at most room), for recover.lua;
 --   need: concurrency keys of entries that came next but whose keys this call
 --     did not declare: call again declaring them. Nothing after the first
@@ -98,18 +99,23 @@ do
     held_load(ckeys)
   end
 end
--- Running counts as they will be once what is taken so far is admitted.
-local tentative = {}
+-- Running counts as they will be once what is taken so far is admitted;
+-- and keys one of whose entries could not be: their later entries cannot
+-- either, or a job stamped with a higher max would overtake it.
+local tentative, not_by_count = {}, {}
 -- Whether an entry of key ckey can be admitted by the count alone. A job
 -- without a valid stamped limit can: it is failed as corrupt, and a key
 -- without keys of its own holds nothing reserved for it.
 -- Returns whether, and the stamped max and window when valid.
 local function by_count(id, ckey)
-  if is_structured(ckey) then return false end
+  if not_by_count[ckey] or is_structured(ckey) then return false end
   local max, window = stamped_limit(id, ckey)
   if not max then return true end
   local t = (tentative[ckey] or HN[ckey]) + 1
-  if t > max then return false end
+  if t > max then
+    not_by_count[ckey] = true
+    return false
+  end
   tentative[ckey] = t
   return true, max, window
 end
@@ -197,7 +203,7 @@ for _, src in ipairs(srcs) do
 end
 local states = {}
 if #job_ids > 0 then
-  states = redis.call('HMGET', STATE, unpack(job_ids))
+  states = hmget_all(STATE, job_ids)
   preload(raw_specs, JOBS, job_ids)
 end
 

@@ -1,8 +1,8 @@
 -- enqueue.lua: store a batch of new jobs and make them ready (or scheduled).
 --
 -- KEYS[1..NS]  the namespace keys (records.lua)
--- KEYS[NS+i]   ("full" only) idx:key:K of the i-th job's concurrency key
---              (any name without one)
+-- KEYS[NS+i]   ("full" and "keyed") idx:key:K of the i-th job's
+--              concurrency key (any name without one)
 -- ARGV[1]  "plain": every job is ready now, has no concurrency key and has
 --          the tag ARGV[2]; then 2 values per job: its id and its spec
 --          after created_at (see write_job in jobs.lua)

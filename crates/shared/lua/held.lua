@@ -4,7 +4,8 @@
 -- so it has no KEYS or ARGV of its own.
 --
 -- RUNNING ({p}:running, a namespace key, see records.lua) maps a
--- concurrency key K to "<n>", then " w" and " s" when they apply:
+-- concurrency key K to "<n>", then " w" and " s" when they apply (and one
+-- field, HELD_PIN, to a text that keeps the hash a hash table):
 --   n  the executions of K running now: a script's job holds one slot per
 --      running attempt, a flow one for its whole run. Absent means 0.
 --   w  one of them may have a window (its slot stays held after it ends),
@@ -92,7 +93,7 @@ local function held_load(ckeys)
     end
   end
   if #want == 0 then return end
-  local v = redis.call('HMGET', RUNNING, unpack(want))
+  local v = hmget_all(RUNNING, want)
   for i = 1, #want do parse_held(want[i], v[i]) end
 end
 
@@ -176,7 +177,7 @@ local function flush_held()
     ids[#ids + 1] = id
   end
   if #back > 0 then
-    local have, add = redis.call('HMGET', LIMITS, unpack(back)), {}
+    local have, add = hmget_all(LIMITS, back), {}
     for i = 1, #back do
       if not have[i] then
         local m, w = stamped_limit(ids[i], back[i])

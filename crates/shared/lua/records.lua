@@ -58,6 +58,18 @@ local result_pairs = {}
 -- Specs read by this call (false: none), see spec_of below.
 local raw_specs = {}
 
+-- HMGET of many fields, in slices: Lua's unpack() takes at most 7,999
+-- values. Returns the values in the fields' order.
+local function hmget_all(hash, fields)
+  if #fields <= 4000 then return redis.call('HMGET', hash, unpack(fields)) end
+  local out = {}
+  for i = 1, #fields, 4000 do
+    local v = redis.call('HMGET', hash, unpack(fields, i, math.min(i + 3999, #fields)))
+    for j = 1, #v do out[i + j - 1] = v[j] end
+  end
+  return out
+end
+
 -- Reads the fields of many jobs in `hash` into `cache` with one HMGET.
 local function preload(cache, hash, ids)
   local want = {}
@@ -65,7 +77,7 @@ local function preload(cache, hash, ids)
     if cache[id] == nil then want[#want + 1] = id end
   end
   if #want == 0 then return end
-  local v = redis.call('HMGET', hash, unpack(want))
+  local v = hmget_all(hash, want)
   for i, id in ipairs(want) do cache[id] = v[i] or false end
 end
 

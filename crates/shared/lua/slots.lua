@@ -5,7 +5,8 @@
 --   running  K's executions running now, counted in a namespace hash
 --            (held.lua): each holds one open-ended slot.
 --   slots:K  sorted set of the other slots held. Member "<id>#<attempt>" for
---            an ended execution within its window, "<id>#r" for a slot
+--            an ended execution within its window ("<id>#f" for a flow
+--            run's), "<id>#r" for a slot
 --            reserved for a waiting job that will be admitted when its
 --            delayed entry falls due. Score: +inf while the slot is held
 --            open-ended (reserved), else the Unix ms at which it frees (end

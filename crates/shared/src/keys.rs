@@ -14,9 +14,9 @@
 //! | `{p}:lease:<worker>:<n>` | list | the jobs one admit.lua call gave a worker, an item `<attempt> <entry>` each (lease.rs); gone once they have all ended (or been recovered) |
 //! | `{p}:marker:<T>` | list | a wake-up token for idle workers of tag T (BLPOP) |
 //! | `{p}:stats` | hash | `active` (unfinished jobs), `waiting` (of those, waiting on a limit), and the `succeeded`, `failed`, `cancelled` jobs stored (retention lowers them) |
-//! | `{p}:running` | hash | concurrency key K -> `<n>` or `<n> s`: the executions of K running now (one per running attempt, one per flow run), and ` s` while K's own slots and wait keys may hold something or K has a limit set at run time; absent when both are nothing |
-//! | `{p}:timers` | hash | tag -> `<ms> <worker id>`: the one worker with room that times the tag's next delayed entry, due at ms; other workers of the tag wait for a wake-up token. Taken over by any worker once 2 s past its moment |
-//! | `{p}:slots:<K>` | zset | what K holds beyond its running executions: `<id>#<attempt>` an ended execution in its window, `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation, and `pause` (no slot: the key admits nothing until its score) ; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
+//! | `{p}:running` | hash | concurrency key K -> `<n>`, then ` w` and ` s` when they apply: the executions of K running now (one per running attempt, one per flow run), ` w` while one of them may have a window, ` s` while K's own slots and wait keys may hold something or K has a limit set at run time; absent when nothing runs and K has nothing of its own. A field `\x1f` pins the hash as a hash table; the hash goes with the last count |
+//! | `{p}:timers` | hash | tag -> `<ms> <worker id>`: the one worker with room that times the tag's next delayed entry, due at ms; other workers of the tag wait for a wake-up token. Taken over by any worker once 2 s past its moment, given up by a worker that shuts down; the field goes when an admission empties the tag's delayed set |
+//! | `{p}:slots:<K>` | zset | what K holds beyond its running executions: `<id>#<attempt>` an ended execution in its window (`<id>#f` a flow run's), `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation, and `pause` (no slot: the key admits nothing until its score) ; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
 //! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results (`r:<step>`), for-each elements (`e:<step>:<n>`), their results (`i:<step>:<n>`) and count done (`d:<step>`), steps running (`c:<id>`, `active`), the first failure (`failed`) |
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention. A field `\x1f<K>` holds the limit set at run time for K (`sluice limits set`), `max window_ms` |
@@ -113,8 +113,10 @@ impl Keys {
     pub fn stats(&self) -> String {
         self.key("stats")
     }
-    /// Concurrency key -> executions of it running now, and whether its own
-    /// keys (slots, wait) are in use: "<n>" or "<n> s" (see held.lua).
+    /// Concurrency key -> executions of it running now, then " w" (one may
+    /// have a window) and " s" (its own keys, slots and wait, are in use):
+    /// see held.lua. A field named by the unit separator alone pins it as a
+    /// hash table.
     pub fn running(&self) -> String {
         self.key("running")
     }

@@ -153,6 +153,9 @@ pub async fn run<S: Future<Output = ()> + Send>(
     // worker starts the jobs of the other.
     let mut turns = FuturesUnordered::new();
     let mut reserved = 0usize;
+    // Turns are numbered as they start: a turn that ends after a later one
+    // (its recovery took longer) does not set the timer from its older view.
+    let (mut started, mut timer_from) = (0u64, 0u64);
     loop {
         let room = if draining.is_some() {
             0
@@ -183,7 +186,9 @@ pub async fn run<S: Future<Output = ()> + Send>(
             reserved += room;
             want_claim = false;
             let turn = d.turn(con, ckeys.clone(), room);
-            turns.push(async move { (turn.await, room) });
+            started += 1;
+            let seq = started;
+            turns.push(async move { (turn.await, room, seq) });
             continue;
         }
         if draining.is_some() && d.running.is_empty() && turns.is_empty() {
@@ -191,7 +196,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
         }
         listening_tx.send_replace(room > 0 && turns.is_empty());
         tokio::select! {
-            Some((result, claimed)) = turns.next(), if !turns.is_empty() => {
+            Some((result, claimed, seq)) = turns.next(), if !turns.is_empty() => {
                 reserved -= claimed;
                 match result {
                     Ok(turn) => {
@@ -204,7 +209,10 @@ pub async fn run<S: Future<Output = ()> + Send>(
                         // A full batch suggests more is waiting; otherwise
                         // sleep until told, or until the next known due time.
                         want_claim |= turn.more;
-                        timer = turn.next_in.map(|t| Instant::now() + t);
+                        if seq > timer_from {
+                            timer_from = seq;
+                            timer = turn.next_in.map(|t| Instant::now() + t);
+                        }
                     }
                     Err(e) => {
                         held = None;
@@ -227,6 +235,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
             _ = &mut shutdown, if draining.is_none() => {
                 tracing::info!(running = d.running.len(), grace_s = grace.as_secs_f64(), "shutting down: taking no new jobs");
                 draining = Some(Instant::now() + grace);
+                d.release_timers().await;
             }
             _ = sleep_until(draining), if draining.is_some() => {
                 tracing::warn!(running = d.running.len(), "grace period over: stopping the jobs still running");
@@ -253,6 +262,24 @@ pub async fn run<S: Future<Output = ()> + Send>(
     Ok(())
 }
 
+/// A wake-up token on each of this worker's tags' markers that has none.
+async fn wake_tags(con: &mut deadpool_redis::Connection, keys: &Keys) {
+    for t in keys.own_tags().iter() {
+        let marker = keys.marker(t);
+        let waiting: redis::RedisResult<i64> = redis::cmd("LLEN")
+            .arg(&marker)
+            .query_async(&mut **con)
+            .await;
+        if waiting == Ok(0) {
+            let _: redis::RedisResult<()> = redis::cmd("LPUSH")
+                .arg(&marker)
+                .arg("1")
+                .query_async(&mut **con)
+                .await;
+        }
+    }
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -261,22 +288,46 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Dispatcher {
-    /// This worker times the next delayed entries of its tags for the whole
-    /// fleet (next_in_ms in queues.lua), and one fell due while it has no
-    /// room: an idle worker of each of its tags is woken to take it.
+    /// This worker's timer fell due while it has no room: it may time the
+    /// next delayed entries of its tags for the whole fleet (next_in_ms in
+    /// queues.lua), so an idle worker of each of its tags is woken to take
+    /// them (or, for a lease deadline, to recover it).
     fn pass_on_wake(&self) {
         let pool = self.pool.clone();
         let keys = self.keys.clone();
         tokio::spawn(async move {
-            let Ok(mut con) = pool.get().await else {
-                return;
-            };
-            let mut pipe = redis::pipe();
-            for t in keys.own_tags().iter() {
-                pipe.lpush(keys.marker(t), "1").ignore();
+            if let Ok(mut con) = pool.get().await {
+                wake_tags(&mut con, &keys).await;
             }
-            let _: redis::RedisResult<()> = pipe.query_async(&mut *con).await;
         });
+    }
+
+    /// A worker that stops taking work gives up the timers it claimed, and
+    /// wakes an idle worker of each of its tags to claim them.
+    async fn release_timers(&self) {
+        let Ok(mut con) = self.pool.get().await else {
+            return;
+        };
+        let claims: redis::RedisResult<Vec<(String, String)>> = redis::cmd("HGETALL")
+            .arg(self.keys.timers())
+            .query_async(&mut *con)
+            .await;
+        let mine = format!(" {}", self.worker_id);
+        let released: Vec<String> = claims
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|(_, v)| v.ends_with(&mine))
+            .map(|(tag, _)| tag)
+            .collect();
+        if released.is_empty() {
+            return;
+        }
+        let _: redis::RedisResult<()> = redis::cmd("HDEL")
+            .arg(self.keys.timers())
+            .arg(&released)
+            .query_async(&mut *con)
+            .await;
+        wake_tags(&mut con, &self.keys).await;
     }
 
     /// One turn on `held`, a connection kept across turns: a pooled one would
