@@ -136,9 +136,9 @@ local TIMER_GRACE_MS = 2000
 -- Each tag's next delayed entry is timed by one worker: `owner`, this
 -- worker's id, claims it in TIMERS unless another worker's claim on that
 -- same moment stands; one left without room (`may_claim` false) claims
--- nothing new, and wakes an idle worker of the tag to claim it, but keeps
--- timing what it claimed before, and wakes another worker when the moment
--- comes if it is still full (dispatch.rs). The tag's other workers sleep
+-- nothing and gives up what it claimed before, and wakes an idle worker of
+-- the tag to claim it (a worker whose timer fires while it is full wakes
+-- another too, see dispatch.rs). The tag's other workers sleep
 -- until a wake-up token: an opening costs one worker's call, not one per
 -- idle worker. Lease deadlines are timed by every worker. `emptied`: tags
 -- whose delayed set this call took entries from. Returns the ms and the
@@ -157,7 +157,13 @@ local function next_in_ms(served, now, owner, may_claim, emptied)
       local mine = who == owner and tonumber(at) == h
       -- Some worker's claim on this very moment, not yet past its grace.
       local standing = tonumber(at) == h and now < h + TIMER_GRACE_MS
-      if not mine and (not may_claim or standing) then
+      if mine and not may_claim then
+        -- A worker left without room gives its claim up: its timer may
+        -- fire for a lease deadline first and be dropped while it is full.
+        redis.call('HDEL', TIMERS, q.tag)
+        wake_tag(q)
+        h = nil
+      elseif not mine and (not may_claim or standing) then
         -- Nobody times it (this worker has no room to): an idle worker of
         -- the tag is woken to claim it.
         if not standing then wake_tag(q) end

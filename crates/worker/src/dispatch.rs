@@ -156,6 +156,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     // Turns are numbered as they start: a turn that ends after a later one
     // (its recovery took longer) does not set the timer from its older view.
     let (mut started, mut timer_from) = (0u64, 0u64);
+    let mut released = false;
     loop {
         let room = if draining.is_some() {
             0
@@ -190,6 +191,12 @@ pub async fn run<S: Future<Output = ()> + Send>(
             let seq = started;
             turns.push(async move { (turn.await, room, seq) });
             continue;
+        }
+        // Once no turn is in flight (one could claim again), a draining
+        // worker gives its timer claims up.
+        if draining.is_some() && turns.is_empty() && !released {
+            released = true;
+            d.release_timers().await;
         }
         if draining.is_some() && d.running.is_empty() && turns.is_empty() {
             break;
@@ -235,7 +242,6 @@ pub async fn run<S: Future<Output = ()> + Send>(
             _ = &mut shutdown, if draining.is_none() => {
                 tracing::info!(running = d.running.len(), grace_s = grace.as_secs_f64(), "shutting down: taking no new jobs");
                 draining = Some(Instant::now() + grace);
-                d.release_timers().await;
             }
             _ = sleep_until(draining), if draining.is_some() => {
                 tracing::warn!(running = d.running.len(), "grace period over: stopping the jobs still running");
