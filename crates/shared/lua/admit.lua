@@ -410,14 +410,9 @@ end
 flush_records()
 flush_finished()
 flush_held()
--- A worker left with room times its tags' next delayed entries, unless
--- another does (queues.lua); its id is in its lease key's name.
-local owner = string.match(lease_key, ':lease:([^:]+):%d+$') or lease_key
-local emptied = {}
-for _, src in ipairs(srcs) do
-  if src.due and #src.taken > 0 then emptied[src.q.tag] = true end
-end
-local next_in, timed = next_in_ms(served, now, owner, #leased < room, emptied)
+-- A worker left with room times its tags' next delayed entries itself
+-- (queues.lua).
+local next_in, timed = next_in_ms(served, now, #leased < room)
 for _, e in ipairs(timed) do
   local ckey = ''
   if string.sub(e, 1, 5) == 'wake ' then ckey = string.sub(e, 6) else ckey = entry_ckey(e) end

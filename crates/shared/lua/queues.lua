@@ -110,9 +110,9 @@ local function wake_tag(q)
 end
 
 -- Wakes, per tag, one idle worker when ready entries were pushed or the
--- delayed set's head moved earlier, unless the calling worker times that
--- head itself (next_in_ms, run first by admit.lua). Called once at the end
--- of a script.
+-- delayed set's head moved earlier, unless the calling worker, with room,
+-- times that head itself (next_in_ms, run first by admit.lua). Called once
+-- at the end of a script.
 local function flush_queues()
   for _, t in ipairs(QUEUE_TAGS) do
     local q = QUEUES[t]
@@ -126,57 +126,27 @@ local function flush_queues()
   end
 end
 
--- How long past its moment a worker's claim on a tag's timer stays its own:
--- after that, the next worker of the tag that looks takes it over (the
--- claimer died or stalls).
-local TIMER_GRACE_MS = 2000
-
 -- ms until the next moment a worker should look again, or -1 for none: what
--- its timer should wait for. Relative, so no worker clock is involved.
--- Each tag's next delayed entry is timed by one worker: `owner`, this
--- worker's id, claims it in TIMERS unless another worker's claim on that
--- same moment stands; one left without room (`may_claim` false) claims
--- nothing and gives up what it claimed before, and wakes an idle worker of
--- the tag to claim it (a worker whose timer fires while it is full wakes
--- another too, see dispatch.rs). The tag's other workers sleep
--- until a wake-up token: an opening costs one worker's call, not one per
--- idle worker. Lease deadlines are timed by every worker. `emptied`: tags
--- whose delayed set this call took entries from. Returns the ms and the
--- entries this worker times, whose keys it declares when it looks.
-local function next_in_ms(served, now, owner, may_claim, emptied)
+-- its timer should wait for (the next delayed entry of its tags, or lease
+-- deadline). Relative, so no worker clock is involved. `has_room`: whether
+-- the calling worker has room left after this call. Such a worker times its
+-- tags' next delayed entries itself, so a head that this call moved earlier
+-- wakes no idle worker (flush_queues): an opening then costs the one
+-- worker that handed the slot on a call when it comes, not a call from an
+-- idle worker now and another then. Returns the ms and the entries this
+-- worker times, whose keys it declares in the call it makes then.
+local function next_in_ms(served, now, has_room)
   local next_at, timed = nil, {}
   for _, q in ipairs(served) do
     local d = redis.call('ZRANGE', q.delayed, 0, 0, 'WITHSCORES')
     local h = tonumber(d[2])
-    if h == nil then
-      if emptied and emptied[q.tag] then redis.call('HDEL', TIMERS, q.tag) end
-    else
-      local claim = redis.call('HGET', TIMERS, q.tag)
-      local at, who = nil, nil
-      if claim then at, who = string.match(claim, '^(%d+) (.+)$') end
-      local mine = who == owner and tonumber(at) == h
-      -- Some worker's claim on this very moment, not yet past its grace.
-      local standing = tonumber(at) == h and now < h + TIMER_GRACE_MS
-      if mine and not may_claim then
-        -- A worker left without room gives its claim up: its timer may
-        -- fire for a lease deadline first and be dropped while it is full.
-        redis.call('HDEL', TIMERS, q.tag)
-        wake_tag(q)
-        h = nil
-      elseif not mine and (not may_claim or standing) then
-        -- Nobody times it (this worker has no room to): an idle worker of
-        -- the tag is woken to claim it.
-        if not standing then wake_tag(q) end
-        h = nil
-      else
-        if who ~= owner or tonumber(at) ~= h then
-          redis.call('HSET', TIMERS, q.tag, d[2] .. ' ' .. owner)
-        end
+    if h ~= nil then
+      if has_room then
         timed[#timed + 1] = d[1]
         q.timed_here = true
       end
+      if next_at == nil or h < next_at then next_at = h end
     end
-    if h ~= nil and (next_at == nil or h < next_at) then next_at = h end
   end
   local l = redis.call('ZRANGE', LEASES, 0, 0, 'WITHSCORES')
   if l[2] and (next_at == nil or tonumber(l[2]) < next_at) then next_at = tonumber(l[2]) end

@@ -11,7 +11,6 @@
 --   order jobs finished)
 --   KEYS[10] the tags registry (a set of every tag in use)
 --   KEYS[11] the running counts per concurrency key (held.lua)
---   KEYS[12] the timer claims: tag -> "<ms> <worker>" (queues.lua)
 --   then, per registered tag, 3 keys: its ready list, its delayed zset and
 --   its marker list (queues.lua)
 -- so a script's own keys start at KEYS[NS + 1].
@@ -31,16 +30,15 @@ local LEASES, STATS, LIMITS = KEYS[4], KEYS[5], KEYS[6]
 local IDX = { succeeded = KEYS[7], failed = KEYS[8], cancelled = KEYS[9] }
 local TAGS = KEYS[10]
 local RUNNING = KEYS[11]
-local TIMERS = KEYS[12]
 -- The queues of each tag declared (see queues.lua), and NS, the number of
 -- namespace keys. A tag's keys are "<base>ready:<tag>", "<base>delayed:<tag>"
 -- and "<base>marker:<tag>", so the tag is read off the first one's name; no
 -- key a script declares after the namespace starts with "<base>ready:".
 local QUEUES, QUEUE_TAGS = {}, {}
-local NS = 12
+local NS = 11
 do
   local ready_prefix = string.sub(KEYS[1] or '', 1, -5) .. 'ready:'
-  local i = 13
+  local i = 12
   while KEYS[i] and string.sub(KEYS[i], 1, #ready_prefix) == ready_prefix do
     local tag = string.sub(KEYS[i], #ready_prefix + 1)
     QUEUES[tag] = { tag = tag, ready = KEYS[i], delayed = KEYS[i + 1], marker = KEYS[i + 2] }

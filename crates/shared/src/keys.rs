@@ -15,7 +15,6 @@
 //! | `{p}:marker:<T>` | list | a wake-up token for idle workers of tag T (BLPOP) |
 //! | `{p}:stats` | hash | `active` (unfinished jobs), `waiting` (of those, waiting on a limit), and the `succeeded`, `failed`, `cancelled` jobs stored (retention lowers them) |
 //! | `{p}:running` | hash | concurrency key K -> `<n>`, then ` w` and ` s` when they apply: the executions of K running now (one per running attempt, one per flow run), ` w` while one of them may have a window, ` s` while K's own slots and wait keys may hold something or K has a limit set at run time; absent when nothing runs and K has nothing of its own. A field `\x1f` pins the hash as a hash table; the hash goes with the last count |
-//! | `{p}:timers` | hash | tag -> `<ms> <worker id>`: the one worker with room that times the tag's next delayed entry, due at ms; other workers of the tag wait for a wake-up token. Taken over by any worker once 2 s past its moment, given up by a worker that shuts down; the field goes when an admission empties the tag's delayed set |
 //! | `{p}:slots:<K>` | zset | what K holds beyond its running executions: `<id>#<attempt>` an ended execution in its window (`<id>#f` a flow run's), `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation, and `pause` (no slot: the key admits nothing until its score) ; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
 //! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results (`r:<step>`), for-each elements (`e:<step>:<n>`), their results (`i:<step>:<n>`) and count done (`d:<step>`), steps running (`c:<id>`, `active`), the first failure (`failed`) |
@@ -120,11 +119,6 @@ impl Keys {
     pub fn running(&self) -> String {
         self.key("running")
     }
-    /// Tag -> "<ms> <worker id>": the worker that times the tag's next
-    /// delayed entry (see next_in_ms in queues.lua).
-    pub fn timers(&self) -> String {
-        self.key("timers")
-    }
     /// Slots held on concurrency key `ckey`, scored by the Unix ms each frees.
     pub fn slots(&self, ckey: &str) -> String {
         self.key(&format!("slots:{ckey}"))
@@ -154,7 +148,7 @@ impl Keys {
     /// of every tag this process knows is registered.
     pub fn namespace(&self) -> Vec<String> {
         let known = self.known_tags();
-        let mut keys = Vec::with_capacity(12 + 3 * known.len());
+        let mut keys = Vec::with_capacity(11 + 3 * known.len());
         keys.extend([
             self.jobs(),
             self.state(),
@@ -167,7 +161,6 @@ impl Keys {
             self.idx_status("cancelled"),
             self.tags_registry(),
             self.running(),
-            self.timers(),
         ]);
         for tag in known.iter() {
             keys.extend([self.ready(tag), self.delayed(tag), self.marker(tag)]);
@@ -257,10 +250,10 @@ mod tests {
             k.slots("default/script/f/x"),
             "{sluice}:slots:default/script/f/x"
         );
-        assert_eq!(k.namespace().len(), 12);
+        assert_eq!(k.namespace().len(), 11);
         k.set_known_tags(vec!["b".into(), "a".into(), "a".into()]);
-        assert_eq!(k.namespace().len(), 18);
-        assert_eq!(k.namespace()[12], "{sluice}:ready:a");
+        assert_eq!(k.namespace().len(), 17);
+        assert_eq!(k.namespace()[11], "{sluice}:ready:a");
         assert_eq!(k.clone().known_tags(), k.known_tags());
         for key in k.namespace().into_iter().chain([
             k.ready("a"),

@@ -156,7 +156,6 @@ pub async fn run<S: Future<Output = ()> + Send>(
     // Turns are numbered as they start: a turn that ends after a later one
     // (its recovery took longer) does not set the timer from its older view.
     let (mut started, mut timer_from) = (0u64, 0u64);
-    let mut released = false;
     loop {
         let room = if draining.is_some() {
             0
@@ -191,12 +190,6 @@ pub async fn run<S: Future<Output = ()> + Send>(
             let seq = started;
             turns.push(async move { (turn.await, room, seq) });
             continue;
-        }
-        // Once no turn is in flight (one could claim again), a draining
-        // worker gives its timer claims up.
-        if draining.is_some() && turns.is_empty() && !released {
-            released = true;
-            d.release_timers().await;
         }
         if draining.is_some() && d.running.is_empty() && turns.is_empty() {
             break;
@@ -294,10 +287,11 @@ async fn sleep_until(at: Option<Instant>) {
 }
 
 impl Dispatcher {
-    /// This worker's timer fell due while it has no room: it may time the
-    /// next delayed entries of its tags for the whole fleet (next_in_ms in
-    /// queues.lua), so an idle worker of each of its tags is woken to take
-    /// them (or, for a lease deadline, to recover it).
+    /// This worker's timer fell due while it has no room: the delayed entry
+    /// it timed may be timed by no idle worker (a head moved earlier by a
+    /// worker with room wakes none, see next_in_ms in queues.lua), so an
+    /// idle worker of each of its tags is woken to take it (or, for a lease
+    /// deadline, to recover it).
     fn pass_on_wake(&self) {
         let pool = self.pool.clone();
         let keys = self.keys.clone();
@@ -306,34 +300,6 @@ impl Dispatcher {
                 wake_tags(&mut con, &keys).await;
             }
         });
-    }
-
-    /// A worker that stops taking work gives up the timers it claimed, and
-    /// wakes an idle worker of each of its tags to claim them.
-    async fn release_timers(&self) {
-        let Ok(mut con) = self.pool.get().await else {
-            return;
-        };
-        let claims: redis::RedisResult<Vec<(String, String)>> = redis::cmd("HGETALL")
-            .arg(self.keys.timers())
-            .query_async(&mut *con)
-            .await;
-        let mine = format!(" {}", self.worker_id);
-        let released: Vec<String> = claims
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|(_, v)| v.ends_with(&mine))
-            .map(|(tag, _)| tag)
-            .collect();
-        if released.is_empty() {
-            return;
-        }
-        let _: redis::RedisResult<()> = redis::cmd("HDEL")
-            .arg(self.keys.timers())
-            .arg(&released)
-            .query_async(&mut *con)
-            .await;
-        wake_tags(&mut con, &self.keys).await;
     }
 
     /// One turn on `held`, a connection kept across turns: a pooled one would
