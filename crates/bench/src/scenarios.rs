@@ -439,8 +439,9 @@ async fn keyed(args: &Args) -> BenchResult<Map<String, Value>> {
 }
 
 /// One key, max 1 with a 0.2 s window, and 16 idle workers: each slot that
-/// opens should cost one worker's admission call (two when it must declare
-/// the key), not a call from every idle worker. script_calls_per_job counts
+/// opens should cost the worker that handed it on one admission call (it
+/// declares the key ahead), and another to record the job's end, not a call
+/// from every idle worker. script_calls_per_job counts
 /// every script call (the enqueue, admissions, acks) over the admitted jobs.
 async fn herd(args: &Args) -> BenchResult<Map<String, Value>> {
     let n = size(args, 30, 8);
