@@ -2,7 +2,8 @@
 # The whole test suite, on a fresh machine: installs what the tests run
 # against (redis-server, faketime, chromium and chromedriver), builds the binaries the integration tests
 # start as separate processes, then runs every test. Each test starts its own
-# redis-server on a free port (or uses SLUICE_TEST_REDIS_URL).
+# redis-server on a free port (or uses SLUICE_TEST_REDIS_URL), or its own
+# Redis Cluster where SLUICE_TEST_CLUSTER=1.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/install.sh
@@ -13,3 +14,9 @@ command -v chromedriver >/dev/null 2>&1 || apt_install chromium-driver
 
 cargo build --workspace --bins --quiet
 cargo test --workspace --no-fail-fast "$@"
+# The limit, FIFO, crash and flow suites again, each test on a Redis Cluster
+# of its own (3 primaries); tests/cluster.rs always runs on one. The tests
+# that restart a standalone server have nothing to add there.
+SLUICE_TEST_CLUSTER=1 cargo test --no-fail-fast \
+  --test limits --test keyed --test crash --test flows -- \
+  --skip redis_restart --skip outage_longer --skip redis_coming_back

@@ -9,6 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use redis::FromRedisValue;
 use serde_json::Value;
 use sluice_producer::{Client, Job, JobId, JobRequest};
 use sluice_shared::Config;
@@ -25,12 +26,43 @@ pub const PATIENCE: Duration = Duration::from_secs(60);
 pub struct RedisServer {
     child: Option<Child>,
     pub url: String,
+    /// A Redis Cluster's nodes (the first `primaries` are its primaries at
+    /// start), when this is a cluster; `url` is then the first node's.
+    pub nodes: Vec<ClusterNode>,
+}
+
+/// One `redis-server` of a test's cluster.
+pub struct ClusterNode {
+    pub child: Option<Child>,
+    pub url: String,
+}
+
+impl Drop for ClusterNode {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Whether this run puts tests on a Redis Cluster (`SLUICE_TEST_CLUSTER=1`,
+/// set by scripts/test.sh for the suites it runs there again).
+pub fn on_cluster() -> bool {
+    std::env::var("SLUICE_TEST_CLUSTER").is_ok_and(|v| v == "1")
 }
 
 impl RedisServer {
     pub fn start() -> RedisServer {
+        if on_cluster() {
+            return RedisServer::cluster(3, 0);
+        }
         if let Ok(url) = std::env::var("SLUICE_TEST_REDIS_URL") {
-            return RedisServer { child: None, url };
+            return RedisServer {
+                child: None,
+                url,
+                nodes: Vec::new(),
+            };
         }
         let port = free_port();
         RedisServer::spawn(
@@ -51,9 +83,124 @@ impl RedisServer {
         let server = RedisServer {
             child: Some(child),
             url,
+            nodes: Vec::new(),
         };
         server.wait_ready();
         server
+    }
+
+    /// A Redis Cluster of this test's own: `primaries` primaries with
+    /// `replicas` replicas each, made with `redis-cli --cluster create`,
+    /// ready once every node reports `cluster_state:ok`.
+    pub fn cluster(primaries: usize, replicas: usize) -> RedisServer {
+        let dir = std::env::temp_dir().join(format!("cluster-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut nodes = Vec::new();
+        for _ in 0..primaries * (1 + replicas) {
+            // The cluster bus listens on port + 10000: both must be free.
+            let port = loop {
+                let p = free_port();
+                if p < 55000 && TcpListener::bind(("127.0.0.1", p + 10000)).is_ok() {
+                    break p;
+                }
+            };
+            let child = Command::new("redis-server")
+                .current_dir(&dir)
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .args(["--port", &port.to_string(), "--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--cluster-node-timeout", "2000"])
+                .stdout(Stdio::null())
+                .spawn()
+                .expect("redis-server must be installed (apt-get install redis-server)");
+            let node = ClusterNode {
+                child: Some(child),
+                url: format!("redis://127.0.0.1:{port}"),
+            };
+            RedisServer {
+                child: None,
+                url: node.url.clone(),
+                nodes: Vec::new(),
+            }
+            .wait_ready();
+            nodes.push(node);
+        }
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|n| n.url.trim_start_matches("redis://").to_string())
+            .collect();
+        let made = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .args(["--cluster-replicas", &replicas.to_string(), "--cluster-yes"])
+            .output()
+            .expect("redis-cli must be installed (apt-get install redis-tools)");
+        assert!(
+            made.status.success(),
+            "cluster create: {}",
+            String::from_utf8_lossy(&made.stdout)
+        );
+        let server = RedisServer {
+            child: None,
+            url: nodes[0].url.clone(),
+            nodes,
+        };
+        wait_until("every node reports the cluster ok", || {
+            server.nodes.iter().all(|n| {
+                let info: String = redis::Client::open(n.url.as_str())
+                    .and_then(|c| c.get_connection())
+                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query(&mut c))
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok")
+            })
+        });
+        let _ = std::fs::remove_dir_all(&dir);
+        server
+    }
+
+    /// The URL of the primary that holds `key` now (asked of the cluster).
+    pub fn node_for(&self, key: &str) -> String {
+        if self.nodes.is_empty() {
+            return self.url.clone();
+        }
+        let mut con = redis::Client::open(self.url.as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let slot: i64 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(key)
+            .query(&mut con)
+            .unwrap();
+        let ranges: Vec<redis::Value> = redis::cmd("CLUSTER").arg("SLOTS").query(&mut con).unwrap();
+        for r in ranges {
+            let redis::Value::Array(r) = r else { continue };
+            let (Ok(lo), Ok(hi)) = (
+                i64::from_redis_value(r[0].clone()),
+                i64::from_redis_value(r[1].clone()),
+            ) else {
+                continue;
+            };
+            if (lo..=hi).contains(&slot) {
+                let redis::Value::Array(primary) = &r[2] else {
+                    continue;
+                };
+                let host = String::from_redis_value(primary[0].clone()).unwrap();
+                let port = i64::from_redis_value(primary[1].clone()).unwrap();
+                return format!("redis://{host}:{port}");
+            }
+        }
+        panic!("no node holds slot {slot}");
+    }
+
+    /// The config lines that point Sluice at this server or cluster.
+    pub fn config_lines(&self) -> String {
+        if self.nodes.is_empty() {
+            format!("redis_url = {:?}", self.url)
+        } else {
+            let urls: Vec<String> = self.nodes.iter().map(|n| format!("{:?}", n.url)).collect();
+            format!("cluster_urls = [{}]", urls.join(", "))
+        }
     }
 
     fn wait_ready(&self) {
@@ -153,12 +300,7 @@ impl TestEnv {
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("sluice.toml");
         let mut f = std::fs::File::create(&config_path).unwrap();
-        writeln!(
-            f,
-            "redis_url = {:?}\nprefix = {:?}\n{body}",
-            redis.url, prefix
-        )
-        .unwrap();
+        writeln!(f, "{}\nprefix = {:?}\n{body}", redis.config_lines(), prefix).unwrap();
         TestEnv {
             redis,
             prefix,
@@ -175,8 +317,10 @@ impl TestEnv {
         Client::connect(self.config()).await.unwrap()
     }
 
+    /// A connection to the server, or on a cluster to the primary holding
+    /// this test's namespace (all of its keys share one hash slot).
     pub fn redis(&self) -> redis::Connection {
-        redis::Client::open(self.redis.url.as_str())
+        redis::Client::open(self.redis.node_for(&self.key("jobs")).as_str())
             .unwrap()
             .get_connection()
             .unwrap()

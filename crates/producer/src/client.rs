@@ -1,9 +1,9 @@
 use std::sync::Arc;
 
-use deadpool_redis::Pool;
 use sluice_shared::error::{Error, Result};
 use sluice_shared::job::{Job, JobRequest, NewJob};
 use sluice_shared::records::{read_jobs, read_specs};
+use sluice_shared::redis_conn::Pool;
 use sluice_shared::scripts::scripts;
 use sluice_shared::{redis_conn, Config, JobId, Keys};
 
@@ -46,8 +46,9 @@ pub enum RetryOutcome {
 impl Client {
     /// Connects and checks that Redis answers.
     pub async fn connect(config: Config) -> Result<Client> {
-        let pool = redis_conn::pool(&config.redis_url, 8)?;
-        redis_conn::ping(&pool, &config.redis_url).await?;
+        let target = config.redis_target();
+        let pool = redis_conn::pool(&target, 8)?;
+        redis_conn::ping(&pool, &target).await?;
         Ok(Client {
             keys: Keys::new(&config.prefix),
             config: Arc::new(config),

@@ -158,7 +158,7 @@ impl Client {
     /// Which of `ids` are running now, by their states.
     async fn running_among(
         &self,
-        con: &mut deadpool_redis::Connection,
+        con: &mut sluice_shared::redis_conn::Pooled,
         ids: &[String],
     ) -> Result<Vec<String>> {
         if ids.is_empty() {

@@ -103,7 +103,7 @@ impl Client {
     /// The states of the keys of `fields`, fields of the limits hash.
     async fn limit_states(
         &self,
-        con: &mut deadpool_redis::Connection,
+        con: &mut sluice_shared::redis_conn::Pooled,
         fields: Vec<(String, String)>,
     ) -> Result<Vec<LimitState>> {
         let mark = sluice_shared::keys::OVERRIDE_MARK;

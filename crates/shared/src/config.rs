@@ -23,6 +23,11 @@ pub struct Config {
     /// `redis://127.0.0.1:6379`.
     #[serde(default = "default_redis_url")]
     pub redis_url: String,
+    /// Seed nodes of a Redis Cluster (`redis://host:port` each); when set,
+    /// Sluice talks to the cluster instead of `redis_url`, which must then
+    /// be left unset. In the environment, `SLUICE_CLUSTER_URLS=a,b`.
+    #[serde(default)]
+    pub cluster_urls: Vec<String>,
     /// The namespace: every Redis key starts with `{prefix}:`; default `sluice`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -394,6 +399,7 @@ impl Config {
                 .try_parsing(true)
                 .list_separator(",")
                 .with_list_parse_key("worker.tags")
+                .with_list_parse_key("cluster_urls")
                 .source(Some(env)),
         );
         // An unknown key may come from the file or from a SLUICE_... variable.
@@ -407,6 +413,47 @@ impl Config {
             .map_err(|e| Error::Config(format!("{e}{where_}")))?;
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Where Redis is: the cluster when `cluster_urls` is set, else `redis_url`.
+    pub fn redis_target(&self) -> crate::redis_conn::Target {
+        if self.cluster_urls.is_empty() {
+            crate::redis_conn::Target::Single(self.redis_url.clone())
+        } else {
+            crate::redis_conn::Target::Cluster(self.cluster_urls.clone())
+        }
+    }
+
+    fn validate_cluster_urls(&self) -> Result<()> {
+        let bad = |reason: String| Error::Config(format!("cluster_urls: {reason}"));
+        if self.cluster_urls.is_empty() {
+            return Ok(());
+        }
+        // Both set is a typo or a half-edited config: which Redis holds the
+        // jobs must never be a guess.
+        if self.redis_url != default_redis_url() {
+            return Err(bad(format!(
+                "set together with redis_url ({}); set only one",
+                crate::redis_conn::redacted(&self.redis_url)
+            )));
+        }
+        for url in &self.cluster_urls {
+            let shown = crate::redis_conn::redacted(url);
+            let info =
+                redis::IntoConnectionInfo::into_connection_info(url.as_str()).map_err(|e| {
+                    bad(format!(
+                        "{shown:?} is not a Redis URL: {}",
+                        e.to_string().replace(url.as_str(), &shown)
+                    ))
+                })?;
+            if info.redis_settings().db() != 0 {
+                return Err(bad(format!(
+                    "{shown:?} names database {}; a cluster has only database 0",
+                    info.redis_settings().db()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Checks every setting, as `load` does; call it after changing a loaded
@@ -427,6 +474,7 @@ impl Config {
                 ),
             )
         })?;
+        self.validate_cluster_urls()?;
         if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ']) {
             return Err(bad(
                 "prefix",
@@ -859,6 +907,42 @@ concurrency = { max = 5, window_s = 1 }
             ),
             (60.0, 10, 0.5)
         );
+    }
+
+    #[test]
+    fn cluster_urls_come_from_the_file_or_the_environment() {
+        let c = load(
+            "",
+            &[("SLUICE_CLUSTER_URLS", "redis://a:7000,redis://b:7001")],
+        )
+        .unwrap();
+        assert_eq!(c.cluster_urls, ["redis://a:7000", "redis://b:7001"]);
+        assert_eq!(
+            c.redis_target(),
+            crate::redis_conn::Target::Cluster(c.cluster_urls.clone())
+        );
+        let c = load("cluster_urls = [\"redis://a:7000\"]", &[]).unwrap();
+        assert_eq!(c.cluster_urls, ["redis://a:7000"]);
+        let c = load("", &[]).unwrap();
+        assert_eq!(
+            c.redis_target(),
+            crate::redis_conn::Target::Single("redis://127.0.0.1:6379".into())
+        );
+        // Both at once, a database other than 0, and a non-URL are refused by name.
+        for (file, needle) in [
+            (
+                "redis_url = \"redis://x:1\"\ncluster_urls = [\"redis://a:7000\"]",
+                "set only one",
+            ),
+            ("cluster_urls = [\"redis://a:7000/3\"]", "database 3"),
+            ("cluster_urls = [\"nope\"]", "is not a Redis URL"),
+        ] {
+            let e = load(file, &[]).unwrap_err().to_string();
+            assert!(
+                e.contains("cluster_urls") && e.contains(needle),
+                "{file}: {e}"
+            );
+        }
     }
 
     #[test]

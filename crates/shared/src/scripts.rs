@@ -157,13 +157,18 @@ impl Scripts {
         ]
     }
 
-    /// Loads every script into Redis (SCRIPT LOAD), in one pipeline.
+    /// Loads every script into Redis (SCRIPT LOAD). One command each,
+    /// not a pipeline: on a cluster a lone SCRIPT LOAD goes to every
+    /// primary, while in a pipeline it would reach only one node. It runs
+    /// at start and after a NOSCRIPT (a restarted or failed-over primary).
     pub async fn load_all<C: ConnectionLike>(&self, con: &mut C) -> Result<()> {
-        let mut pipe = redis::pipe();
         for s in self.all() {
-            pipe.cmd("SCRIPT").arg("LOAD").arg(&s.source).ignore();
+            redis::cmd("SCRIPT")
+                .arg("LOAD")
+                .arg(&s.source)
+                .query_async::<()>(con)
+                .await?;
         }
-        pipe.query_async::<()>(con).await?;
         Ok(())
     }
 }

@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use sluice_shared::entry::Entry;
+use sluice_shared::redis_conn::Pool;
 use sluice_shared::scripts::{scripts, Invocation};
 use sluice_shared::Keys;
 use tokio::sync::Notify;
@@ -118,7 +118,7 @@ impl Acks {
 
 /// Runs until `acks` is closed and everything in it is recorded.
 pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>) {
-    let mut held: Option<deadpool_redis::Connection> = None;
+    let mut held: Option<sluice_shared::redis_conn::Pooled> = None;
     let mut pause = crate::backoff::FIRST;
     loop {
         let closed = acks.closed.load(Ordering::SeqCst);
@@ -164,7 +164,7 @@ pub fn warn_refused(refused: Vec<String>) {
 async fn send(
     pool: &Pool,
     keys: &Keys,
-    held: &mut Option<deadpool_redis::Connection>,
+    held: &mut Option<sluice_shared::redis_conn::Pooled>,
     msgs: &[AckMsg],
 ) -> sluice_shared::Result<Vec<String>> {
     if held.is_none() {

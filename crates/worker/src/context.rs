@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use deadpool_redis::Pool;
+use sluice_shared::redis_conn::Pool;
 use sluice_shared::{Config, Keys};
 
 use crate::handler::Handler;

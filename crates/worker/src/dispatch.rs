@@ -12,13 +12,13 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use futures::stream::{FuturesUnordered, StreamExt};
-use redis::aio::MultiplexedConnection;
 use redis::Value;
 use sluice_shared::entry::{Entry, ID_LEN};
 use sluice_shared::error::Result;
 use sluice_shared::records::read_specs;
+use sluice_shared::redis_conn::Connection;
+use sluice_shared::redis_conn::Pool;
 use sluice_shared::scripts::scripts;
 use sluice_shared::{redis_conn, Config, Keys};
 use tokio::sync::{watch, Notify};
@@ -75,8 +75,9 @@ pub async fn run<S: Future<Output = ()> + Send>(
         .map_err(|e| {
             sluice_shared::Error::Config(format!("cannot set up command supervision: {e}"))
         })?;
-    let pool = redis_conn::pool(&config.redis_url, 4)?;
-    redis_conn::ping(&pool, &config.redis_url).await?;
+    let target = config.redis_target();
+    let pool = redis_conn::pool(&target, 4)?;
+    redis_conn::ping(&pool, &target).await?;
     redis_conn::check_eviction(&pool).await;
     scripts().load_all(&mut *pool.get().await?).await?;
     let keys = Keys::new(&config.prefix);
@@ -111,7 +112,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     ));
     let watchdog = tokio::spawn(lease::watchdog(running.clone()));
     let listener = tokio::spawn(wake::listen(
-        config.redis_url.clone(),
+        target.clone(),
         keys.clone(),
         listening_rx,
         wake.clone(),
@@ -144,7 +145,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
 
     let mut shutdown = std::pin::pin!(shutdown);
     let mut draining: Option<Instant> = None;
-    let mut held: Option<deadpool_redis::Connection> = None;
+    let mut held: Option<sluice_shared::redis_conn::Pooled> = None;
     let mut ckeys: Vec<String> = Vec::new();
     let mut want_claim = true;
     let mut timer: Option<Instant> = None;
@@ -262,7 +263,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
 }
 
 /// A wake-up token on each of this worker's tags' markers that has none.
-async fn wake_tags(con: &mut deadpool_redis::Connection, keys: &Keys) {
+async fn wake_tags(con: &mut sluice_shared::redis_conn::Pooled, keys: &Keys) {
     for t in keys.own_tags().iter() {
         let marker = keys.marker(t);
         let waiting: redis::RedisResult<i64> = redis::cmd("LLEN")
@@ -305,12 +306,7 @@ impl Dispatcher {
     /// One turn on `held`, a connection kept across turns: a pooled one would
     /// be health-checked with a PING at every checkout. `ckeys` are the
     /// concurrency keys to declare, as the last turn learned them.
-    async fn turn(
-        &self,
-        mut con: MultiplexedConnection,
-        ckeys: Vec<String>,
-        room: usize,
-    ) -> Result<Turn> {
+    async fn turn(&self, mut con: Connection, ckeys: Vec<String>, room: usize) -> Result<Turn> {
         let n = self
             .batches
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -373,7 +369,7 @@ impl Dispatcher {
     /// Runs recover.lua on expired lease keys: their items name the
     /// executions, and a dead step's flow must hear of it, so the parents are
     /// read first.
-    async fn recover(&self, con: &mut MultiplexedConnection, expired: &[String]) -> Result<()> {
+    async fn recover(&self, con: &mut Connection, expired: &[String]) -> Result<()> {
         let contents = sluice_shared::lease::read(&mut *con, expired).await?;
         // Leases a call at a time, up to RECOVER_LINES executions a call (a
         // lease holds at most one admission's worth, 1,000).
@@ -398,7 +394,7 @@ impl Dispatcher {
     /// One recover.lua call for these lease keys and their items.
     async fn recover_leases(
         &self,
-        con: &mut MultiplexedConnection,
+        con: &mut Connection,
         leases: &[(&String, &[String])],
     ) -> Result<()> {
         // (lease index from 1, attempt, entry) of every item; a damaged one

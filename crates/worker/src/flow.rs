@@ -4,11 +4,11 @@
 //! the flow atomically. Reads are a handful of fields, never the whole state,
 //! so each step or for-each iteration costs Redis the same small amount.
 
-use deadpool_redis::Pool;
 use serde_json::Value;
 use sluice_shared::config::{FlowConfig, StepConfig};
 use sluice_shared::flow::{fill, resolve, Scope};
 use sluice_shared::job::{NewJob, StepOf};
+use sluice_shared::redis_conn::Pool;
 use sluice_shared::scripts::scripts;
 use sluice_shared::{Config, Error, Keys, Result};
 
@@ -36,7 +36,7 @@ pub async fn drive(pool: &Pool, keys: &Keys, config: &Config, job: &Admitted) ->
 struct Driver<'a> {
     keys: &'a Keys,
     state: String,
-    con: deadpool_redis::Connection,
+    con: sluice_shared::redis_conn::Pooled,
 }
 
 impl Driver<'_> {

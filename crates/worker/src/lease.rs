@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
+use sluice_shared::redis_conn::Pool;
 use sluice_shared::scripts::scripts;
 use sluice_shared::Keys;
 

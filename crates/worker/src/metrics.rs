@@ -10,8 +10,8 @@ use axum::http::{header, StatusCode};
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
-use deadpool_redis::Pool;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use sluice_shared::redis_conn::Pool;
 use sluice_shared::Keys;
 use tokio::net::TcpListener;
 

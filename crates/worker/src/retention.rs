@@ -6,9 +6,9 @@
 
 use std::time::Duration;
 
-use deadpool_redis::Pool;
 use sluice_shared::config::RetentionConfig;
 use sluice_shared::records::{read_jobs, read_specs};
+use sluice_shared::redis_conn::Pool;
 use sluice_shared::scripts::scripts;
 use sluice_shared::{Keys, Result};
 

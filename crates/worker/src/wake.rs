@@ -15,14 +15,14 @@ use tokio::sync::{watch, Notify};
 const SAFETY_WAKE: Duration = Duration::from_secs(30);
 
 pub async fn listen(
-    url: String,
+    target: redis_conn::Target,
     keys: Keys,
     mut listening: watch::Receiver<bool>,
     wake: Arc<Notify>,
 ) {
     let mut backoff = crate::backoff::FIRST;
     loop {
-        let mut con = match redis_conn::blocking_connection(&url).await {
+        let mut con = match redis_conn::blocking_connection(&target).await {
             Ok(c) => {
                 backoff = crate::backoff::FIRST;
                 c
