@@ -74,8 +74,12 @@ impl RedisServer {
     /// A server of this test's own with extra arguments (TLS, ACL users),
     /// reached at `url`; ready once `url` answers PING.
     pub fn spawn(args: &[&str], url: String) -> RedisServer {
+        // Files (a replica's sync snapshot) go to the temp dir unless the
+        // test names a --dir of its own (the last one counts).
         let child = Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(std::env::temp_dir())
             .args(args)
             .stdout(Stdio::null())
             .spawn()
@@ -109,7 +113,13 @@ impl RedisServer {
                 .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
                 .args(["--port", &port.to_string(), "--cluster-enabled", "yes"])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--cluster-node-timeout", "2000"])
+                .args([
+                    "--cluster-node-timeout",
+                    "2000",
+                    "--repl-diskless-sync-delay",
+                    "0",
+                ])
+                .args(["--logfile", &format!("node-{port}.log")])
                 .stdout(Stdio::null())
                 .spawn()
                 .expect("redis-server must be installed (apt-get install redis-server)");
@@ -154,7 +164,22 @@ impl RedisServer {
                 info.contains("cluster_state:ok")
             })
         });
-        let _ = std::fs::remove_dir_all(&dir);
+        // A replica counts once its first sync is done: before, WAIT finds
+        // none, and a failover would promote an empty node.
+        wait_until("every replica is in sync", || {
+            let online = server
+                .nodes
+                .iter()
+                .map(|n| {
+                    let info: String = redis::Client::open(n.url.as_str())
+                        .and_then(|c| c.get_connection())
+                        .and_then(|mut c| redis::cmd("INFO").arg("replication").query(&mut c))
+                        .unwrap_or_default();
+                    info.matches("state=online").count()
+                })
+                .sum::<usize>();
+            online == primaries * replicas
+        });
         server
     }
 
@@ -163,10 +188,17 @@ impl RedisServer {
         if self.nodes.is_empty() {
             return self.url.clone();
         }
-        let mut con = redis::Client::open(self.url.as_str())
-            .unwrap()
-            .get_connection()
-            .unwrap();
+        // Any node that answers (a test may have killed some).
+        let mut con = self
+            .nodes
+            .iter()
+            .find_map(|n| {
+                redis::Client::open(n.url.as_str())
+                    .ok()?
+                    .get_connection()
+                    .ok()
+            })
+            .expect("no node of the cluster answers");
         let slot: i64 = redis::cmd("CLUSTER")
             .arg("KEYSLOT")
             .arg(key)

@@ -99,6 +99,7 @@ impl Client {
         tags.dedup();
         sluice_shared::tags::ensure(&self.keys, &mut *con, &tags).await?;
         let mut ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
+        let replicas = self.config.replicas();
         for (n, chunk) in jobs.chunks(BATCH_CHUNK).enumerate() {
             if chunk.iter().any(|j| j.idempotency_key.is_some()) {
                 // Ids may come back as those of earlier jobs with the same key.
@@ -110,6 +111,7 @@ impl Client {
                     job.push(&self.keys, &mut call);
                     call.key(self.keys.idempotency(key)).arg(key);
                 }
+                call.replicated(replicas);
                 match call.query::<Vec<String>, _>(&mut *con).await {
                     Ok(got) => {
                         let start = n * BATCH_CHUNK;
@@ -143,6 +145,8 @@ impl Client {
             }
             // Each chunk is one atomic script call: on a failure, the chunks
             // before it are written and the rest are not.
+            // A chunk counts as written once the replicas asked for have it.
+            call.replicated(replicas);
             if let Err(e) = call.query::<i64, _>(&mut *con).await {
                 return Err(partial(&ids, n, chunk, e));
             }

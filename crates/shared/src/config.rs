@@ -28,6 +28,11 @@ pub struct Config {
     /// be left unset. In the environment, `SLUICE_CLUSTER_URLS=a,b`.
     #[serde(default)]
     pub cluster_urls: Vec<String>,
+    /// Replicas each write of a job's life (enqueue, admission, end) must
+    /// reach before Sluice goes on (Redis WAIT, at most 1 s each); 0
+    /// (default) waits for none. See the README on failover.
+    #[serde(default, deserialize_with = "integer")]
+    pub wait_replicas: i64,
     /// The namespace: every Redis key starts with `{prefix}:`; default `sluice`.
     #[serde(default = "default_prefix")]
     pub prefix: String,
@@ -415,6 +420,11 @@ impl Config {
         Ok(cfg)
     }
 
+    /// Replicas a write must reach before Sluice goes on (`wait_replicas`).
+    pub fn replicas(&self) -> u32 {
+        self.wait_replicas.clamp(0, 16) as u32
+    }
+
     /// Where Redis is: the cluster when `cluster_urls` is set, else `redis_url`.
     pub fn redis_target(&self) -> crate::redis_conn::Target {
         if self.cluster_urls.is_empty() {
@@ -475,6 +485,12 @@ impl Config {
             )
         })?;
         self.validate_cluster_urls()?;
+        if !(0..=16).contains(&self.wait_replicas) {
+            return Err(bad(
+                "wait_replicas",
+                format!("{} must be between 0 and 16", self.wait_replicas),
+            ));
+        }
         if self.prefix.is_empty() || self.prefix.contains(['{', '}', ' ']) {
             return Err(bad(
                 "prefix",
@@ -887,6 +903,7 @@ concurrency = { max = 5, window_s = 1 }
                 ("SLUICE_RETENTION__KEEP_S", "60"),
                 ("SLUICE_RETENTION__KEEP_MAX", "10"),
                 ("SLUICE_RETENTION__EVERY_S", "0.5"),
+                ("SLUICE_WAIT_REPLICAS", "2"),
                 ("SLUICE_CONFIG", "/ignored"),
                 ("SLUICE_TEST_REDIS_URL", "redis://ignored"),
             ],
@@ -894,6 +911,7 @@ concurrency = { max = 5, window_s = 1 }
         .unwrap();
         assert_eq!(c.redis_url, "redis://10.1.2.3:7000/2");
         assert_eq!(c.prefix, "other");
+        assert_eq!(c.replicas(), 2);
         assert_eq!(c.log_format, "json");
         assert_eq!(c.worker.concurrency, 3);
         assert_eq!(c.worker.metrics_addr.as_deref(), Some("0.0.0.0:1"));

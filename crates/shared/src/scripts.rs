@@ -65,6 +65,7 @@ impl Script {
             keys: Vec::new(),
             args: Vec::new(),
             ns: None,
+            replicas: 0,
         }
     }
 
@@ -77,6 +78,7 @@ impl Script {
             ns: Some((keys.clone(), ns.len())),
             keys: ns,
             args: Vec::new(),
+            replicas: 0,
         }
     }
 }
@@ -181,7 +183,13 @@ pub struct Invocation {
     /// For a call that declares the namespace: its keys, and how many of
     /// the call's keys are the namespace's (they change with the tags).
     ns: Option<(crate::Keys, usize)>,
+    /// Replicas the call's writes must reach before its reply counts.
+    replicas: u32,
 }
+
+/// How long a write waits for its replicas (`wait_replicas`) before the
+/// caller goes on without them, with a warning.
+pub const REPLICA_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl Invocation {
     /// Adds a key (KEYS) to the call.
@@ -193,6 +201,17 @@ impl Invocation {
     /// Adds an argument (ARGV) to the call.
     pub fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
         self.args.extend(arg.to_redis_args());
+        self
+    }
+
+    /// Makes the call wait, before its reply counts, until `replicas`
+    /// replicas have its writes (WAIT, pipelined right after the script on
+    /// the same connection, so on a cluster it goes to the script's node).
+    /// When [`REPLICA_WAIT`] runs out first, the reply counts anyway, with a
+    /// warning: a replica that is down must not stop the fleet (for the
+    /// next 5 s, calls then wait 5 ms at most).
+    pub fn replicated(&mut self, replicas: u32) -> &mut Self {
+        self.replicas = replicas;
         self
     }
 
@@ -224,10 +243,10 @@ impl Invocation {
         // more than a few in a row would be a registry that keeps changing.
         for _ in 0..4 {
             count_round_trip();
-            let got = match self.cmd_with(&keys).query_async(con).await {
+            let got = match self.send(&keys, con).await {
                 Err(e) if is_noscript(&e) => {
                     scripts().load_all(con).await?;
-                    self.cmd_with(&keys).query_async(con).await
+                    self.send(&keys, con).await
                 }
                 other => other,
             };
@@ -246,6 +265,58 @@ impl Invocation {
             "it changed under every one of 4 calls in a row",
         ))
     }
+}
+
+impl Invocation {
+    async fn send<T: FromRedisValue, C: ConnectionLike>(
+        &self,
+        keys: &[String],
+        con: &mut C,
+    ) -> redis::RedisResult<T> {
+        if self.replicas == 0 {
+            return self.cmd_with(keys).query_async(con).await;
+        }
+        let short = replicas_short();
+        let wait = if short {
+            SHORT_REPLICA_WAIT
+        } else {
+            REPLICA_WAIT
+        };
+        let mut pipe = redis::pipe();
+        pipe.add_command(self.cmd_with(keys))
+            .cmd("WAIT")
+            .arg(self.replicas)
+            .arg(wait.as_millis() as u64);
+        let (reply, got): (T, u32) = pipe.query_async(con).await?;
+        if got < self.replicas {
+            SHORT_UNTIL_MS.store(
+                unix_ms() + SHORT_SPELL.as_millis() as u64,
+                Ordering::Relaxed,
+            );
+            if !short {
+                tracing::warn!(script = self.script.name, asked = self.replicas, got, "writes reached fewer replicas than wait_replicas asks within 1 s: going on, and waiting at most 5 ms for them for the next 5 s (a failover meanwhile could lose those writes)");
+            }
+        }
+        Ok(reply)
+    }
+}
+
+/// After a WAIT came back short, the next calls wait this long at most...
+const SHORT_REPLICA_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+/// ...for this long, then one waits the full [`REPLICA_WAIT`] again. A
+/// replica that is gone (or a primary just promoted, with none yet) then
+/// costs the fleet 5 ms a call and one 1 s call every 5 s, not 1 s a call.
+const SHORT_SPELL: std::time::Duration = std::time::Duration::from_secs(5);
+static SHORT_UNTIL_MS: AtomicU64 = AtomicU64::new(0);
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn replicas_short() -> bool {
+    unix_ms() < SHORT_UNTIL_MS.load(Ordering::Relaxed)
 }
 
 /// Sends several calls in one round trip; the reply is one value per call.

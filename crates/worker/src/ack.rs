@@ -117,7 +117,8 @@ impl Acks {
 }
 
 /// Runs until `acks` is closed and everything in it is recorded.
-pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>) {
+/// With `replicas`, an end counts as recorded once they have it.
+pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>, replicas: u32) {
     let mut held: Option<sluice_shared::redis_conn::Pooled> = None;
     let mut pause = crate::backoff::FIRST;
     loop {
@@ -138,7 +139,7 @@ pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>) {
             acks.notify.notified().await;
             continue;
         }
-        match send(&pool, &keys, &mut held, &msgs).await {
+        match send(&pool, &keys, &mut held, &msgs, replicas).await {
             Ok(refused) => {
                 acks.recorded();
                 warn_refused(refused);
@@ -166,6 +167,7 @@ async fn send(
     keys: &Keys,
     held: &mut Option<sluice_shared::redis_conn::Pooled>,
     msgs: &[AckMsg],
+    replicas: u32,
 ) -> sluice_shared::Result<Vec<String>> {
     if held.is_none() {
         *held = Some(pool.get().await?);
@@ -174,6 +176,9 @@ async fn send(
     let mut call = scripts().ack.call_in(keys);
     push_section(&mut call, keys, msgs, &[]);
     let timer = std::time::Instant::now();
+    // Not replicated is not recorded: sent again, a repeated end is refused
+    // harmlessly (its attempt is over).
+    call.replicated(replicas);
     let refused = call.query(&mut **con).await;
     ::metrics::histogram!(crate::metrics::SCRIPT_SECONDS, "script" => "ack")
         .record(timer.elapsed().as_secs_f64());

@@ -41,6 +41,8 @@ struct Dispatcher {
     /// Told whenever an execution ends: there is room again.
     freed: Arc<Notify>,
     lease_ms: u64,
+    /// Replicas each admission must reach before its jobs start.
+    replicas: u32,
     /// The tags this worker serves, as admit.lua takes them.
     served: String,
     /// Names this worker's lease keys: `<worker id>:<n>`.
@@ -99,7 +101,12 @@ pub async fn run<S: Future<Output = ()> + Send>(
             Some(metrics::serve(addr, export, pool.clone(), keys.clone(), running.clone()).await?);
     }
     let acks = Arc::new(Acks::default());
-    let acker = tokio::spawn(ack_loop(pool.clone(), keys.clone(), acks.clone()));
+    let acker = tokio::spawn(ack_loop(
+        pool.clone(),
+        keys.clone(),
+        acks.clone(),
+        config.replicas(),
+    ));
     let freed = Arc::new(Notify::new());
     let (listening_tx, listening_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
@@ -109,6 +116,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
         keys.clone(),
         running.clone(),
         lease,
+        config.replicas(),
     ));
     let watchdog = tokio::spawn(lease::watchdog(running.clone()));
     let listener = tokio::spawn(wake::listen(
@@ -127,6 +135,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     let grace = Duration::from_secs_f64(config.worker.grace_s);
     let d = Dispatcher {
         lease_ms: config.lease_ms(),
+        replicas: config.replicas(),
         served: config.worker.tags.join(" "),
         shared: Arc::new(Shared {
             config: Arc::new(config),
@@ -330,6 +339,10 @@ impl Dispatcher {
             Vec<(String, i64)>,
             Vec<String>,
         );
+        // With wait_replicas, jobs start only once their admission (and the
+        // ends this call recorded) are on the replicas: a failover then
+        // cannot hand them to a second worker, nor forget an end.
+        admit.replicated(self.replicas);
         let reply: Result<Reply> = admit.query(&mut con).await;
         let (admitted, dropped, left, next_in, expired, need, late, refused) = match reply {
             Ok(r) => {

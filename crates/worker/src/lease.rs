@@ -12,7 +12,9 @@ use sluice_shared::Keys;
 use crate::fence;
 use crate::running::{Running, Stop};
 
-pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duration) {
+/// With `replicas`, a renewal counts only once they have it: a failover
+/// must not bring back an older deadline than the one this worker keeps.
+pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duration, replicas: u32) {
     // Every third of the lease (the deadline is at four fifths of it, or
     // less the 2 s margin): a late or lost renewal is survived; and a cancel
     // request is seen within two seconds.
@@ -28,7 +30,7 @@ pub async fn renew_loop(pool: Pool, keys: Keys, running: Running, lease: Duratio
         // The send time, taken before the call: the script runs after it,
         // so the lease's Redis deadline is later than this plus the lease.
         let sent = fence::now_ns();
-        match renew(&pool, &keys, &held, &leases, lease).await {
+        match renew(&pool, &keys, &held, &leases, lease, replicas).await {
             Ok((lost, cancel)) => {
                 let late =
                     running.renewed(&leases, fence::deadline_after(sent, lease), fence::now_ns());
@@ -93,6 +95,7 @@ async fn renew(
     held: &[(String, u32)],
     leases: &[String],
     lease: Duration,
+    replicas: u32,
 ) -> sluice_shared::Result<(Vec<String>, Vec<String>)> {
     let mut call = scripts().renew.call_in(keys);
     call.arg(lease.as_millis() as u64).arg(leases.len());
@@ -102,6 +105,7 @@ async fn renew(
     for (entry, attempt) in held {
         call.arg(entry).arg(*attempt);
     }
+    call.replicated(replicas);
     let mut con = pool.get().await?;
     call.query(&mut *con).await
 }
