@@ -15,7 +15,8 @@ command -v chromedriver >/dev/null 2>&1 || apt_install chromium-driver
 cargo build --workspace --bins --quiet
 cargo test --workspace --no-fail-fast "$@"
 # The limit, FIFO, crash and flow suites again, each test on a Redis Cluster
-# of its own (3 primaries); tests/cluster.rs always runs on one. The tests
+# of its own (3 primaries); tests/cluster.rs and tests/partitions.rs always
+# run on one. The tests
 # that restart a standalone server have nothing to add there.
 SLUICE_TEST_CLUSTER=1 cargo test --no-fail-fast \
   --test limits --test keyed --test crash --test flows -- \

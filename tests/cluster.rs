@@ -3,33 +3,7 @@
 //! limit, judged from what the jobs' own commands logged; and with
 //! `wait_replicas`, an enqueue returns only once a replica has the job.
 
-use std::collections::HashMap;
-
 use sluice_tests::*;
-
-/// Most attempts alive at once, from the commands' logs: an attempt lives
-/// from its START to its last line (END or heartbeat), so one killed or
-/// fenced mid-run counts until its process tree last spoke.
-fn most_alive_at_once(lines: &[LogLine]) -> usize {
-    let mut span: HashMap<(&str, u32), (i64, i64)> = HashMap::new();
-    for l in lines {
-        let s = span.entry((&l.id, l.attempt)).or_insert((l.ns, l.ns));
-        s.0 = s.0.min(l.ns);
-        s.1 = s.1.max(l.ns);
-    }
-    let mut edges: Vec<(i64, i32)> = span
-        .values()
-        .flat_map(|&(a, b)| [(a, 1), (b, -1)])
-        .collect();
-    // An end at the same instant as a start frees first.
-    edges.sort();
-    let (mut now, mut most) = (0i32, 0i32);
-    for (_, d) in edges {
-        now += d;
-        most = most.max(now);
-    }
-    most as usize
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_primary_failed_over_mid_run_loses_no_job_and_breaks_no_limit() {
@@ -86,7 +60,7 @@ concurrency = {{ max = 2, window_s = 0, key = "one" }}
             "job {id} never ran to its end"
         );
     }
-    let most = most_alive_at_once(&lines);
+    let most = most_alive_at_once(&lines, |_| true);
     assert!(most <= 2, "{most} attempts alive at once on a key of max 2");
     assert_attempts_never_overlap(&lines);
 }

@@ -821,6 +821,32 @@ pub fn assert_attempts_never_overlap(lines: &[LogLine]) {
     }
 }
 
+/// Most attempts alive at once among the lines `of` keeps, from the
+/// commands' logs: an attempt lives from its first line to its last (END or
+/// heartbeat), so one killed or fenced mid-run counts until its process
+/// tree last spoke.
+pub fn most_alive_at_once(lines: &[LogLine], of: impl Fn(&LogLine) -> bool) -> usize {
+    use std::collections::HashMap;
+    let mut span: HashMap<(&str, u32), (i64, i64)> = HashMap::new();
+    for l in lines.iter().filter(|l| of(l)) {
+        let s = span.entry((&l.id, l.attempt)).or_insert((l.ns, l.ns));
+        s.0 = s.0.min(l.ns);
+        s.1 = s.1.max(l.ns);
+    }
+    let mut edges: Vec<(i64, i32)> = span
+        .values()
+        .flat_map(|&(a, b)| [(a, 1), (b, -1)])
+        .collect();
+    // An end at the same instant as a start frees first.
+    edges.sort();
+    let (mut now, mut most) = (0i32, 0i32);
+    for (_, d) in edges {
+        now += d;
+        most = most.max(now);
+    }
+    most as usize
+}
+
 /// A directory of a test's own for the files its commands write; removed
 /// when dropped, but kept when the test fails, to look at.
 pub struct Scratch(pub PathBuf);

@@ -2,6 +2,7 @@ use std::sync::Arc;
 
 use sluice_shared::error::{Error, Result};
 use sluice_shared::job::{Job, JobRequest, NewJob};
+use sluice_shared::partitions::Partitions;
 use sluice_shared::records::{read_jobs, read_specs};
 use sluice_shared::redis_conn::Pool;
 use sluice_shared::scripts::scripts;
@@ -15,7 +16,8 @@ const BATCH_CHUNK: usize = 250;
 #[derive(Clone)]
 pub struct Client {
     pub(crate) config: Arc<Config>,
-    pub(crate) keys: Keys,
+    /// The namespace's partitions (one unless `partitions` says more).
+    pub(crate) parts: Arc<Partitions>,
     pub(crate) pool: Pool,
 }
 
@@ -49,8 +51,10 @@ impl Client {
         let target = config.redis_target();
         let pool = redis_conn::pool(&target, 8)?;
         redis_conn::ping(&pool, &target).await?;
+        let parts = Partitions::new(&config.prefix, config.partitions as usize);
+        parts.check(&mut *pool.get().await?).await?;
         Ok(Client {
-            keys: Keys::new(&config.prefix),
+            parts: Arc::new(parts),
             config: Arc::new(config),
             pool,
         })
@@ -61,9 +65,20 @@ impl Client {
         &self.config
     }
 
-    /// The Redis key names of the client's namespace (see keys.md).
+    /// The Redis key names of the namespace's first partition (the whole
+    /// namespace unless `partitions` is more than 1; see keys.md).
     pub fn keys(&self) -> &Keys {
-        &self.keys
+        &self.parts.all()[0]
+    }
+
+    /// The namespace's partitions.
+    pub fn partitions(&self) -> &Partitions {
+        &self.parts
+    }
+
+    /// The keys of job `id`'s partition.
+    pub(crate) fn keys_of(&self, id: &str) -> &Keys {
+        self.parts.by_id(id)
     }
 
     /// Enqueues one job and returns its id.
@@ -92,66 +107,92 @@ impl Client {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut con = self.pool.get().await?;
-        // Each job's tag must be registered before a script writes to its queues.
-        let mut tags: Vec<&str> = jobs.iter().map(|j| j.tag.as_str()).collect();
-        tags.sort_unstable();
-        tags.dedup();
-        sluice_shared::tags::ensure(&self.keys, &mut *con, &tags).await?;
+        let mut jobs = jobs;
+        // Each job goes to its partition (see partitions.rs); its id tells which.
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new(); self.parts.count()];
+        for (i, job) in jobs.iter_mut().enumerate() {
+            let parent = job.parent.as_ref().map_or("", |p| p.flow_id.as_str());
+            let p = self
+                .parts
+                .place(&job.ckey, job.idempotency_key.as_deref(), parent);
+            job.id = self.parts.new_id(p);
+            groups[p].push(i);
+        }
         let mut ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
-        let replicas = self.config.replicas();
-        for (n, chunk) in jobs.chunks(BATCH_CHUNK).enumerate() {
-            if chunk.iter().any(|j| j.idempotency_key.is_some()) {
-                // Ids may come back as those of earlier jobs with the same key.
-                let keep_ms = (self.config.retention.keep_s * 1000.0) as u64;
-                let mut call = scripts().enqueue_once.call_in(&self.keys);
-                call.arg(keep_ms.max(1));
-                for job in chunk {
-                    let key = job.idempotency_key.as_deref().unwrap_or("");
-                    job.push(&self.keys, &mut call);
-                    call.key(self.keys.idempotency(key)).arg(key);
-                }
-                call.replicated(replicas);
-                match call.query::<Vec<String>, _>(&mut *con).await {
-                    Ok(got) => {
-                        let start = n * BATCH_CHUNK;
-                        for (slot, id) in ids[start..].iter_mut().zip(got) {
-                            *slot = JobId::from_stored(id);
+        let mut written: Vec<String> = Vec::new();
+        let mut con = self.pool.get().await?;
+        for (p, group) in groups.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
+            let keys = &self.parts.all()[p];
+            let part: Vec<&NewJob> = group.iter().map(|&i| &jobs[i]).collect();
+            // Each job's tag must be registered before a script writes to its queues.
+            let mut tags: Vec<&str> = part.iter().map(|j| j.tag.as_str()).collect();
+            tags.sort_unstable();
+            tags.dedup();
+            if let Err(e) = sluice_shared::tags::ensure(keys, &mut *con, &tags).await {
+                return Err(partial(&written, &[], e));
+            }
+            for (chunk, slots) in part.chunks(BATCH_CHUNK).zip(group.chunks(BATCH_CHUNK)) {
+                match self.enqueue_chunk(keys, &mut con, chunk).await {
+                    Ok(Some(got)) => {
+                        // Ids may come back as those of earlier jobs with the same key.
+                        for (&i, id) in slots.iter().zip(got) {
+                            ids[i] = JobId::from_stored(id);
                         }
-                        continue;
                     }
-                    Err(e) => return Err(partial(&ids, n, chunk, e)),
+                    Ok(None) => {}
+                    Err(e) => return Err(partial(&written, chunk, e)),
                 }
-            }
-            let mut call = scripts().enqueue.call_in(&self.keys);
-            // Two values a job when none has a key or a delay and they
-            // share a tag (see enqueue.lua).
-            if chunk.iter().all(NewJob::is_plain) && chunk.iter().all(|j| j.tag == chunk[0].tag) {
-                call.arg("plain").arg(&chunk[0].tag);
-                for job in chunk {
-                    call.arg(&job.id).arg(job.spec_tail());
-                }
-            } else if let Some((max, window)) = NewJob::keyed_batch(chunk) {
-                call.arg("keyed").arg(&chunk[0].tag).arg(max).arg(window);
-                for job in chunk {
-                    call.key(self.keys.idx_key(&job.ckey));
-                    call.arg(&job.id).arg(&job.ckey).arg(job.spec_tail());
-                }
-            } else {
-                call.arg("full");
-                for job in chunk {
-                    job.push(&self.keys, &mut call);
-                }
-            }
-            // Each chunk is one atomic script call: on a failure, the chunks
-            // before it are written and the rest are not.
-            // A chunk counts as written once the replicas asked for have it.
-            call.replicated(replicas);
-            if let Err(e) = call.query::<i64, _>(&mut *con).await {
-                return Err(partial(&ids, n, chunk, e));
+                written.extend(chunk.iter().map(|j| j.id.to_string()));
             }
         }
         Ok(ids)
+    }
+
+    /// Writes one chunk of jobs of partition `keys` in one atomic script
+    /// call; with idempotency keys, the ids each stands for.
+    async fn enqueue_chunk(
+        &self,
+        keys: &Keys,
+        con: &mut sluice_shared::redis_conn::Pooled,
+        chunk: &[&NewJob],
+    ) -> Result<Option<Vec<String>>> {
+        // A chunk counts as written once the replicas asked for have it.
+        let replicas = self.config.replicas();
+        if chunk.iter().any(|j| j.idempotency_key.is_some()) {
+            let keep_ms = (self.config.retention.keep_s * 1000.0) as u64;
+            let mut call = scripts().enqueue_once.call_in(keys);
+            call.arg(keep_ms.max(1));
+            for job in chunk {
+                let key = job.idempotency_key.as_deref().unwrap_or("");
+                job.push(keys, &mut call);
+                call.key(keys.idempotency(key)).arg(key);
+            }
+            call.replicated(replicas);
+            return Ok(Some(call.query::<Vec<String>, _>(&mut **con).await?));
+        }
+        let mut call = scripts().enqueue.call_in(keys);
+        // Two values a job when none has a key or a delay and they
+        // share a tag (see enqueue.lua).
+        if chunk.iter().all(|j| j.is_plain()) && chunk.iter().all(|j| j.tag == chunk[0].tag) {
+            call.arg("plain").arg(&chunk[0].tag);
+            for job in chunk {
+                call.arg(&job.id).arg(job.spec_tail());
+            }
+        } else if let Some((max, window)) = NewJob::keyed_batch(chunk) {
+            call.arg("keyed").arg(&chunk[0].tag).arg(max).arg(window);
+            for job in chunk {
+                call.key(keys.idx_key(&job.ckey));
+                call.arg(&job.id).arg(&job.ckey).arg(job.spec_tail());
+            }
+        } else {
+            call.arg("full");
+            for job in chunk {
+                job.push(keys, &mut call);
+            }
+        }
+        call.replicated(replicas);
+        call.query::<i64, _>(&mut **con).await?;
+        Ok(None)
     }
 
     /// Reads one job; `None` when there is no such job.
@@ -163,7 +204,27 @@ impl Client {
     pub async fn jobs<I: AsRef<str>>(&self, ids: &[I]) -> Result<Vec<Option<Job>>> {
         let mut con = self.pool.get().await?;
         let ids: Vec<String> = ids.iter().map(|i| i.as_ref().to_string()).collect();
-        read_jobs(&mut *con, &self.keys, &ids).await
+        if self.parts.count() == 1 {
+            return read_jobs(&mut *con, self.keys(), &ids).await;
+        }
+        // One read per partition the ids name, put back in the asked order.
+        let mut out: Vec<Option<Job>> = vec![None; ids.len()];
+        for (p, keys) in self.parts.all().iter().enumerate() {
+            let mine: Vec<usize> = (0..ids.len())
+                .filter(|&i| self.parts.of_id(&ids[i]) == p)
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let asked: Vec<String> = mine.iter().map(|&i| ids[i].clone()).collect();
+            for (i, job) in mine
+                .into_iter()
+                .zip(read_jobs(&mut *con, keys, &asked).await?)
+            {
+                out[i] = job;
+            }
+        }
+        Ok(out)
     }
 
     /// Cancels a job that has not finished. For a flow run, the flow first
@@ -171,10 +232,11 @@ impl Client {
     pub async fn cancel(&self, id: &str) -> Result<CancelOutcome> {
         let outcome = self.cancel_one(id).await?;
         let mut con = self.pool.get().await?;
-        let spec = read_specs(&mut *con, &self.keys, &[id.to_string()]).await?;
+        let keys = self.keys_of(id);
+        let spec = read_specs(&mut *con, keys, &[id.to_string()]).await?;
         if spec[0].kind == "flow" {
             let fields: Vec<String> = redis::cmd("HKEYS")
-                .arg(self.keys.flow_state(id))
+                .arg(keys.flow_state(id))
                 .query_async(&mut *con)
                 .await?;
             drop(con);
@@ -191,10 +253,11 @@ impl Client {
     /// one attempt more.
     pub async fn retry(&self, id: &str) -> Result<RetryOutcome> {
         let mut con = self.pool.get().await?;
-        let spec = read_specs(&mut *con, &self.keys, &[id.to_string()])
+        let keys = self.keys_of(id);
+        let spec = read_specs(&mut *con, keys, &[id.to_string()])
             .await?
             .remove(0);
-        let mut call = scripts().retry.call_in(&self.keys);
+        let mut call = scripts().retry.call_in(keys);
         call.arg(id).arg(&spec.ckey);
         let outcome: String = call.query(&mut *con).await?;
         match outcome.as_str() {
@@ -208,14 +271,15 @@ impl Client {
 
     async fn cancel_one(&self, id: &str) -> Result<CancelOutcome> {
         let mut con = self.pool.get().await?;
-        let spec = read_specs(&mut *con, &self.keys, &[id.to_string()])
+        let keys = self.keys_of(id);
+        let spec = read_specs(&mut *con, keys, &[id.to_string()])
             .await?
             .remove(0);
         let ckey = spec.ckey;
-        let mut call = scripts().cancel.call_in(&self.keys);
-        call.key(self.keys.slots(&ckey))
-            .key(self.keys.wait(&ckey))
-            .key(self.keys.flow_state(&spec.parent));
+        let mut call = scripts().cancel.call_in(keys);
+        call.key(keys.slots(&ckey))
+            .key(keys.wait(&ckey))
+            .key(keys.flow_state(&spec.parent));
         call.arg(id).arg(&ckey);
         let outcome: String = call.query(&mut *con).await?;
         match outcome.as_str() {
@@ -227,22 +291,19 @@ impl Client {
     }
 }
 
-/// The error for chunk `n` of a batch failing with `e`: the chunks
-/// before it were written; a reply that never came leaves this one in
-/// doubt (Redis may have run it), while an error reply means it did not.
-fn partial(ids: &[JobId], n: usize, chunk: &[NewJob], e: Error) -> Error {
+/// The error for a chunk of a batch failing with `e`: the jobs in
+/// `written` were; a reply that never came leaves `chunk` in doubt (Redis
+/// may have run it), while an error reply means it was not written.
+fn partial(written: &[String], chunk: &[&NewJob], e: Error) -> Error {
     let doubtful = match &e {
         Error::Redis(r) => r.is_io_error() || r.is_timeout() || r.is_connection_dropped(),
         _ => false,
     };
-    if n == 0 && !doubtful {
+    if written.is_empty() && !doubtful {
         return e;
     }
     Error::PartlyEnqueued {
-        written: ids[..n * BATCH_CHUNK]
-            .iter()
-            .map(|i| i.to_string())
-            .collect(),
+        written: written.to_vec(),
         in_doubt: if doubtful {
             chunk.iter().map(|j| j.id.to_string()).collect()
         } else {

@@ -42,7 +42,7 @@ impl Client {
             fields.push(format!("d:{}", s.id));
         }
         let values: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.keys.flow_state(id))
+            .arg(self.keys_of(id).flow_state(id))
             .arg(&fields)
             .query_async(&mut *con)
             .await?;

@@ -79,16 +79,18 @@ impl Client {
     pub async fn key_detail(&self, key: &str) -> Result<KeyDetail> {
         let state = self.limits_of(&[key]).await?.pop();
         let mut con = self.pool.get().await?;
-        let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
+        // Everything of a key lives in its partition.
+        let keys = self.parts.by_key(key);
+        let tags = sluice_shared::tags::known(keys, &mut *con).await?;
         let (time, members, waiters, waiting_total, recent_ids): KeyReads = redis::pipe()
             .cmd("TIME")
-            .zrange_withscores(self.keys.slots(key), 0, -1)
-            .lrange(self.keys.wait(key), 0, WAITERS_SHOWN - 1)
-            .llen(self.keys.wait(key))
-            .zrevrange(self.keys.idx_key(key), 0, RUNNING_LOOK - 1)
+            .zrange_withscores(keys.slots(key), 0, -1)
+            .lrange(keys.wait(key), 0, WAITERS_SHOWN - 1)
+            .llen(keys.wait(key))
+            .zrevrange(keys.idx_key(key), 0, RUNNING_LOOK - 1)
             .query_async(&mut *con)
             .await?;
-        let running = self.running_among(&mut con, &recent_ids).await?;
+        let running = running_among(&mut con, keys, &recent_ids).await?;
         let now = time.0 * 1000 + time.1 / 1000;
         // A reserved slot's moment is its waiter's entry in its tag's delayed set.
         let mut due: HashMap<String, i64> = HashMap::new();
@@ -100,7 +102,7 @@ impl Client {
             let mut pipe = redis::pipe();
             for id in &reserved {
                 for t in tags.iter() {
-                    pipe.zscore(self.keys.delayed(t), format!("{id} {key}"));
+                    pipe.zscore(keys.delayed(t), format!("{id} {key}"));
                 }
             }
             let scores: Vec<Option<f64>> = pipe.query_async(&mut *con).await?;
@@ -154,30 +156,30 @@ impl Client {
             recent,
         })
     }
+}
 
-    /// Which of `ids` are running now, by their states.
-    async fn running_among(
-        &self,
-        con: &mut sluice_shared::redis_conn::Pooled,
-        ids: &[String],
-    ) -> Result<Vec<String>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let states: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.keys.state())
-            .arg(ids)
-            .query_async(&mut **con)
-            .await?;
-        Ok(ids
-            .iter()
-            .zip(states)
-            .filter(|(_, st)| {
-                st.as_deref()
-                    .and_then(sluice_shared::state::State::parse)
-                    .is_some_and(|st| st.status == "running")
-            })
-            .map(|(id, _)| id.clone())
-            .collect())
+/// Which of `ids` are running now, by their states.
+async fn running_among(
+    con: &mut sluice_shared::redis_conn::Pooled,
+    keys: &sluice_shared::Keys,
+    ids: &[String],
+) -> Result<Vec<String>> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
     }
+    let states: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(keys.state())
+        .arg(ids)
+        .query_async(&mut **con)
+        .await?;
+    Ok(ids
+        .iter()
+        .zip(states)
+        .filter(|(_, st)| {
+            st.as_deref()
+                .and_then(sluice_shared::state::State::parse)
+                .is_some_and(|st| st.status == "running")
+        })
+        .map(|(id, _)| id.clone())
+        .collect())
 }

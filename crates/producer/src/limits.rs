@@ -49,10 +49,15 @@ impl Client {
             Some(k) => self.limits_of(&[k]).await,
             None => {
                 let mut con = self.pool.get().await?;
-                let fields: Vec<(String, String)> = redis::cmd("HGETALL")
-                    .arg(self.keys.limits())
-                    .query_async(&mut *con)
-                    .await?;
+                // Each key is in use in one partition only: its own.
+                let mut fields: Vec<(String, String)> = Vec::new();
+                for keys in self.parts.all() {
+                    let got: Vec<(String, String)> = redis::cmd("HGETALL")
+                        .arg(keys.limits())
+                        .query_async(&mut *con)
+                        .await?;
+                    fields.extend(got);
+                }
                 self.limit_states(&mut con, fields).await
             }
         }
@@ -62,10 +67,14 @@ impl Client {
     /// page of them (see [`Client::limits_of`]).
     pub async fn limit_keys(&self) -> Result<Vec<String>> {
         let mut con = self.pool.get().await?;
-        let fields: Vec<String> = redis::cmd("HKEYS")
-            .arg(self.keys.limits())
-            .query_async(&mut *con)
-            .await?;
+        let mut fields: Vec<String> = Vec::new();
+        for keys in self.parts.all() {
+            let got: Vec<String> = redis::cmd("HKEYS")
+                .arg(keys.limits())
+                .query_async(&mut *con)
+                .await?;
+            fields.extend(got);
+        }
         let mark = sluice_shared::keys::OVERRIDE_MARK;
         let mut keys: Vec<String> = fields
             .into_iter()
@@ -82,21 +91,28 @@ impl Client {
             return Ok(vec![]);
         }
         let mut con = self.pool.get().await?;
-        let mut names = Vec::with_capacity(keys.len() * 2);
-        for k in keys {
-            names.push(k.as_ref().to_string());
-            names.push(sluice_shared::keys::override_field(k.as_ref()));
+        let mut fields = Vec::new();
+        for (p, part) in self.parts.all().iter().enumerate() {
+            let mut names = Vec::new();
+            for k in keys.iter().filter(|k| self.parts.of_key(k.as_ref()) == p) {
+                names.push(k.as_ref().to_string());
+                names.push(sluice_shared::keys::override_field(k.as_ref()));
+            }
+            if names.is_empty() {
+                continue;
+            }
+            let values: Vec<Option<String>> = redis::cmd("HMGET")
+                .arg(part.limits())
+                .arg(&names)
+                .query_async(&mut *con)
+                .await?;
+            fields.extend(
+                names
+                    .into_iter()
+                    .zip(values)
+                    .filter_map(|(f, v)| v.map(|v| (f, v))),
+            );
         }
-        let values: Vec<Option<String>> = redis::cmd("HMGET")
-            .arg(self.keys.limits())
-            .arg(&names)
-            .query_async(&mut *con)
-            .await?;
-        let fields = names
-            .into_iter()
-            .zip(values)
-            .filter_map(|(f, v)| v.map(|v| (f, v)))
-            .collect();
         self.limit_states(&mut con, fields).await
     }
 
@@ -125,19 +141,44 @@ impl Client {
             }
         }
         stamped.sort();
-        let tags = sluice_shared::tags::known(&self.keys, &mut **con).await?;
         let mut out = Vec::with_capacity(stamped.len());
+        // One pipeline per partition: a cluster runs a pipeline on one node.
+        for (p, part) in self.parts.all().iter().enumerate() {
+            let mine: Vec<(String, String)> = stamped
+                .iter()
+                .filter(|(k, _)| self.parts.of_key(k) == p)
+                .cloned()
+                .collect();
+            if mine.is_empty() {
+                continue;
+            }
+            let tags = sluice_shared::tags::known(part, &mut **con).await?;
+            self.states_in(con, part, &tags, &mine, &overrides, &mut out)
+                .await?;
+        }
+        out.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(out)
+    }
+
+    /// The states of `stamped` keys, all of partition `part`, added to `out`.
+    async fn states_in(
+        &self,
+        con: &mut sluice_shared::redis_conn::Pooled,
+        part: &sluice_shared::Keys,
+        tags: &[String],
+        stamped: &[(String, String)],
+        overrides: &std::collections::HashMap<String, String>,
+        out: &mut Vec<LimitState>,
+    ) -> Result<()> {
         for chunk in stamped.chunks(500) {
             let calls: Vec<_> = chunk
                 .iter()
                 .map(|(k, _)| {
                     let mut c = scripts().limit_state.call();
-                    c.key(self.keys.slots(k))
-                        .key(self.keys.wait(k))
-                        .key(self.keys.running());
+                    c.key(part.slots(k)).key(part.wait(k)).key(part.running());
                     // A waiter's reserved slot is in its own tag's delayed set.
                     for t in tags.iter() {
-                        c.key(self.keys.delayed(t));
+                        c.key(part.delayed(t));
                     }
                     c.arg(k);
                     c
@@ -173,7 +214,7 @@ impl Client {
                 });
             }
         }
-        Ok(out)
+        Ok(())
     }
 }
 
@@ -235,10 +276,9 @@ impl Client {
             sluice_shared::template::MAX_KEY_BYTES,
         )?;
         let mut con = self.pool.get().await?;
-        let mut call = script.call_in(&self.keys);
-        call.key(self.keys.slots(key))
-            .key(self.keys.wait(key))
-            .arg(key);
+        let keys = self.parts.by_key(key);
+        let mut call = script.call_in(keys);
+        call.key(keys.slots(key)).key(keys.wait(key)).arg(key);
         for v in extra {
             call.arg(*v);
         }

@@ -47,13 +47,36 @@ impl Overview {
 }
 
 impl Client {
-    /// The namespace's counts now.
+    /// The namespace's counts now: the sums over its partitions.
     pub async fn overview(&self) -> Result<Overview> {
+        let mut all: Option<Overview> = None;
+        for keys in self.parts.all() {
+            let o = self.overview_of(keys).await?;
+            all = Some(match all {
+                None => o,
+                Some(a) => Overview {
+                    now: a.now.max(o.now),
+                    ready: a.ready + o.ready,
+                    running_or_scheduled: a.running_or_scheduled + o.running_or_scheduled,
+                    waiting: a.waiting + o.waiting,
+                    succeeded: a.succeeded + o.succeeded,
+                    failed: a.failed + o.failed,
+                    cancelled: a.cancelled + o.cancelled,
+                    finished_recently: a.finished_recently + o.finished_recently,
+                    recent_capped: a.recent_capped || o.recent_capped,
+                },
+            });
+        }
+        Ok(all.expect("a namespace has at least one partition"))
+    }
+
+    /// The counts of one partition.
+    async fn overview_of(&self, keys: &sluice_shared::Keys) -> Result<Overview> {
         let mut con = self.pool.get().await?;
-        let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
+        let tags = sluice_shared::tags::known(keys, &mut *con).await?;
         let finals = ["succeeded", "failed", "cancelled"];
         let mut pipe = redis::pipe();
-        pipe.cmd("TIME").cmd("HMGET").arg(self.keys.stats()).arg(&[
+        pipe.cmd("TIME").cmd("HMGET").arg(keys.stats()).arg(&[
             "active",
             "waiting",
             "succeeded",
@@ -61,10 +84,10 @@ impl Client {
             "cancelled",
         ]);
         for s in finals {
-            pipe.lrange(self.keys.idx_status(s), -RECENT_CAP, -1);
+            pipe.lrange(keys.idx_status(s), -RECENT_CAP, -1);
         }
         for t in tags.iter() {
-            pipe.llen(self.keys.ready(t));
+            pipe.llen(keys.ready(t));
         }
         let mut replies: Vec<redis::Value> = pipe.query_async(&mut *con).await?;
         let rest = replies.split_off(2 + finals.len());
@@ -86,7 +109,7 @@ impl Client {
             let mut recent = 0u64;
             for chunk in ids.chunks(1000) {
                 let states: Vec<Option<String>> = redis::cmd("HMGET")
-                    .arg(self.keys.state())
+                    .arg(keys.state())
                     .arg(chunk)
                     .query_async(&mut *con)
                     .await?;

@@ -12,7 +12,6 @@ use std::collections::HashSet;
 use sluice_shared::entry::Entry;
 use sluice_shared::error::Result;
 use sluice_shared::job::{Job, Status};
-use sluice_shared::records::read_jobs;
 
 use crate::Client;
 
@@ -58,25 +57,30 @@ impl Client {
     pub async fn runs(&self, q: &RunsQuery) -> Result<Vec<Job>> {
         let mut found: Vec<Job> = Vec::new();
         if let Some(k) = &q.concurrency_key {
-            found.extend(self.walk_index(&self.keys.idx_key(k), false, q).await?);
+            let index = self.parts.by_key(k).idx_key(k);
+            found.extend(self.walk_index(&index, false, q).await?);
         } else {
             let finished: Vec<Status> = match q.status {
                 Some(s) if s.is_final() => vec![s],
                 Some(_) => vec![],
                 None => vec![Status::Succeeded, Status::Failed, Status::Cancelled],
             };
-            for s in finished {
-                found.extend(
-                    self.walk_index(&self.keys.idx_status(s.as_str()), true, q)
-                        .await?,
-                );
-            }
-            if q.status.is_none_or(|s| !s.is_final()) {
-                let cap = q
-                    .scan_limit
-                    .map_or(ACTIVE_CAP, |n| (n as isize).min(ACTIVE_CAP));
-                let ids = self.active_ids(cap).await?;
-                found.extend(self.read(&ids).await?.into_iter().filter(|j| q.matches(j)));
+            // Each partition keeps its own indexes: the newest of each are
+            // merged below.
+            for keys in self.parts.all() {
+                for s in &finished {
+                    found.extend(
+                        self.walk_index(&keys.idx_status(s.as_str()), true, q)
+                            .await?,
+                    );
+                }
+                if q.status.is_none_or(|s| !s.is_final()) {
+                    let cap = q
+                        .scan_limit
+                        .map_or(ACTIVE_CAP, |n| (n as isize).min(ACTIVE_CAP));
+                    let ids = self.active_ids(keys, cap).await?;
+                    found.extend(self.read(&ids).await?.into_iter().filter(|j| q.matches(j)));
+                }
             }
         }
         found.sort_by(|a, b| {
@@ -130,30 +134,30 @@ impl Client {
         Ok(out)
     }
 
-    /// Ids of unfinished jobs, from the structures that hold them.
-    async fn active_ids(&self, cap: isize) -> Result<Vec<String>> {
+    /// Ids of unfinished jobs of one partition, from the structures that hold them.
+    async fn active_ids(&self, keys: &sluice_shared::Keys, cap: isize) -> Result<Vec<String>> {
         let mut con = self.pool.get().await?;
         let limited: Vec<String> = redis::cmd("HKEYS")
-            .arg(self.keys.limits())
+            .arg(keys.limits())
             .query_async(&mut *con)
             .await?;
         let leases: Vec<String> = redis::cmd("ZRANGE")
-            .arg(self.keys.leases())
+            .arg(keys.leases())
             .arg(0)
             .arg(cap - 1)
             .query_async(&mut *con)
             .await?;
-        let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
+        let tags = sluice_shared::tags::known(keys, &mut *con).await?;
         let mut pipe = redis::pipe();
         for t in tags.iter() {
-            pipe.lrange(self.keys.ready(t), -cap, -1)
-                .zrange(self.keys.delayed(t), 0, cap - 1);
+            pipe.lrange(keys.ready(t), -cap, -1)
+                .zrange(keys.delayed(t), 0, cap - 1);
         }
         for k in limited
             .iter()
             .filter(|k| !k.starts_with(sluice_shared::keys::OVERRIDE_MARK))
         {
-            pipe.lrange(self.keys.wait(k), 0, cap - 1);
+            pipe.lrange(keys.wait(k), 0, cap - 1);
         }
         let mut lists: Vec<Vec<String>> = pipe.query_async(&mut *con).await?;
         // Running jobs are the items of the lease keys (lease.rs).
@@ -177,14 +181,8 @@ impl Client {
     /// These jobs, skipping ids whose records are gone.
     async fn read(&self, ids: &[String]) -> Result<Vec<Job>> {
         let mut out = Vec::with_capacity(ids.len());
-        let mut con = self.pool.get().await?;
         for chunk in ids.chunks(1000) {
-            out.extend(
-                read_jobs(&mut *con, &self.keys, chunk)
-                    .await?
-                    .into_iter()
-                    .flatten(),
-            );
+            out.extend(self.jobs(chunk).await?.into_iter().flatten());
         }
         Ok(out)
     }

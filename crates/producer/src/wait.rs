@@ -116,14 +116,23 @@ impl Client {
             // so a look cut short by a lost connection is simply taken again.
             let look = async {
                 let mut con = self.pool.get().await?;
-                let mut states = Vec::with_capacity(pending.len());
-                for chunk in pending.chunks(5000) {
-                    let part: Vec<Option<String>> = redis::cmd("HMGET")
-                        .arg(self.keys.state())
-                        .arg(chunk)
-                        .query_async(&mut *con)
-                        .await?;
-                    states.extend(part);
+                let mut states: Vec<Option<String>> = vec![None; pending.len()];
+                // Each id's state is in the partition its id tells.
+                for (p, keys) in self.parts.all().iter().enumerate() {
+                    let mine: Vec<usize> = (0..pending.len())
+                        .filter(|&i| self.parts.of_id(&pending[i]) == p)
+                        .collect();
+                    for chunk in mine.chunks(5000) {
+                        let asked: Vec<&str> = chunk.iter().map(|&i| pending[i].as_str()).collect();
+                        let got: Vec<Option<String>> = redis::cmd("HMGET")
+                            .arg(keys.state())
+                            .arg(&asked)
+                            .query_async(&mut *con)
+                            .await?;
+                        for (&i, st) in chunk.iter().zip(got) {
+                            states[i] = st;
+                        }
+                    }
                 }
                 Ok::<_, sluice_shared::Error>(states)
             };
@@ -186,26 +195,34 @@ impl Client {
         loop {
             let look = async {
                 let mut con = self.pool.get().await?;
-                let tags = sluice_shared::tags::known(&self.keys, &mut *con).await?;
-                let mut pipe = redis::pipe();
-                pipe.cmd("HMGET").arg(self.keys.stats()).arg(&[
-                    "active",
-                    "succeeded",
-                    "failed",
-                    "cancelled",
-                    "waiting",
-                ]);
-                for t in tags.iter() {
-                    pipe.llen(self.keys.ready(t)).zcard(self.keys.delayed(t));
-                }
-                let mut r: Vec<redis::Value> = pipe.query_async(&mut *con).await?;
-                let sizes = r.split_off(1);
-                let counts: Vec<Option<i64>> =
-                    redis::from_redis_value(r.remove(0)).map_err(redis::RedisError::from)?;
-                // Ready and delayed entries, of every tag.
+                // Sums over the partitions, one pipeline each.
+                let mut counts: Vec<Option<i64>> = vec![Some(0); 5];
                 let mut queued = 0u64;
-                for v in sizes {
-                    queued += redis::from_redis_value::<u64>(v).map_err(redis::RedisError::from)?;
+                for keys in self.parts.all() {
+                    let tags = sluice_shared::tags::known(keys, &mut *con).await?;
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("HMGET").arg(keys.stats()).arg(&[
+                        "active",
+                        "succeeded",
+                        "failed",
+                        "cancelled",
+                        "waiting",
+                    ]);
+                    for t in tags.iter() {
+                        pipe.llen(keys.ready(t)).zcard(keys.delayed(t));
+                    }
+                    let mut r: Vec<redis::Value> = pipe.query_async(&mut *con).await?;
+                    let sizes = r.split_off(1);
+                    let part: Vec<Option<i64>> =
+                        redis::from_redis_value(r.remove(0)).map_err(redis::RedisError::from)?;
+                    for (sum, c) in counts.iter_mut().zip(part) {
+                        *sum = Some(sum.unwrap_or(0) + c.unwrap_or(0).max(0));
+                    }
+                    // Ready and delayed entries, of every tag.
+                    for v in sizes {
+                        queued +=
+                            redis::from_redis_value::<u64>(v).map_err(redis::RedisError::from)?;
+                    }
                 }
                 Ok::<_, sluice_shared::Error>((counts, queued))
             };

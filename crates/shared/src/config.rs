@@ -28,6 +28,12 @@ pub struct Config {
     /// be left unset. In the environment, `SLUICE_CLUSTER_URLS=a,b`.
     #[serde(default)]
     pub cluster_urls: Vec<String>,
+    /// How many partitions the namespace has (1 to 256, default 1): each
+    /// its own hash tag, so a Redis Cluster spreads them over its primaries.
+    /// Set when the namespace is created and recorded in Redis; a process
+    /// whose config disagrees refuses to start. See partitions.rs.
+    #[serde(default = "one", deserialize_with = "integer")]
+    pub partitions: i64,
     /// Replicas each write of a job's life (enqueue, admission, end) must
     /// reach before Sluice goes on (Redis WAIT, at most 1 s each); 0
     /// (default) waits for none. See the README on failover.
@@ -323,6 +329,10 @@ fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<i64, D
 fn default_redis_url() -> String {
     "redis://127.0.0.1:6379".into()
 }
+fn one() -> i64 {
+    1
+}
+
 fn default_prefix() -> String {
     "sluice".into()
 }
@@ -485,6 +495,23 @@ impl Config {
             )
         })?;
         self.validate_cluster_urls()?;
+        if !(1..=crate::partitions::MAX_PARTITIONS as i64).contains(&self.partitions) {
+            return Err(bad(
+                "partitions",
+                format!(
+                    "{} must be between 1 and {}",
+                    self.partitions,
+                    crate::partitions::MAX_PARTITIONS
+                ),
+            ));
+        }
+        if self.prefix.contains('#') {
+            // Partition tags are `prefix#i`: a prefix with '#' could meet them.
+            return Err(bad(
+                "prefix",
+                format!("{:?} must not contain '#'", self.prefix),
+            ));
+        }
         if !(0..=16).contains(&self.wait_replicas) {
             return Err(bad(
                 "wait_replicas",
@@ -683,6 +710,23 @@ impl Config {
         }
         if let Some(l) = &step.concurrency {
             l.to_limit(&format!("{at}.concurrency"))?;
+        }
+        let keyed = step.concurrency.is_some()
+            || step
+                .script
+                .as_ref()
+                .and_then(|s| self.scripts.get(s))
+                .is_some_and(|s| s.concurrency.is_some());
+        if keyed && self.partitions > 1 {
+            // Its jobs would live in their key's partition, away from the
+            // run that waits for their ends: not built yet (README).
+            return Err(bad(
+                &at,
+                format!(
+                    "a step with a concurrency limit (its own or its script's) needs partitions = 1; this config has {}",
+                    self.partitions
+                ),
+            ));
         }
         if !(1..=MAX_BATCH).contains(&step.parallelism) {
             return Err(bad(

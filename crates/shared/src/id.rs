@@ -22,6 +22,23 @@ impl JobId {
         JobId(uuid::Uuid::now_v7().to_string())
     }
 
+    /// A new id that tells partition `partition` (of at most 256): its last
+    /// byte, which is random in a plain UUIDv7, holds the partition, so
+    /// `status` and `cancel` find a job's partition without a lookup.
+    pub fn in_partition(partition: usize) -> JobId {
+        let mut b = *uuid::Uuid::now_v7().as_bytes();
+        b[15] = partition as u8;
+        JobId(uuid::Uuid::from_bytes(b).to_string())
+    }
+
+    /// The partition this id tells, out of `count`: its last byte (two hex
+    /// digits) modulo the count. Any text gives some partition; one that is
+    /// not an id then finds no job there.
+    pub fn partition_of(id: &str, count: usize) -> usize {
+        let last = id.get(id.len().saturating_sub(2)..).unwrap_or("");
+        u8::from_str_radix(last, 16).map_or(0, |b| b as usize % count.max(1))
+    }
+
     /// Reads an id as the command line and the scripts write it: a
     /// hyphenated UUID, 36 bytes. Anything else is refused, naming it.
     pub fn parse(s: &str) -> Result<JobId> {

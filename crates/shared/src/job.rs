@@ -585,7 +585,7 @@ impl NewJob {
     /// The limit (max, window_ms) shared by every job of `jobs` when all are
     /// ready at once, keyed and of one tag: enqueue.lua writes such a batch
     /// from each job's id, key and spec (its "keyed" form).
-    pub fn keyed_batch(jobs: &[NewJob]) -> Option<(u32, u64)> {
+    pub fn keyed_batch(jobs: &[&NewJob]) -> Option<(u32, u64)> {
         let first = jobs.first()?;
         let limit = first.limit?;
         jobs.iter()

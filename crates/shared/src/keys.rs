@@ -1,6 +1,9 @@
-//! The one place that names Redis keys. Every key of a namespace starts with
-//! `{prefix}:`; the braces are a Redis Cluster hash tag, so a namespace lives in
-//! one cluster slot and every script can touch all the keys it declares.
+//! The one place that names Redis keys. Every key of a partition starts with
+//! `{tag}:`; the braces are a Redis Cluster hash tag, so a partition lives in
+//! one cluster slot and every script can touch all the keys it declares. A
+//! namespace of one partition (the default) has the tag `{prefix}`; one of
+//! several has a tag per partition (partitions.rs). Below, `{p}` is a
+//! partition's tag.
 //!
 //! | key | type | holds |
 //! | --- | --- | --- |
@@ -21,6 +24,7 @@
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention. A field `\x1f<K>` holds the limit set at run time for K (`sluice limits set`), `max window_ms` |
 //! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
 //! | `{p}:idem:<key>` | string | the id of the job a caller's idempotency key enqueued; expires after `retention.keep_s` |
+//! | `{p}:partitions` | string | how many partitions the namespace has, set by the first process that connects (see partitions.rs); always under the namespace's own tag |
 //! | `{p}:idx:status:<S>` | list | ids of finished jobs of status S (succeeded, failed, cancelled), in the order they finished: `runs --status` reads the tail, retention the head |
 //!
 //! An entry is the job id, then a space and its concurrency key if it has one.
@@ -61,10 +65,22 @@ struct TagView {
 impl Keys {
     /// The keys of namespace `prefix`: each starts with `{prefix}:`.
     pub fn new(prefix: &str) -> Self {
+        Keys::for_tag(prefix)
+    }
+
+    /// The keys of one partition, whose hash tag is `tag` (see partitions.rs):
+    /// each starts with `{tag}:`.
+    pub fn for_tag(tag: &str) -> Self {
         Keys {
-            base: format!("{{{prefix}}}:"),
+            base: format!("{{{tag}}}:"),
             tags: Arc::default(),
         }
+    }
+
+    /// How many partitions the namespace has: recorded once, in the
+    /// namespace's own hash tag (`{prefix}`), whatever the partitions' tags.
+    pub fn partition_count(prefix: &str) -> String {
+        format!("{{{prefix}}}:partitions")
     }
 
     fn key(&self, name: &str) -> String {

@@ -12,6 +12,7 @@ pub mod job;
 pub mod keys;
 pub mod lease;
 pub mod logging;
+pub mod partitions;
 pub mod records;
 pub mod redis_conn;
 pub mod scripts;

@@ -115,6 +115,8 @@ pub struct Scripts {
     pub pause: Script,
     /// Sets or removes a key's limit at run time (`sluice limits set/unset`).
     pub limit_override: Script,
+    /// Records a namespace's partition count once, and tells it.
+    pub partitions: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -132,6 +134,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     retry: Script::new("retry", include_str!("../lua/retry.lua")),
     pause: Script::new("pause", include_str!("../lua/pause.lua")),
     limit_override: Script::new("limit_override", include_str!("../lua/limit_override.lua")),
+    partitions: Script::new("partitions", include_str!("../lua/partitions.lua")),
 });
 
 /// The scripts, built once per process.
@@ -140,7 +143,7 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 14] {
+    fn all(&self) -> [&Script; 15] {
         [
             &self.enqueue,
             &self.enqueue_once,
@@ -156,6 +159,7 @@ impl Scripts {
             &self.retry,
             &self.pause,
             &self.limit_override,
+            &self.partitions,
         ]
     }
 

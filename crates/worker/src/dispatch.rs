@@ -16,6 +16,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use redis::Value;
 use sluice_shared::entry::{Entry, ID_LEN};
 use sluice_shared::error::Result;
+use sluice_shared::partitions::Partitions;
 use sluice_shared::records::read_specs;
 use sluice_shared::redis_conn::Connection;
 use sluice_shared::redis_conn::Pool;
@@ -48,6 +49,10 @@ struct Dispatcher {
     /// Names this worker's lease keys: `<worker id>:<n>`.
     worker_id: String,
     batches: std::sync::atomic::AtomicU64,
+    /// The worker's room, shared with its other partitions' loops.
+    room: Arc<Room>,
+    /// This loop's partition.
+    part: usize,
 }
 
 /// Most executions one recover.lua call looks at.
@@ -82,14 +87,16 @@ pub async fn run<S: Future<Output = ()> + Send>(
     redis_conn::ping(&pool, &target).await?;
     redis_conn::check_eviction(&pool).await;
     scripts().load_all(&mut *pool.get().await?).await?;
-    let keys = Keys::new(&config.prefix);
-    // The worker's tags are registered before its first call, and again
-    // whenever it reads the registry (a namespace flushed by hand).
-    keys.set_own_tags(config.worker.tags.clone());
-    sluice_shared::tags::refresh(&keys, &mut *pool.get().await?, &[]).await?;
+    let parts = Partitions::new(&config.prefix, config.partitions as usize);
+    parts.check(&mut *pool.get().await?).await?;
+    for keys in parts.all() {
+        // The worker's tags are registered before its first call, and again
+        // whenever it reads the registry (a namespace flushed by hand).
+        keys.set_own_tags(config.worker.tags.clone());
+        sluice_shared::tags::refresh(keys, &mut *pool.get().await?, &[]).await?;
+    }
     crate::routing::warn_unrunnable(&config, &handlers);
-    let lease = Duration::from_millis(config.lease_ms());
-    let running = Running::default();
+    let runnings: Vec<Running> = parts.all().iter().map(|_| Running::default()).collect();
     // Before any task starts: a metrics port that is taken fails the start
     // with nothing left running.
     let mut metrics_server = None;
@@ -97,20 +104,147 @@ pub async fn run<S: Future<Output = ()> + Send>(
         let addr = addr
             .parse()
             .map_err(|e| sluice_shared::Error::Config(format!("worker.metrics_addr: {e}")))?;
-        metrics_server =
-            Some(metrics::serve(addr, export, pool.clone(), keys.clone(), running.clone()).await?);
+        metrics_server = Some(
+            metrics::serve(
+                addr,
+                export,
+                pool.clone(),
+                parts.all().to_vec(),
+                runnings.clone(),
+            )
+            .await?,
+        );
     }
-    let acks = Arc::new(Acks::default());
+    tracing::info!(prefix = %config.prefix, concurrency, handlers = handlers.len(), tags = ?config.worker.tags, partitions = parts.count(), "worker started");
+    let room = Arc::new(Room::new(concurrency, runnings.clone()));
+    let config = Arc::new(config);
+    let handlers = Arc::new(handlers);
+    let worker_id = uuid::Uuid::now_v7().simple().to_string();
+    // Every partition has a loop of its own, sharing the worker's room.
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let loops: Vec<_> = parts
+        .all()
+        .iter()
+        .zip(runnings)
+        .enumerate()
+        .map(|(part, (keys, running))| {
+            let d = Dispatcher {
+                lease_ms: config.lease_ms(),
+                replicas: config.replicas(),
+                served: config.worker.tags.join(" "),
+                shared: Arc::new(Shared {
+                    config: config.clone(),
+                    handlers: handlers.clone(),
+                    keys: keys.clone(),
+                    pool: pool.clone(),
+                }),
+                keys: keys.clone(),
+                pool: pool.clone(),
+                running,
+                acks: Arc::new(Acks::default()),
+                freed: Arc::new(Notify::new()),
+                room: room.clone(),
+                part,
+                worker_id: worker_id.clone(),
+                batches: Default::default(),
+            };
+            tokio::spawn(serve(d, target.clone(), stop_rx.clone()))
+        })
+        .collect();
+    shutdown.await;
+    stop_tx.send_replace(true);
+    for l in loops {
+        if let Err(e) = l.await {
+            tracing::error!(error = %e, "a partition's loop ended abnormally");
+        }
+    }
+    // An embedding service may start another worker in the same process.
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+/// The worker's room for executions, shared by its partitions' loops: each
+/// claims from it before a turn, under a lock, so that together they never
+/// start more than `concurrency`.
+struct Room {
+    concurrency: usize,
+    running: Vec<Running>,
+    reserved: std::sync::Mutex<usize>,
+    /// Per partition: whether its loop waits with no room (it then neither
+    /// claims nor listens for wake-ups), and how to tell it room came back.
+    full: Vec<std::sync::atomic::AtomicBool>,
+    recheck: Vec<Notify>,
+}
+
+impl Room {
+    fn new(concurrency: usize, running: Vec<Running>) -> Room {
+        Room {
+            concurrency,
+            full: running.iter().map(|_| Default::default()).collect(),
+            recheck: running.iter().map(|_| Notify::new()).collect(),
+            running,
+            reserved: Default::default(),
+        }
+    }
+
+    fn free_locked(&self, reserved: usize) -> usize {
+        let running: usize = self.running.iter().map(Running::len).sum();
+        self.concurrency.saturating_sub(running + reserved)
+    }
+
+    /// Room not running and not claimed by a turn in flight.
+    fn free(&self) -> usize {
+        let reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        self.free_locked(*reserved)
+    }
+
+    /// Claims up to `want` of the room; what it got.
+    fn claim(&self, want: usize) -> usize {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let got = want.min(self.free_locked(*reserved));
+        *reserved += got;
+        got
+    }
+
+    /// Gives back a turn's claim (its jobs now count as running).
+    fn release(&self, claimed: usize) {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        *reserved = reserved.saturating_sub(claimed);
+    }
+
+    /// An execution of partition `part` ended: every other loop that sat
+    /// without room looks again (its own loop hears of it through `freed`).
+    fn ended(&self, part: usize) {
+        for (q, full) in self.full.iter().enumerate() {
+            if q != part && full.load(std::sync::atomic::Ordering::SeqCst) {
+                self.recheck[q].notify_one();
+            }
+        }
+    }
+}
+
+/// One partition's loop, until the worker stops and its executions ended.
+async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Receiver<bool>) {
+    let config = d.shared.config.clone();
+    let lease = Duration::from_millis(config.lease_ms());
+    let (pool, keys, running, acks) = (
+        d.pool.clone(),
+        d.keys.clone(),
+        d.running.clone(),
+        d.acks.clone(),
+    );
     let acker = tokio::spawn(ack_loop(
         pool.clone(),
         keys.clone(),
         acks.clone(),
         config.replicas(),
     ));
-    let freed = Arc::new(Notify::new());
+    let freed = d.freed.clone();
     let (listening_tx, listening_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
-
     let renewer = tokio::spawn(lease::renew_loop(
         pool.clone(),
         keys.clone(),
@@ -120,7 +254,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     ));
     let watchdog = tokio::spawn(lease::watchdog(running.clone()));
     let listener = tokio::spawn(wake::listen(
-        target.clone(),
+        target,
         keys.clone(),
         listening_rx,
         wake.clone(),
@@ -130,29 +264,11 @@ pub async fn run<S: Future<Output = ()> + Send>(
         keys.clone(),
         config.retention.clone(),
     ));
-    tracing::info!(prefix = %config.prefix, concurrency, handlers = handlers.len(), tags = ?config.worker.tags, "worker started");
-
+    let concurrency = config.worker.concurrency as usize;
     let grace = Duration::from_secs_f64(config.worker.grace_s);
-    let d = Dispatcher {
-        lease_ms: config.lease_ms(),
-        replicas: config.replicas(),
-        served: config.worker.tags.join(" "),
-        shared: Arc::new(Shared {
-            config: Arc::new(config),
-            handlers: Arc::new(handlers),
-            keys: keys.clone(),
-            pool: pool.clone(),
-        }),
-        keys,
-        pool,
-        running: running.clone(),
-        acks: acks.clone(),
-        freed: freed.clone(),
-        worker_id: uuid::Uuid::now_v7().simple().to_string(),
-        batches: Default::default(),
-    };
+    let room_of = d.room.clone();
+    let part = d.part;
 
-    let mut shutdown = std::pin::pin!(shutdown);
     let mut draining: Option<Instant> = None;
     let mut held: Option<sluice_shared::redis_conn::Pooled> = None;
     let mut ckeys: Vec<String> = Vec::new();
@@ -162,7 +278,6 @@ pub async fn run<S: Future<Output = ()> + Send>(
     // Turns in flight, and the room they claimed: while Redis runs one, the
     // worker starts the jobs of the other.
     let mut turns = FuturesUnordered::new();
-    let mut reserved = 0usize;
     // Turns are numbered as they start: a turn that ends after a later one
     // (its recovery took longer) does not set the timer from its older view.
     let (mut started, mut timer_from) = (0u64, 0u64);
@@ -170,7 +285,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
         let room = if draining.is_some() {
             0
         } else {
-            concurrency.saturating_sub(d.running.len() + reserved)
+            room_of.free()
         };
         // A second turn only for a batch worth its call: small ones cost
         // Redis more per job than they save in waiting.
@@ -191,9 +306,14 @@ pub async fn run<S: Future<Output = ()> + Send>(
                     }
                 }
             }
+            // Another partition's loop may have claimed meanwhile.
+            let room = room_of.claim(room);
+            if room < worth {
+                room_of.release(room);
+                continue;
+            }
             // A multiplexed connection: turns in flight share it, pipelined.
             let con = (**held.as_ref().expect("connection just set")).clone();
-            reserved += room;
             want_claim = false;
             let turn = d.turn(con, ckeys.clone(), room);
             started += 1;
@@ -205,9 +325,10 @@ pub async fn run<S: Future<Output = ()> + Send>(
             break;
         }
         listening_tx.send_replace(room > 0 && turns.is_empty());
+        room_of.full[part].store(room == 0, std::sync::atomic::Ordering::SeqCst);
         tokio::select! {
             Some((result, claimed, seq)) = turns.next(), if !turns.is_empty() => {
-                reserved -= claimed;
+                room_of.release(claimed);
                 match result {
                     Ok(turn) => {
                         retry_pause = backoff::FIRST;
@@ -234,6 +355,8 @@ pub async fn run<S: Future<Output = ()> + Send>(
                 }
             }
             _ = freed.notified() => want_claim = true,
+            // Another partition's execution ended: room may be back.
+            _ = room_of.recheck[part].notified() => {}
             _ = wake.notified(), if draining.is_none() => want_claim = true,
             _ = sleep_until(timer), if timer.is_some() && draining.is_none() => {
                 timer = None;
@@ -242,7 +365,8 @@ pub async fn run<S: Future<Output = ()> + Send>(
                     d.pass_on_wake();
                 }
             }
-            _ = &mut shutdown, if draining.is_none() => {
+            // A stop, or the worker gone (the sender dropped): drain.
+            _ = stop.changed(), if draining.is_none() => {
                 tracing::info!(running = d.running.len(), grace_s = grace.as_secs_f64(), "shutting down: taking no new jobs");
                 draining = Some(Instant::now() + grace);
             }
@@ -263,12 +387,6 @@ pub async fn run<S: Future<Output = ()> + Send>(
     watchdog.abort();
     listener.abort();
     retention.abort();
-    // An embedding service may start another worker in the same process.
-    if let Some(m) = metrics_server {
-        m.abort();
-    }
-    tracing::info!("worker stopped");
-    Ok(())
 }
 
 /// A wake-up token on each of this worker's tags' markers that has none.
@@ -479,6 +597,7 @@ impl Dispatcher {
             let acks = self.acks.clone();
             let backoff_ms = crate::admitted::settings(&shared.config, &job).2;
             let (running, freed) = (self.running.clone(), self.freed.clone());
+            let (room, part) = (self.room.clone(), self.part);
             tokio::spawn(async move {
                 let outcome = execute(&shared, &job, started).await;
                 let counter = match &outcome {
@@ -511,6 +630,7 @@ impl Dispatcher {
                 }
                 running.remove(&entry, attempt);
                 freed.notify_one();
+                room.ended(part);
             });
         }
     }

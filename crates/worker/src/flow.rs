@@ -291,7 +291,16 @@ fn new_step(
         step: step.id.clone(),
         iter,
     };
-    NewJob::step(config, of, &job.workspace, args).map_err(|e| format!("step {label}: {e}"))
+    let mut step_job =
+        NewJob::step(config, of, &job.workspace, args).map_err(|e| format!("step {label}: {e}"))?;
+    // A step lives in its run's partition (steps with keys of their own
+    // are refused with several partitions, see config.rs).
+    let count = config.partitions as usize;
+    if count > 1 {
+        step_job.id =
+            sluice_shared::JobId::in_partition(sluice_shared::JobId::partition_of(&job.id, count));
+    }
+    Ok(step_job)
 }
 
 /// Starts `children` and parks the flow at step `i`, atomically (drive.lua).

@@ -70,8 +70,8 @@ pub async fn serve(
     addr: SocketAddr,
     export: MetricsExport,
     pool: Pool,
-    keys: Keys,
-    running: Running,
+    keys: Vec<Keys>,
+    running: Vec<Running>,
 ) -> sluice_shared::Result<tokio::task::JoinHandle<()>> {
     // Bound first: a port taken leaves no recorder installed behind.
     let listener = TcpListener::bind(addr)
@@ -128,23 +128,29 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Gauges read from Redis now and then: jobs waiting on limits, namespace-wide.
-async fn gauges(pool: Pool, keys: Keys, running: Running) {
+/// Gauges read from Redis now and then: jobs waiting on limits, namespace-wide
+/// (the sum over its partitions).
+async fn gauges(pool: Pool, keys: Vec<Keys>, running: Vec<Running>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     loop {
         tick.tick().await;
-        metrics::gauge!(RUNNING).set(running.len() as f64);
+        metrics::gauge!(RUNNING).set(running.iter().map(Running::len).sum::<usize>() as f64);
         let read = async {
             let mut con = pool.get().await.ok()?;
-            redis::cmd("HGET")
-                .arg(keys.stats())
-                .arg("waiting")
-                .query_async::<Option<i64>>(&mut *con)
-                .await
-                .ok()
+            let mut waiting = 0;
+            for k in &keys {
+                let w: Option<i64> = redis::cmd("HGET")
+                    .arg(k.stats())
+                    .arg("waiting")
+                    .query_async(&mut *con)
+                    .await
+                    .ok()?;
+                waiting += w.unwrap_or(0).max(0);
+            }
+            Some(waiting)
         };
         if let Some(w) = read.await {
-            metrics::gauge!(WAITING).set(w.unwrap_or(0).max(0) as f64);
+            metrics::gauge!(WAITING).set(w as f64);
         }
     }
 }

@@ -1,0 +1,266 @@
+//! A namespace split into partitions: keyed jobs live in their key's
+//! partition, so every limit stays exact; plain jobs are dealt out over all
+//! of them; a job id tells its partition; inspection sees the whole
+//! namespace; the count is recorded and a config that disagrees is refused.
+//! The limit and crash tests run on a Redis Cluster of 3 primaries, judged
+//! from what the jobs' own commands logged.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use sluice_producer::{JobId, JobRequest, RunsQuery};
+use sluice_shared::partitions::Partitions;
+use sluice_tests::*;
+
+fn config(log: &std::path::Path, secs: f64) -> String {
+    let cmd = logging_command(log, secs);
+    format!(
+        r#"
+partitions = 3
+[worker]
+concurrency = 6
+lease_s = 2
+
+[scripts."f/keyed"]
+command = {cmd}
+concurrency = {{ max = 1, window_s = 0, key = "acct/$args[k]" }}
+
+[scripts."f/plain"]
+command = {cmd}
+"#
+    )
+}
+
+/// The partition tags, by reading one key name of each partition.
+fn tags(parts: &Partitions) -> Vec<String> {
+    parts
+        .all()
+        .iter()
+        .map(|k| {
+            let j = k.jobs();
+            j[..j.find('}').unwrap() + 1].to_string()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_limits_hold_and_plain_jobs_spread_across_partitions_on_a_cluster() {
+    let scratch = Scratch::new("partitions");
+    let log = scratch.path("commands.log");
+    let env = TestEnv::with_redis(RedisServer::cluster(3, 0), &config(&log, 0.1));
+    let client = env.client().await;
+    let mut reqs = Vec::new();
+    for round in 0..5 {
+        for k in 0..6 {
+            reqs.push(JobRequest::new(
+                "f/keyed",
+                json!({ "k": k, "round": round }),
+            ));
+        }
+        for _ in 0..6 {
+            reqs.push(JobRequest::new("f/plain", json!({})));
+        }
+    }
+    let ids = client.enqueue_batch(&reqs).await.unwrap();
+    let _workers: Vec<_> = (0..2).map(|_| env.worker(&[], &[])).collect();
+    let jobs = env.finish(&client, &ids).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+
+    let parts = client.partitions();
+    // Each partition is on a primary of its own.
+    let nodes: BTreeSet<String> = tags(parts)
+        .iter()
+        .map(|t| env.redis.node_for(&format!("{t}:jobs")))
+        .collect();
+    assert_eq!(
+        nodes.len(),
+        3,
+        "partitions {:?} share primaries",
+        tags(parts)
+    );
+
+    let lines = read_command_log(&log);
+    let mut per_part: BTreeMap<usize, usize> = BTreeMap::new();
+    for (req, (id, job)) in reqs.iter().zip(ids.iter().zip(&jobs)) {
+        if req.path == "f/plain" {
+            *per_part.entry(parts.of_id(id)).or_default() += 1;
+        } else {
+            // A keyed job's id tells its key's partition.
+            let key = job.concurrency_key.clone().unwrap();
+            assert_eq!(parts.of_id(id), parts.of_key(&key), "{id} of {key}");
+        }
+    }
+    // Plain jobs are dealt out evenly.
+    assert_eq!(
+        per_part.values().copied().collect::<Vec<_>>(),
+        vec![10, 10, 10]
+    );
+    // Every key ran one at a time, in enqueue order, judged from the logs.
+    for k in 0..6 {
+        let of_key: Vec<&JobId> = reqs
+            .iter()
+            .zip(&ids)
+            .filter(|(r, _)| r.path == "f/keyed" && r.args["k"] == k)
+            .map(|(_, id)| id)
+            .collect();
+        let most = most_alive_at_once(&lines, |l| of_key.iter().any(|id| id.as_str() == l.id));
+        assert_eq!(most, 1, "key {k}: {most} at once");
+        let starts: Vec<&str> = lines
+            .iter()
+            .filter(|l| l.kind == "START" && of_key.iter().any(|id| id.as_str() == l.id))
+            .map(|l| l.id.as_str())
+            .collect();
+        let expected: Vec<&str> = of_key.iter().map(|id| id.as_str()).collect();
+        assert_eq!(starts, expected, "key {k} started out of order");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_job_loses_nothing_in_any_partition_on_a_cluster() {
+    let scratch = Scratch::new("partitions-crash");
+    let log = scratch.path("commands.log");
+    let env = TestEnv::with_redis(RedisServer::cluster(3, 0), &config(&log, 1.0));
+    let client = env.client().await;
+    let reqs: Vec<JobRequest> = (0..12)
+        .map(|i| match i % 2 {
+            0 => JobRequest::new("f/keyed", json!({ "k": i % 4 })),
+            _ => JobRequest::new("f/plain", json!({})),
+        })
+        .collect();
+    let ids = client.enqueue_batch(&reqs).await.unwrap();
+    let doomed = env.worker(&[], &[]);
+    wait_until("the first worker runs jobs", || {
+        read_command_log(&log)
+            .iter()
+            .filter(|l| l.kind == "START")
+            .count()
+            >= 4
+    });
+    doomed.signal("KILL");
+    let _survivor = env.worker(&[], &[]);
+    let jobs = env.finish(&client, &ids).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    let lines = read_command_log(&log);
+    assert_attempts_never_overlap(&lines);
+    for id in &ids {
+        assert!(
+            lines.iter().any(|l| l.kind == "END" && l.id == id.as_str()),
+            "{id} never ended"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inspection_sees_every_partition_and_ids_find_theirs() {
+    let env = TestEnv::new(
+        r#"
+partitions = 4
+[scripts."f/keyed"]
+command = ["true"]
+concurrency = { max = 1, key = "acct/$args[k]" }
+[scripts."f/plain"]
+command = ["true"]
+"#,
+    );
+    let client = env.client().await;
+    let later = std::time::Duration::from_secs(3600);
+    let mut reqs: Vec<JobRequest> = (0..8)
+        .map(|_| JobRequest::new("f/plain", json!({})).delay(later))
+        .collect();
+    for k in ["a", "b", "c"] {
+        reqs.push(JobRequest::new("f/keyed", json!({ "k": k })).delay(later));
+    }
+    let ids = client.enqueue_batch(&reqs).await.unwrap();
+    let parts = client.partitions();
+    let used: BTreeSet<usize> = ids.iter().map(|id| parts.of_id(id)).collect();
+    assert_eq!(used.len(), 4, "ids in partitions {used:?}");
+
+    // Runs, limits and the overview see all of them.
+    let runs = client
+        .runs(&RunsQuery {
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let listed: BTreeSet<&str> = runs.iter().map(|j| j.id.as_str()).collect();
+    assert_eq!(listed, ids.iter().map(|i| i.as_str()).collect());
+    let keys: Vec<String> = client
+        .limits(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|l| l.key)
+        .collect();
+    assert_eq!(keys, ["acct/a", "acct/b", "acct/c"]);
+    for k in ["acct/a", "acct/b", "acct/c"] {
+        let of_key = client
+            .runs(&RunsQuery {
+                concurrency_key: Some(k.into()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(of_key.len(), 1, "{k}");
+    }
+    assert_eq!(client.overview().await.unwrap().running_or_scheduled, 11);
+
+    // Status and cancel by id, from the command line, in a partition other
+    // than the first.
+    let far = ids.iter().find(|id| parts.of_id(id) == 3).unwrap();
+    let out = env.sluice(&["cancel", far], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = env.sluice(&["status", far, "--json"], None);
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(status["status"], "cancelled", "{status}");
+    let outcome = client
+        .wait(&ids[..1], Some(std::time::Duration::from_millis(1)))
+        .await
+        .unwrap();
+    assert!(outcome.missing.is_empty(), "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_keeps_its_partition_count() {
+    let env = TestEnv::new("partitions = 3\n[scripts.\"f/plain\"]\ncommand = [\"true\"]\n");
+    env.client().await;
+    // The same namespace asked for with another count is refused, by the
+    // library and by a worker, naming both counts.
+    let mut other = env.config();
+    other.partitions = 2;
+    let e = sluice_producer::Client::connect(other)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        e.contains("partitions") && e.contains("says 2") && e.contains("created with 3"),
+        "{e}"
+    );
+    let worker = env.worker(&[], &[("SLUICE_PARTITIONS", "2")]);
+    worker.wait_for_log("created with 3");
+
+    // A namespace that held jobs before the count was recorded has one.
+    let old = TestEnv::new("[scripts.\"f/plain\"]\ncommand = [\"true\"]\n");
+    let c = old.client().await;
+    c.enqueue(JobRequest::new("f/plain", json!({})))
+        .await
+        .unwrap();
+    let mut r = old.redis();
+    let _: () = redis::cmd("DEL")
+        .arg(old.key("partitions"))
+        .query(&mut r)
+        .unwrap();
+    let mut more = old.config();
+    more.partitions = 3;
+    let e = sluice_producer::Client::connect(more)
+        .await
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("created with 1"), "{e}");
+}
