@@ -42,9 +42,14 @@ async fn a_namespace_shrinks_back_to_its_counters_once_work_is_done() {
         k.sort();
         k
     };
-    // The counters, the tags registry and an unused wake-up token are all
-    // that stays.
-    let expected = [env.key("marker:default"), env.key("stats"), env.key("tags")];
+    // The counters, the tags registry, the partition count and an unused
+    // wake-up token are all that stays.
+    let expected = [
+        env.key("marker:default"),
+        env.key("partitions"),
+        env.key("stats"),
+        env.key("tags"),
+    ];
     wait_until("only the namespace's counters to be left", || {
         left(&mut r).iter().all(|k| expected.contains(k))
     });

@@ -144,3 +144,69 @@ async fn with_wait_replicas_an_enqueue_returns_only_once_a_replica_has_the_job()
         "the enqueue returned before the replica had the job"
     );
 }
+
+/// A cluster client sends a call again when its connection drops while the
+/// call is out, and the call may have run: enqueue.lua and admit.lua must
+/// then do their work once (a second enqueue would queue a job twice, a
+/// second admit would hand its jobs out under a lease nobody renews).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_sent_twice_do_their_work_once() {
+    use sluice_shared::scripts::scripts;
+    let env = TestEnv::new("[scripts.\"f/a\"]\ncommand = [\"true\"]\n");
+    let keys = sluice_shared::Keys::new(&env.prefix);
+    let target = sluice_shared::redis_conn::Target::Single(env.redis.url.clone());
+    let pool = sluice_shared::redis_conn::pool(&target, 1).unwrap();
+    let mut con = pool.get().await.unwrap();
+    sluice_shared::tags::ensure(&keys, &mut *con, &["default"])
+        .await
+        .unwrap();
+    let job = sluice_shared::job::NewJob::build(
+        &env.config(),
+        &sluice_producer::JobRequest::new("f/a", json!({})),
+    )
+    .unwrap();
+    let mut enqueue = scripts().enqueue.call_in(&keys);
+    enqueue.arg("full");
+    job.push(&keys, &mut enqueue);
+    for _ in 0..2 {
+        let n: i64 = enqueue.query(&mut *con).await.unwrap();
+        assert_eq!(n, 1);
+    }
+    let mut r = env.redis();
+    let ready: i64 = redis::cmd("LLEN")
+        .arg(env.key("ready:default"))
+        .query(&mut r)
+        .unwrap();
+    let active: i64 = redis::cmd("HGET")
+        .arg(env.key("stats"))
+        .arg("active")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!((ready, active), (1, 1), "the job was queued twice");
+
+    let mut admit = scripts().admit.call_in(&keys);
+    admit.key(keys.lease("w:0"));
+    // Lease ms, room, tags, then an empty section (acks.lua).
+    admit
+        .arg(60_000)
+        .arg(10)
+        .arg("default")
+        .arg(0)
+        .arg(0)
+        .arg(0)
+        .arg(0);
+    let _: redis::Value = admit.query(&mut *con).await.unwrap();
+    let again = admit.query::<redis::Value, _>(&mut *con).await;
+    assert!(
+        again
+            .as_ref()
+            .is_err_and(|e| e.to_string().contains("LEASETAKEN")),
+        "{again:?}"
+    );
+    let state: String = redis::cmd("HGET")
+        .arg(env.key("state"))
+        .arg(job.id.as_str())
+        .query(&mut r)
+        .unwrap();
+    assert!(state.starts_with("running 1 "), "{state}");
+}

@@ -227,7 +227,12 @@ command = ["true"]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_keeps_its_partition_count() {
     let env = TestEnv::new("partitions = 3\n[scripts.\"f/plain\"]\ncommand = [\"true\"]\n");
-    env.client().await;
+    // The first enqueue records the count.
+    let first = env.client().await;
+    first
+        .enqueue(JobRequest::new("f/plain", json!({})))
+        .await
+        .unwrap();
     // The same namespace asked for with another count is refused, by the
     // library and by a worker, naming both counts.
     let mut other = env.config();
@@ -263,4 +268,30 @@ async fn a_namespace_keeps_its_partition_count() {
         .unwrap()
         .to_string();
     assert!(e.contains("created with 1"), "{e}");
+}
+
+/// A worker of many partitions on one server keeps a connection per loop
+/// and per ack task: its leases must still be renewed (jobs longer than
+/// the lease finish in their first attempt), and it must still stop.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_of_many_partitions_still_renews_its_leases_and_stops() {
+    let env = TestEnv::new(
+        r#"
+partitions = 6
+[worker]
+concurrency = 6
+lease_s = 1
+[scripts."f/long"]
+command = ["sh", "-c", "sleep 2.5"]
+"#,
+    );
+    let client = env.client().await;
+    let worker = env.worker(&[], &[]);
+    let ids = env.enqueue(&client, "f/long", json!({}), 6).await;
+    let jobs = env.finish(&client, &ids).await;
+    for j in &jobs {
+        assert_eq!((j.status.as_str(), j.attempt), ("succeeded", 1), "{j:#?}");
+    }
+    worker.signal("TERM");
+    worker.wait_for_log("worker stopped");
 }

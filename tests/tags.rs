@@ -353,3 +353,51 @@ command = ["sh", "-c", "echo '\"ok\"'"]
     let jobs = env.finish(&client, &[first, second]).await;
     assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
 }
+
+/// With `wait_replicas`, a script's reply comes back inside a pipeline (the
+/// call, then WAIT): a caller whose view of the tags registry is out of
+/// date must still recognise STALETAGS there, read the registry and call
+/// again, rather than fail every call from then on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_view_of_the_tags_is_refreshed_when_calls_wait_for_replicas() {
+    // A replica, so that WAIT answers at once.
+    let primary = RedisServer::start();
+    let rport = free_port();
+    let scratch = Scratch::new("tags-replica");
+    let _replica = RedisServer::spawn(
+        &[
+            "--port",
+            &rport.to_string(),
+            "--replicaof",
+            "127.0.0.1",
+            primary.url.rsplit(':').next().unwrap(),
+            "--dir",
+            scratch.0.to_str().unwrap(),
+        ],
+        format!("redis://127.0.0.1:{rport}"),
+    );
+    let env = TestEnv::with_redis(
+        primary,
+        r#"
+wait_replicas = 1
+[scripts."f/a"]
+command = ["true"]
+[scripts."f/gpu"]
+tag = "gpu"
+command = ["true"]
+"#,
+    );
+    let old = env.client().await;
+    old.enqueue(JobRequest::new("f/a", json!({})))
+        .await
+        .unwrap();
+    // Another producer registers a tag the first has not seen.
+    let other = env.client().await;
+    other
+        .enqueue(JobRequest::new("f/gpu", json!({})))
+        .await
+        .unwrap();
+    old.enqueue(JobRequest::new("f/a", json!({})))
+        .await
+        .expect("a stale view is refreshed and the call made again");
+}

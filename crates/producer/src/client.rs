@@ -19,6 +19,8 @@ pub struct Client {
     /// The namespace's partitions (one unless `partitions` says more).
     pub(crate) parts: Arc<Partitions>,
     pub(crate) pool: Pool,
+    /// Whether this client recorded the partition count (at its first enqueue).
+    recorded: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// What `Client::cancel` did.
@@ -52,8 +54,9 @@ impl Client {
         let pool = redis_conn::pool(&target, 8)?;
         redis_conn::ping(&pool, &target).await?;
         let parts = Partitions::new(&config.prefix, config.partitions as usize);
-        parts.check(&mut *pool.get().await?).await?;
+        parts.check(&mut *pool.get().await?, false).await?;
         Ok(Client {
+            recorded: Arc::default(),
             parts: Arc::new(parts),
             config: Arc::new(config),
             pool,
@@ -121,6 +124,11 @@ impl Client {
         let mut ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
         let mut written: Vec<String> = Vec::new();
         let mut con = self.pool.get().await?;
+        if !self.recorded.load(std::sync::atomic::Ordering::Relaxed) {
+            self.parts.check(&mut *con, true).await?;
+            self.recorded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         for (p, group) in groups.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
             let keys = &self.parts.all()[p];
             let part: Vec<&NewJob> = group.iter().map(|&i| &jobs[i]).collect();
@@ -259,6 +267,7 @@ impl Client {
             .remove(0);
         let mut call = scripts().retry.call_in(keys);
         call.arg(id).arg(&spec.ckey);
+        call.replicated(self.config.replicas());
         let outcome: String = call.query(&mut *con).await?;
         match outcome.as_str() {
             "queued" => Ok(RetryOutcome::Queued),
@@ -281,6 +290,7 @@ impl Client {
             .key(keys.wait(&ckey))
             .key(keys.flow_state(&spec.parent));
         call.arg(id).arg(&ckey);
+        call.replicated(self.config.replicas());
         let outcome: String = call.query(&mut *con).await?;
         match outcome.as_str() {
             "cancelled" => Ok(CancelOutcome::Cancelled),

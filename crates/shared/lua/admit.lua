@@ -30,7 +30,8 @@
 --     them: how long after the slot freed they were admitted;
 --   refused: ended executions whose result was refused (see acks.lua).
 -- Or the error STALETAGS (nothing written) when the caller's view of the
--- tags registry is out of date.
+-- tags registry is out of date; or LEASETAKEN (nothing written) when this
+-- call's lease key exists: the same call ran before.
 --
 -- Due delayed entries and the ready lists' heads of the worker's tags are
 -- taken in the order they became ready (a delayed entry at its due time, a
@@ -42,6 +43,11 @@
 -- moment a worker commits to run a job: its slot is taken here, by Redis time.
 
 if stale_tags() then return redis.error_reply(STALE_TAGS) end
+-- Each call has a lease key of its own: one that exists means this call ran
+-- already (a cluster client may send a call twice when its connection
+-- drops). Nothing is written; the jobs that run gave out are recovered at
+-- its lease's deadline, as the caller never started them.
+if redis.call('EXISTS', KEYS[NS + 1]) == 1 then return redis.error_reply('LEASETAKEN this call ran already') end
 local now = now_ms()
 local now_s = ms_str(now)
 local deadline_s = ms_str(now + tonumber(ARGV[1]))

@@ -14,8 +14,16 @@
 --   when the caller's view of the tags registry is out of date.
 --
 -- Every job of the batch is written by this one call, so a batch lands whole.
+-- The same call run twice (a cluster client retries a call whose connection
+-- dropped, and it may have run) writes nothing the second time: ids are
+-- fresh, so a batch whose first id is stored was written by this call.
 
 if stale_tags() then return redis.error_reply(STALE_TAGS) end
+local first_id = ARGV[1] == 'plain' and ARGV[3] or ARGV[1] == 'keyed' and ARGV[5] or ARGV[2]
+if first_id and redis.call('HEXISTS', JOBS, first_id) == 1 then
+  return math.floor((#ARGV - (ARGV[1] == 'plain' and 2 or ARGV[1] == 'keyed' and 4 or 1))
+    / (ARGV[1] == 'plain' and 2 or ARGV[1] == 'keyed' and 3 or JOB_ARGS))
+end
 local now = now_ms()
 local now_s = ms_str(now)
 local acc = new_jobs(now_s)

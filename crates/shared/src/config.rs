@@ -505,7 +505,7 @@ impl Config {
                 ),
             ));
         }
-        if self.prefix.contains('#') {
+        if self.partitions > 1 && self.prefix.contains('#') {
             // Partition tags are `prefix#i`: a prefix with '#' could meet them.
             return Err(bad(
                 "prefix",

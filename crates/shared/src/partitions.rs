@@ -55,10 +55,13 @@ impl Partitions {
                 .map(|i| Keys::for_tag(&tag_of(prefix, i, count)))
                 .collect()
         };
+        // Each producer starts its turn at a random partition: short-lived
+        // ones (a `sluice enqueue` each) would otherwise all fill the first.
+        let start = uuid::Uuid::new_v4().as_u128() as usize;
         Partitions {
             prefix: prefix.to_string(),
             keys,
-            next: AtomicUsize::new(0),
+            next: AtomicUsize::new(start),
         }
     }
 
@@ -119,15 +122,18 @@ impl Partitions {
         }
     }
 
-    /// Records the partition count in Redis if none is, and refuses a count
-    /// that differs from the recorded one, naming both.
-    pub async fn check<C: ConnectionLike>(&self, con: &mut C) -> Result<()> {
+    /// Refuses a count that differs from the recorded one, naming both; with
+    /// `record`, records this count if none is. A producer records it with
+    /// its first enqueue, so that connecting (or a refused enqueue) writes
+    /// nothing; a worker at its start.
+    pub async fn check<C: ConnectionLike>(&self, con: &mut C, record: bool) -> Result<()> {
         let recorded: i64 = crate::scripts::scripts()
             .partitions
             .call()
             .key(Keys::partition_count(&self.prefix))
             .key(Keys::new(&self.prefix).stats())
             .arg(self.count())
+            .arg(if record { "record" } else { "read" })
             .query(con)
             .await?;
         if recorded != self.count() as i64 {

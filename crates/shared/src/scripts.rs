@@ -292,12 +292,14 @@ impl Invocation {
             .arg(self.replicas)
             .arg(wait.as_millis() as u64);
         let (reply, got): (T, u32) = pipe.query_async(con).await?;
-        if got < self.replicas {
+        // Only a full wait that came back short starts a spell: short waits
+        // coming back short must not stretch it for ever.
+        if got < self.replicas && !short {
             SHORT_UNTIL_MS.store(
                 unix_ms() + SHORT_SPELL.as_millis() as u64,
                 Ordering::Relaxed,
             );
-            if !short {
+            {
                 tracing::warn!(script = self.script.name, asked = self.replicas, got, "writes reached fewer replicas than wait_replicas asks within 1 s: going on, and waiting at most 5 ms for them for the next 5 s (a failover meanwhile could lose those writes)");
             }
         }

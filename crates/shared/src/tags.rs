@@ -79,7 +79,12 @@ pub async fn ensure<C: ConnectionLike>(keys: &Keys, con: &mut C, tags: &[&str]) 
 /// Whether a script refused a call because the caller's view of the
 /// registry was out of date.
 pub fn is_stale(e: &redis::RedisError) -> bool {
+    // A script's reply inside a pipeline (its call followed by WAIT) comes
+    // back as a pipeline error, whose code() is none for an unknown code.
     e.code() == Some("STALETAGS")
+        || e.clone()
+            .into_server_errors()
+            .is_some_and(|errs| errs.iter().any(|(_, s)| s.code() == "STALETAGS"))
 }
 
 #[cfg(test)]

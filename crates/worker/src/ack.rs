@@ -119,7 +119,8 @@ impl Acks {
 /// Runs until `acks` is closed and everything in it is recorded.
 /// With `replicas`, an end counts as recorded once they have it.
 pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>, replicas: u32) {
-    let mut held: Option<sluice_shared::redis_conn::Pooled> = None;
+    // A handle on a multiplexed connection, not the pooled one (see dispatch.rs).
+    let mut held: Option<sluice_shared::redis_conn::Connection> = None;
     let mut pause = crate::backoff::FIRST;
     loop {
         let closed = acks.closed.load(Ordering::SeqCst);
@@ -165,12 +166,12 @@ pub fn warn_refused(refused: Vec<String>) {
 async fn send(
     pool: &Pool,
     keys: &Keys,
-    held: &mut Option<sluice_shared::redis_conn::Pooled>,
+    held: &mut Option<sluice_shared::redis_conn::Connection>,
     msgs: &[AckMsg],
     replicas: u32,
 ) -> sluice_shared::Result<Vec<String>> {
     if held.is_none() {
-        *held = Some(pool.get().await?);
+        *held = Some((*pool.get().await?).clone());
     }
     let con = held.as_mut().expect("connection just set");
     let mut call = scripts().ack.call_in(keys);
@@ -179,7 +180,7 @@ async fn send(
     // Not replicated is not recorded: sent again, a repeated end is refused
     // harmlessly (its attempt is over).
     call.replicated(replicas);
-    let refused = call.query(&mut **con).await;
+    let refused = call.query(con).await;
     ::metrics::histogram!(crate::metrics::SCRIPT_SECONDS, "script" => "ack")
         .record(timer.elapsed().as_secs_f64());
     refused

@@ -88,7 +88,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     redis_conn::check_eviction(&pool).await;
     scripts().load_all(&mut *pool.get().await?).await?;
     let parts = Partitions::new(&config.prefix, config.partitions as usize);
-    parts.check(&mut *pool.get().await?).await?;
+    parts.check(&mut *pool.get().await?, true).await?;
     for keys in parts.all() {
         // The worker's tags are registered before its first call, and again
         // whenever it reads the registry (a namespace flushed by hand).
@@ -173,9 +173,7 @@ struct Room {
     concurrency: usize,
     running: Vec<Running>,
     reserved: std::sync::Mutex<usize>,
-    /// Per partition: whether its loop waits with no room (it then neither
-    /// claims nor listens for wake-ups), and how to tell it room came back.
-    full: Vec<std::sync::atomic::AtomicBool>,
+    /// Per partition: how to tell its loop that room may be back.
     recheck: Vec<Notify>,
 }
 
@@ -183,7 +181,6 @@ impl Room {
     fn new(concurrency: usize, running: Vec<Running>) -> Room {
         Room {
             concurrency,
-            full: running.iter().map(|_| Default::default()).collect(),
             recheck: running.iter().map(|_| Notify::new()).collect(),
             running,
             reserved: Default::default(),
@@ -209,18 +206,32 @@ impl Room {
         got
     }
 
-    /// Gives back a turn's claim (its jobs now count as running).
-    fn release(&self, claimed: usize) {
+    /// Gives back a turn's claim (its jobs now count as running, and what
+    /// it did not use is free again): partition `part`'s turn.
+    fn release(&self, part: usize, claimed: usize) {
         let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
         *reserved = reserved.saturating_sub(claimed);
+        drop(reserved);
+        if claimed > 0 {
+            self.others_look(part);
+        }
     }
 
-    /// An execution of partition `part` ended: every other loop that sat
-    /// without room looks again (its own loop hears of it through `freed`).
+    /// An execution of partition `part` ended (its own loop hears of it
+    /// through `freed`).
     fn ended(&self, part: usize) {
-        for (q, full) in self.full.iter().enumerate() {
-            if q != part && full.load(std::sync::atomic::Ordering::SeqCst) {
-                self.recheck[q].notify_one();
+        self.others_look(part);
+    }
+
+    /// Room may be back: every other loop looks again. A loop that sat
+    /// without room neither claimed nor listened for wake-ups, and its turn
+    /// may be due; a Notify keeps the permit, so a loop busy at this moment
+    /// looks once it is done. A look costs Redis nothing unless the loop
+    /// wants to claim.
+    fn others_look(&self, part: usize) {
+        for (q, n) in self.recheck.iter().enumerate() {
+            if q != part {
+                n.notify_one();
             }
         }
     }
@@ -259,10 +270,14 @@ async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Recei
         listening_rx,
         wake.clone(),
     ));
+    // keep_max is the namespace's: each partition keeps its share.
+    let mut retention_cfg = config.retention.clone();
+    let parts = config.partitions.max(1);
+    retention_cfg.keep_max = (retention_cfg.keep_max + parts - 1) / parts;
     let retention = tokio::spawn(retention::retention_loop(
         pool.clone(),
         keys.clone(),
-        config.retention.clone(),
+        retention_cfg,
     ));
     let concurrency = config.worker.concurrency as usize;
     let grace = Duration::from_secs_f64(config.worker.grace_s);
@@ -270,7 +285,11 @@ async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Recei
     let part = d.part;
 
     let mut draining: Option<Instant> = None;
-    let mut held: Option<sluice_shared::redis_conn::Pooled> = None;
+    // A handle on a multiplexed connection, kept across turns: a pooled one
+    // would be health-checked with a PING at every checkout, and holding the
+    // pooled one itself would take it from the pool for good (a worker of P
+    // partitions holds 2P such handles).
+    let mut held: Option<Connection> = None;
     let mut ckeys: Vec<String> = Vec::new();
     let mut want_claim = true;
     let mut timer: Option<Instant> = None;
@@ -297,7 +316,7 @@ async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Recei
         if room >= worth && want_claim && turns.len() < TURNS_IN_FLIGHT {
             if held.is_none() {
                 match d.pool.get().await {
-                    Ok(c) => held = Some(c),
+                    Ok(c) => held = Some((*c).clone()),
                     Err(e) => {
                         tracing::warn!(error = %e, "Redis connection failed; retrying");
                         tokio::time::sleep(retry_pause).await;
@@ -309,11 +328,11 @@ async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Recei
             // Another partition's loop may have claimed meanwhile.
             let room = room_of.claim(room);
             if room < worth {
-                room_of.release(room);
+                room_of.release(part, room);
                 continue;
             }
             // A multiplexed connection: turns in flight share it, pipelined.
-            let con = (**held.as_ref().expect("connection just set")).clone();
+            let con = held.as_ref().expect("connection just set").clone();
             want_claim = false;
             let turn = d.turn(con, ckeys.clone(), room);
             started += 1;
@@ -325,10 +344,9 @@ async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Recei
             break;
         }
         listening_tx.send_replace(room > 0 && turns.is_empty());
-        room_of.full[part].store(room == 0, std::sync::atomic::Ordering::SeqCst);
         tokio::select! {
             Some((result, claimed, seq)) = turns.next(), if !turns.is_empty() => {
-                room_of.release(claimed);
+                room_of.release(part, claimed);
                 match result {
                     Ok(turn) => {
                         retry_pause = backoff::FIRST;

@@ -35,6 +35,8 @@ pub async fn drive(pool: &Pool, keys: &Keys, config: &Config, job: &Admitted) ->
 
 struct Driver<'a> {
     keys: &'a Keys,
+    /// Replicas drive.lua's writes must reach (`wait_replicas`).
+    replicas: u32,
     state: String,
     con: sluice_shared::redis_conn::Pooled,
 }
@@ -67,6 +69,7 @@ async fn plan(
     let input: Value = job.args.clone();
     let mut d = Driver {
         keys,
+        replicas: config.replicas(),
         state: keys.flow_state(&job.id),
         con: pool.get().await?,
     };
@@ -333,6 +336,8 @@ async fn park(
     for c in &children {
         c.push(keys, &mut call);
     }
+    // Parking and its steps must survive a failover like an admission does.
+    call.replicated(d.replicas);
     let outcome: String = call.query(&mut *d.con).await?;
     Ok(match outcome.as_str() {
         "parked" | "requeued" => Outcome::Parked,
