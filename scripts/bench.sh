@@ -2,7 +2,7 @@
 # Sluice benchmark.
 #   scripts/bench.sh SCENARIO [--workers N] [--concurrency C] [--jobs J]
 #                    [--redis-url URL] [--prefill] [--smoke] [--repeat N]
-# SCENARIO: throughput, cmdstats, limited, many-keys, keyed, herd, backlog, idle, memory,
+# SCENARIO: throughput, cmdstats, limited, many-keys, keyed, herd, cluster, backlog, idle, memory,
 #           flow, runs, ui, all.
 # Starts its own redis-server on a free port unless --redis-url is given, runs
 # no-op Rust handlers in separate sluice-bench worker processes, prints a

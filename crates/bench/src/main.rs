@@ -6,6 +6,7 @@
 //! it (slots over max or jobs lost fail it loudly), prints a table and writes
 //! `target/bench/SCENARIO.json`.
 
+mod cluster;
 mod fleet;
 mod measure;
 mod redis_stats;

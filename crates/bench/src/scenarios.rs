@@ -17,12 +17,12 @@ use crate::report;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
-    /// throughput, cmdstats, limited, many-keys, keyed, backlog, idle, memory, runs, ui, flow, or all
+    /// throughput, cmdstats, limited, many-keys, keyed, herd, cluster, backlog, idle, memory, runs, ui, flow, or all
     scenario: String,
     #[arg(long)]
-    workers: Option<usize>,
+    pub(crate) workers: Option<usize>,
     #[arg(long, default_value_t = 50)]
-    concurrency: usize,
+    pub(crate) concurrency: usize,
     #[arg(long)]
     jobs: Option<usize>,
     #[arg(long)]
@@ -32,7 +32,7 @@ pub struct Args {
     prefill: bool,
     /// Small sizes, to check that the benchmark works (CI); judges no timing.
     #[arg(long)]
-    smoke: bool,
+    pub(crate) smoke: bool,
     /// Run each scenario this many times and report the run with the median
     /// jobs_per_s (all of them are listed in jobs_per_s_runs).
     #[arg(long, default_value_t = 1)]
@@ -54,6 +54,7 @@ pub async fn run(args: Args) -> BenchResult {
         "many-keys",
         "keyed",
         "herd",
+        "cluster",
         "backlog",
         "idle",
         "runs",
@@ -99,6 +100,7 @@ async fn run_one(args: &Args, s: &str, all: &[&str]) -> BenchResult<Map<String, 
         "many-keys" => many_keys(args).await?,
         "keyed" => keyed(args).await?,
         "herd" => herd(args).await?,
+        "cluster" => crate::cluster::cluster(args).await?,
         "backlog" => backlog(args).await?,
         "idle" => idle(args).await?,
         "memory" => memory(args).await?,
