@@ -210,3 +210,123 @@ async fn calls_sent_twice_do_their_work_once() {
         .unwrap();
     assert!(state.starts_with("running 1 "), "{state}");
 }
+
+/// Moves hash slot `slot` from the primary at `from` to the one at `to`,
+/// key by key, as `redis-cli --cluster reshard` would: while it runs, calls
+/// meet ASK and TRYAGAIN; after it, MOVED.
+fn migrate_slot(redis: &RedisServer, slot: i64, from: &str, to: &str) {
+    let con = |url: &str| redis::Client::open(url).unwrap().get_connection().unwrap();
+    let (mut src, mut dst) = (con(from), con(to));
+    let id = |c: &mut redis::Connection| -> String {
+        redis::cmd("CLUSTER").arg("MYID").query(c).unwrap()
+    };
+    let (src_id, dst_id) = (id(&mut src), id(&mut dst));
+    let setslot = |c: &mut redis::Connection, how: &str, node: &str| {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg(how)
+            .arg(node)
+            .query(c)
+            .unwrap();
+    };
+    setslot(&mut dst, "IMPORTING", &src_id);
+    setslot(&mut src, "MIGRATING", &dst_id);
+    let port = to.rsplit(':').next().unwrap();
+    loop {
+        let keys: Vec<String> = redis::cmd("CLUSTER")
+            .arg("GETKEYSINSLOT")
+            .arg(slot)
+            .arg(10)
+            .query(&mut src)
+            .unwrap();
+        if keys.is_empty() {
+            break;
+        }
+        let _: redis::Value = redis::cmd("MIGRATE")
+            .arg("127.0.0.1")
+            .arg(port)
+            .arg("")
+            .arg(0)
+            .arg(5000)
+            .arg("KEYS")
+            .arg(&keys)
+            .query(&mut src)
+            .unwrap();
+        // Slowly, so that calls meet the slot half moved.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for n in &redis.nodes {
+        if let Some(mut c) = redis::Client::open(n.url.as_str())
+            .ok()
+            .and_then(|c| c.get_connection().ok())
+        {
+            let _: redis::RedisResult<()> = redis::cmd("CLUSTER")
+                .arg("SETSLOT")
+                .arg(slot)
+                .arg("NODE")
+                .arg(&dst_id)
+                .query(&mut c);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_moved_to_another_primary_mid_run_loses_no_job_and_breaks_no_limit() {
+    let scratch = Scratch::new("migrate");
+    let log = scratch.path("commands.log");
+    let env = TestEnv::with_redis(
+        RedisServer::cluster(3, 0),
+        &format!(
+            r#"
+[worker]
+concurrency = 3
+lease_s = 3
+[scripts."f/limited"]
+command = {}
+concurrency = {{ max = 2, window_s = 0, key = "one" }}
+"#,
+            logging_command(&log, 0.2)
+        ),
+    );
+    let client = env.client().await;
+    let ids = env.enqueue(&client, "f/limited", json!({}), 30).await;
+    let _workers: Vec<_> = (0..2).map(|_| env.worker(&[], &[])).collect();
+    let ends = || {
+        read_command_log(&log)
+            .iter()
+            .filter(|l| l.kind == "END")
+            .count()
+    };
+    wait_until("a few jobs ended", || ends() >= 5);
+    let from = env.redis.node_for(&env.key("jobs"));
+    let to = env
+        .redis
+        .nodes
+        .iter()
+        .map(|n| n.url.clone())
+        .find(|u| *u != from)
+        .unwrap();
+    let mut any = redis::Client::open(from.as_str())
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let slot: i64 = redis::cmd("CLUSTER")
+        .arg("KEYSLOT")
+        .arg(env.key("jobs"))
+        .query(&mut any)
+        .unwrap();
+    migrate_slot(&env.redis, slot, &from, &to);
+    assert_eq!(env.redis.node_for(&env.key("jobs")), to);
+    assert!(
+        ends() < 30,
+        "the run ended before the move: it tests nothing"
+    );
+
+    let jobs = env.finish(&client, &ids).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    let lines = read_command_log(&log);
+    let most = most_alive_at_once(&lines, |_| true);
+    assert!(most <= 2, "{most} attempts alive at once on a key of max 2");
+    assert_attempts_never_overlap(&lines);
+}

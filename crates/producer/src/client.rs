@@ -306,7 +306,15 @@ impl Client {
 /// may have run it), while an error reply means it was not written.
 fn partial(written: &[String], chunk: &[&NewJob], e: Error) -> Error {
     let doubtful = match &e {
-        Error::Redis(r) => r.is_io_error() || r.is_timeout() || r.is_connection_dropped(),
+        Error::Redis(r) => {
+            r.is_io_error()
+                || r.is_timeout()
+                || r.is_connection_dropped()
+                // The WAIT after the script failed: the script ran.
+                || r.clone()
+                    .into_server_errors()
+                    .is_some_and(|errs| errs.iter().any(|(i, _)| *i > 0))
+        }
         _ => false,
     };
     if written.is_empty() && !doubtful {

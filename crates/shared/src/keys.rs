@@ -24,7 +24,7 @@
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention. A field `\x1f<K>` holds the limit set at run time for K (`sluice limits set`), `max window_ms` |
 //! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
 //! | `{p}:idem:<key>` | string | the id of the job a caller's idempotency key enqueued; expires after `retention.keep_s` |
-//! | `{p}:partitions` | string | how many partitions the namespace has, set by the first process that connects (see partitions.rs); always under the namespace's own tag |
+//! | `{prefix}:partitions` | string | how many partitions the namespace has, recorded by the first enqueue or worker start (1 for a namespace that held jobs before it existed; see partitions.rs); always under the namespace's own tag `{prefix}`, not a partition's |
 //! | `{p}:idx:status:<S>` | list | ids of finished jobs of status S (succeeded, failed, cancelled), in the order they finished: `runs --status` reads the tail, retention the head |
 //!
 //! An entry is the job id, then a space and its concurrency key if it has one.
