@@ -1,19 +1,32 @@
-//! Replicas and failover. On a Redis Cluster of its own (3 primaries, a
-//! replica each), a primary failed over mid-run loses no job and breaks no
-//! limit, judged from what the jobs' own commands logged; and with
-//! `wait_replicas`, an enqueue returns only once a replica has the job.
+//! Replicas, failover and resharding. On a Redis Cluster of its own, a
+//! primary failed over mid-run, or the namespace's slot moved to another
+//! primary mid-run, loses no job and breaks no limit, judged from what the
+//! jobs' own commands logged; with `wait_replicas`, an enqueue returns only
+//! once a replica has the job; calls a cluster client sends twice do their
+//! work once.
 
 use sluice_tests::*;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_primary_failed_over_mid_run_loses_no_job_and_breaks_no_limit() {
-    let scratch = Scratch::new("failover");
-    let log = scratch.path("commands.log");
-    let mut env = TestEnv::with_redis(
-        RedisServer::cluster(3, 1),
-        &format!(
-            r#"
-wait_replicas = 1
+/// A run of 30 jobs on a key of max 2, through 2 workers, on `redis`:
+/// the test env, its client, the job ids, and the commands' log.
+struct LimitedRun {
+    env: TestEnv,
+    client: sluice_producer::Client,
+    ids: Vec<sluice_producer::JobId>,
+    log: std::path::PathBuf,
+    _workers: Vec<WorkerProcess>,
+    _scratch: Scratch,
+}
+
+impl LimitedRun {
+    async fn start(redis: RedisServer, extra: &str, secs: f64) -> LimitedRun {
+        let scratch = Scratch::new("cluster-run");
+        let log = scratch.path("commands.log");
+        let env = TestEnv::with_redis(
+            redis,
+            &format!(
+                r#"
+{extra}
 [worker]
 concurrency = 3
 lease_s = 3
@@ -21,48 +34,65 @@ lease_s = 3
 command = {}
 concurrency = {{ max = 2, window_s = 0, key = "one" }}
 "#,
-            logging_command(&log, 0.3)
-        ),
-    );
-    let client = env.client().await;
-    let ids = env.enqueue(&client, "f/limited", json!({}), 30).await;
-    let _workers: Vec<_> = (0..2).map(|_| env.worker(&[], &[])).collect();
+                logging_command(&log, secs)
+            ),
+        );
+        let client = env.client().await;
+        let ids = env.enqueue(&client, "f/limited", json!({}), 30).await;
+        let workers = (0..2).map(|_| env.worker(&[], &[])).collect();
+        LimitedRun {
+            env,
+            client,
+            ids,
+            log,
+            _workers: workers,
+            _scratch: scratch,
+        }
+    }
 
-    let ends = || {
-        read_command_log(&log)
+    /// Jobs whose command logged its end so far.
+    fn ends(&self) -> usize {
+        read_command_log(&self.log)
             .iter()
             .filter(|l| l.kind == "END")
             .count()
-    };
-    wait_until("a few jobs ended", || ends() >= 6);
+    }
+
+    /// Every job succeeded and ran to its end, never more than 2 alive at
+    /// once and no two attempts of a job overlapping, from the logs.
+    async fn assert_whole_and_within_limit(&self) {
+        let jobs = self.env.finish(&self.client, &self.ids).await;
+        assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+        let lines = read_command_log(&self.log);
+        for id in &self.ids {
+            assert!(
+                lines.iter().any(|l| l.kind == "END" && l.id == id.as_str()),
+                "job {id} never ran to its end"
+            );
+        }
+        let most = most_alive_at_once(&lines, |_| true);
+        assert!(most <= 2, "{most} attempts alive at once on a key of max 2");
+        assert_attempts_never_overlap(&lines);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_failed_over_mid_run_loses_no_job_and_breaks_no_limit() {
+    let mut run = LimitedRun::start(RedisServer::cluster(3, 1), "wait_replicas = 1", 0.3).await;
+    wait_until("a few jobs ended", || run.ends() >= 6);
     // Kill the namespace's primary outright: its replica takes over once the
     // cluster notices (cluster-node-timeout 2 s).
-    let primary = env.redis.node_for(&env.key("jobs"));
-    let node = env
-        .redis
-        .nodes
-        .iter()
-        .position(|n| n.url == primary)
-        .unwrap();
-    let mut child = env.redis.nodes[node].child.take().unwrap();
+    let key = run.env.key("jobs");
+    let redis = &mut run.env.redis;
+    let primary = redis.node_for(&key);
+    let node = redis.nodes.iter().position(|n| n.url == primary).unwrap();
+    let mut child = redis.nodes[node].child.take().unwrap();
     child.kill().unwrap();
     child.wait().unwrap();
     wait_until("a replica took over the namespace", || {
-        env.redis.node_for(&env.key("jobs")) != primary
+        run.env.redis.node_for(&key) != primary
     });
-
-    let jobs = env.finish(&client, &ids).await;
-    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
-    let lines = read_command_log(&log);
-    for id in &ids {
-        assert!(
-            lines.iter().any(|l| l.kind == "END" && l.id == id.as_str()),
-            "job {id} never ran to its end"
-        );
-    }
-    let most = most_alive_at_once(&lines, |_| true);
-    assert!(most <= 2, "{most} attempts alive at once on a key of max 2");
-    assert_attempts_never_overlap(&lines);
+    run.assert_whole_and_within_limit().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -273,33 +303,10 @@ fn migrate_slot(redis: &RedisServer, slot: i64, from: &str, to: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_moved_to_another_primary_mid_run_loses_no_job_and_breaks_no_limit() {
-    let scratch = Scratch::new("migrate");
-    let log = scratch.path("commands.log");
-    let env = TestEnv::with_redis(
-        RedisServer::cluster(3, 0),
-        &format!(
-            r#"
-[worker]
-concurrency = 3
-lease_s = 3
-[scripts."f/limited"]
-command = {}
-concurrency = {{ max = 2, window_s = 0, key = "one" }}
-"#,
-            logging_command(&log, 0.2)
-        ),
-    );
-    let client = env.client().await;
-    let ids = env.enqueue(&client, "f/limited", json!({}), 30).await;
-    let _workers: Vec<_> = (0..2).map(|_| env.worker(&[], &[])).collect();
-    let ends = || {
-        read_command_log(&log)
-            .iter()
-            .filter(|l| l.kind == "END")
-            .count()
-    };
-    wait_until("a few jobs ended", || ends() >= 5);
-    let from = env.redis.node_for(&env.key("jobs"));
+    let run = LimitedRun::start(RedisServer::cluster(3, 0), "", 0.2).await;
+    wait_until("a few jobs ended", || run.ends() >= 5);
+    let (env, key) = (&run.env, run.env.key("jobs"));
+    let from = env.redis.node_for(&key);
     let to = env
         .redis
         .nodes
@@ -313,20 +320,14 @@ concurrency = {{ max = 2, window_s = 0, key = "one" }}
         .unwrap();
     let slot: i64 = redis::cmd("CLUSTER")
         .arg("KEYSLOT")
-        .arg(env.key("jobs"))
+        .arg(&key)
         .query(&mut any)
         .unwrap();
     migrate_slot(&env.redis, slot, &from, &to);
-    assert_eq!(env.redis.node_for(&env.key("jobs")), to);
+    assert_eq!(env.redis.node_for(&key), to);
     assert!(
-        ends() < 30,
+        run.ends() < 30,
         "the run ended before the move: it tests nothing"
     );
-
-    let jobs = env.finish(&client, &ids).await;
-    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
-    let lines = read_command_log(&log);
-    let most = most_alive_at_once(&lines, |_| true);
-    assert!(most <= 2, "{most} attempts alive at once on a key of max 2");
-    assert_attempts_never_overlap(&lines);
+    run.assert_whole_and_within_limit().await;
 }
