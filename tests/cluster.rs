@@ -176,9 +176,10 @@ async fn with_wait_replicas_an_enqueue_returns_only_once_a_replica_has_the_job()
 }
 
 /// A cluster client sends a call again when its connection drops while the
-/// call is out, and the call may have run: enqueue.lua and admit.lua must
-/// then do their work once (a second enqueue would queue a job twice, a
-/// second admit would hand its jobs out under a lease nobody renews).
+/// call is out, and the call may have run: enqueue.lua, enqueue_once.lua and
+/// admit.lua must then do their work once (a second enqueue would queue a
+/// job twice, a second admit would leave its first jobs under a lease nobody
+/// renews) and answer as the first run did.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_sent_twice_do_their_work_once() {
     use sluice_shared::scripts::scripts;
@@ -214,6 +215,44 @@ async fn calls_sent_twice_do_their_work_once() {
         .unwrap();
     assert_eq!((ready, active), (1, 1), "the job was queued twice");
 
+    // A chunk with an idempotency key and a job without one.
+    let with_key = sluice_shared::job::NewJob::build(
+        &env.config(),
+        &sluice_producer::JobRequest::new("f/a", json!({})).idempotency_key("once"),
+    )
+    .unwrap();
+    let plain = sluice_shared::job::NewJob::build(
+        &env.config(),
+        &sluice_producer::JobRequest::new("f/a", json!({})),
+    )
+    .unwrap();
+    let mut once = scripts().enqueue_once.call_in(&keys);
+    once.arg(60_000);
+    for j in [&with_key, &plain] {
+        j.push(&keys, &mut once);
+        let k = j.idempotency_key.clone().unwrap_or_default();
+        once.key(keys.idempotency(&k)).arg(k);
+    }
+    let expected = vec![with_key.id.to_string(), plain.id.to_string()];
+    for _ in 0..2 {
+        let got: Vec<String> = once.query(&mut *con).await.unwrap();
+        assert_eq!(got, expected);
+    }
+    let ready: i64 = redis::cmd("LLEN")
+        .arg(env.key("ready:default"))
+        .query(&mut r)
+        .unwrap();
+    let active: i64 = redis::cmd("HGET")
+        .arg(env.key("stats"))
+        .arg("active")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(
+        (ready, active),
+        (3, 3),
+        "a job of the idempotent chunk was queued twice"
+    );
+
     let mut admit = scripts().admit.call_in(&keys);
     admit.key(keys.lease("w:0"));
     // Lease ms, room, tags, then an empty section (acks.lua).
@@ -225,14 +264,15 @@ async fn calls_sent_twice_do_their_work_once() {
         .arg(0)
         .arg(0)
         .arg(0);
-    let _: redis::Value = admit.query(&mut *con).await.unwrap();
-    let again = admit.query::<redis::Value, _>(&mut *con).await;
-    assert!(
-        again
-            .as_ref()
-            .is_err_and(|e| e.to_string().contains("LEASETAKEN")),
-        "{again:?}"
-    );
+    // The second run hands out again what the first admitted: the worker
+    // never saw the first reply, and starts them now.
+    let handed = |reply: Vec<redis::Value>| -> Vec<String> {
+        redis::from_redis_value::<Vec<String>>(reply[0].clone()).unwrap()
+    };
+    let first = handed(admit.query(&mut *con).await.unwrap());
+    let again = handed(admit.query(&mut *con).await.unwrap());
+    assert_eq!(first.len(), 9, "three jobs, three values each: {first:?}");
+    assert_eq!(first, again);
     let state: String = redis::cmd("HGET")
         .arg(env.key("state"))
         .arg(job.id.as_str())

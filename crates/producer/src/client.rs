@@ -79,6 +79,20 @@ impl Client {
         &self.parts
     }
 
+    /// Records the partition count, once per client, before its first
+    /// write of a job or a key: connecting only reads it (partitions.rs).
+    pub(crate) async fn record_partitions(
+        &self,
+        con: &mut sluice_shared::redis_conn::Pooled,
+    ) -> Result<()> {
+        if !self.recorded.load(std::sync::atomic::Ordering::Relaxed) {
+            self.parts.check(&mut **con, true).await?;
+            self.recorded
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
     /// The keys of job `id`'s partition.
     pub(crate) fn keys_of(&self, id: &str) -> &Keys {
         self.parts.by_id(id)
@@ -124,11 +138,7 @@ impl Client {
         let mut ids: Vec<JobId> = jobs.iter().map(|j| j.id.clone()).collect();
         let mut written: Vec<String> = Vec::new();
         let mut con = self.pool.get().await?;
-        if !self.recorded.load(std::sync::atomic::Ordering::Relaxed) {
-            self.parts.check(&mut *con, true).await?;
-            self.recorded
-                .store(true, std::sync::atomic::Ordering::Relaxed);
-        }
+        self.record_partitions(&mut con).await?;
         for (p, group) in groups.iter().enumerate().filter(|(_, g)| !g.is_empty()) {
             let keys = &self.parts.all()[p];
             let part: Vec<&NewJob> = group.iter().map(|&i| &jobs[i]).collect();

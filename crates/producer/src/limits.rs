@@ -276,6 +276,8 @@ impl Client {
             sluice_shared::template::MAX_KEY_BYTES,
         )?;
         let mut con = self.pool.get().await?;
+        // A pause or a limit set on a new namespace fixes its partition count.
+        self.record_partitions(&mut con).await?;
         let keys = self.parts.by_key(key);
         let mut call = script.call_in(keys);
         call.key(keys.slots(key)).key(keys.wait(key)).arg(key);

@@ -30,8 +30,9 @@
 --     them: how long after the slot freed they were admitted;
 --   refused: ended executions whose result was refused (see acks.lua).
 -- Or the error STALETAGS (nothing written) when the caller's view of the
--- tags registry is out of date; or LEASETAKEN (nothing written) when this
--- call's lease key exists: the same call ran before.
+-- tags registry is out of date. When this call's lease key holds items (the
+-- same call ran before), nothing is written and the reply hands out again
+-- the jobs that run admitted and that still run under it.
 --
 -- Due delayed entries and the ready lists' heads of the worker's tags are
 -- taken in the order they became ready (a delayed entry at its due time, a
@@ -43,11 +44,28 @@
 -- moment a worker commits to run a job: its slot is taken here, by Redis time.
 
 if stale_tags() then return redis.error_reply(STALE_TAGS) end
--- Each call has a lease key of its own: one that exists means this call ran
--- already (a cluster client may send a call twice when its connection
--- drops). Nothing is written; the jobs that run gave out are recovered at
--- its lease's deadline, as the caller never started them.
-if redis.call('EXISTS', KEYS[NS + 1]) == 1 then return redis.error_reply('LEASETAKEN this call ran already') end
+-- Each call has a lease key of its own: one that holds items means this
+-- call ran already (a cluster client may send a call twice when its
+-- connection drops) and its caller never saw the reply. Nothing is written:
+-- the jobs that run admitted and that still run under it are handed out
+-- again, so the caller starts them (their ends, recorded by that run, are
+-- not refused).
+local ran = redis.call('LRANGE', KEYS[NS + 1], 0, -1)
+if #ran > 0 then
+  local again = {}
+  for _, item in ipairs(ran) do
+    local attempt, entry = parse_lease_item(item)
+    local id = attempt and entry_id(entry)
+    local st = id and state_of(id)
+    local spec = id and raw_spec(id)
+    if st and spec and st.status == 'running' and st.attempt == attempt then
+      again[#again + 1] = entry
+      again[#again + 1] = spec
+      again[#again + 1] = redis.call('HGET', STATE, id)
+    end
+  end
+  return { again, {}, 1, -1, {}, {}, {}, {} }
+end
 local now = now_ms()
 local now_s = ms_str(now)
 local deadline_s = ms_str(now + tonumber(ARGV[1]))

@@ -24,9 +24,10 @@ local fstate, entry = KEYS[NS + 1], ARGV[1]
 local id = entry_id(entry)
 local st = state_of(id)
 if not st or st.status ~= 'running' or st.attempt ~= tonumber(ARGV[2]) then return 'refused' end
--- The driver runs while the flow is active; parked or queued, this call
--- already ran (a cluster client may send a call twice): its steps exist.
-if st.words.drive ~= 'active' then return 'refused' end
+-- The driver runs while the flow is active; parked or queued under this
+-- same attempt, this call already ran (a cluster client may send a call
+-- twice): its steps exist, and it answers as that run did.
+if st.words.drive ~= 'active' then return 'parked' end
 if st.words.cancel then return 'cancel' end
 
 local u = tonumber(ARGV[3])

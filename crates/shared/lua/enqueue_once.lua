@@ -26,6 +26,20 @@ local per = JOB_ARGS + 1
 local n = (#ARGV - 1) / per
 local bad = unknown_tag(1, per, n)
 if bad then return redis.error_reply('tag ' .. bad .. ' is not registered') end
+-- The same call run twice (a cluster client may resend a call whose
+-- connection dropped, and it may have run) writes nothing the second time
+-- and answers as the first did: ids are fresh, so a stored one was written
+-- by this call.
+for i = 1, n do
+  if redis.call('HEXISTS', JOBS, ARGV[1 + per * (i - 1) + 1]) == 1 then
+    for j = 1, n do
+      local a = 1 + per * (j - 1)
+      local own = ARGV[a + 1]
+      ids[j] = ARGV[a + per] ~= '' and redis.call('GET', KEYS[NS + 2 * j]) or own
+    end
+    return ids
+  end
+end
 for i = 1, n do
   local a = 1 + per * (i - 1)
   local idem_key, key = KEYS[NS + 2 * i], ARGV[a + per]

@@ -505,7 +505,7 @@ impl Config {
                 ),
             ));
         }
-        if self.partitions > 1 && self.prefix.contains('#') {
+        if self.prefix.contains('#') {
             // Partition tags are `prefix#i`: a prefix with '#' could meet them.
             return Err(bad(
                 "prefix",
@@ -1031,6 +1031,14 @@ concurrency = { max = 5, window_s = 1 }
                 "scripts.\"a\".concurrency.key",
             ),
             ("[scripts.\"a\"]\ncommand = []", "scripts.\"a\".command"),
+            ("prefix = \"a#1\"", "prefix"),
+            ("partitions = 0", "partitions"),
+            ("partitions = 257", "partitions"),
+            ("wait_replicas = 17", "wait_replicas"),
+            (
+                "partitions = 2\n[scripts.\"s\"]\ncommand = [\"true\"]\nconcurrency = { max = 1 }\n[flows.\"f\"]\n[[flows.\"f\".steps]]\nid = \"a\"\nscript = \"s\"",
+                "needs partitions = 1",
+            ),
             (
                 "[scripts.\"a\"]\nmax_attempts = 0",
                 "scripts.\"a\".max_attempts",

@@ -38,7 +38,9 @@ struct Driver<'a> {
     /// Replicas drive.lua's writes must reach (`wait_replicas`).
     replicas: u32,
     state: String,
-    con: sluice_shared::redis_conn::Pooled,
+    /// A handle on a multiplexed connection, not the pooled one: a drive
+    /// waiting for replicas must not hold one of the pool's few.
+    con: sluice_shared::redis_conn::Connection,
 }
 
 impl Driver<'_> {
@@ -46,7 +48,7 @@ impl Driver<'_> {
         Ok(redis::cmd("HGET")
             .arg(&self.state)
             .arg(field)
-            .query_async(&mut *self.con)
+            .query_async(&mut self.con)
             .await?)
     }
     async fn set(&mut self, field: &str, value: &str) -> Result<()> {
@@ -54,7 +56,7 @@ impl Driver<'_> {
             .arg(&self.state)
             .arg(field)
             .arg(value)
-            .query_async(&mut *self.con)
+            .query_async(&mut self.con)
             .await?)
     }
 }
@@ -71,12 +73,12 @@ async fn plan(
         keys,
         replicas: config.replicas(),
         state: keys.flow_state(&job.id),
-        con: pool.get().await?,
+        con: (*pool.get().await?).clone(),
     };
     let fields: Vec<Option<String>> = redis::cmd("HMGET")
         .arg(&d.state)
         .arg(&["fstep", "fe_total", "fe_next", "failed", "active"])
-        .query_async(&mut *d.con)
+        .query_async(&mut d.con)
         .await?;
     let num = |i: usize| fields[i].as_deref().and_then(|v| v.parse::<usize>().ok());
     let (fstep, fe_total, fe_next) = (num(0), num(1), num(2));
@@ -147,7 +149,7 @@ async fn plan(
                     pipe.hset(&d.state, format!("e:{}:{k}", step.id), item.to_string())
                         .ignore();
                 }
-                pipe.query_async::<()>(&mut *d.con).await?;
+                pipe.query_async::<()>(&mut d.con).await?;
                 next = 0;
                 items.len()
             }
@@ -165,7 +167,7 @@ async fn plan(
                 redis::cmd("HMGET")
                     .arg(&d.state)
                     .arg(&fields)
-                    .query_async(&mut *d.con)
+                    .query_async(&mut d.con)
                     .await?
             };
             let array: Vec<Value> = parts
@@ -194,7 +196,7 @@ async fn plan(
             let items: Vec<Option<String>> = redis::cmd("HMGET")
                 .arg(&d.state)
                 .arg(&fields)
-                .query_async(&mut *d.con)
+                .query_async(&mut d.con)
                 .await?;
             for (k, item) in (next..).zip(items) {
                 let item: Value = item
@@ -320,7 +322,7 @@ async fn park(
     let mut tags: Vec<&str> = children.iter().map(|c| c.tag.as_str()).collect();
     tags.sort_unstable();
     tags.dedup();
-    sluice_shared::tags::ensure(keys, &mut *d.con, &tags).await?;
+    sluice_shared::tags::ensure(keys, &mut d.con, &tags).await?;
     let mut call = scripts().drive.call_in(keys);
     call.key(d.state.clone());
     let total = total.map(|t| t.to_string()).unwrap_or_default();
@@ -338,7 +340,7 @@ async fn park(
     }
     // Parking and its steps must survive a failover like an admission does.
     call.replicated(d.replicas);
-    let outcome: String = call.query(&mut *d.con).await?;
+    let outcome: String = call.query(&mut d.con).await?;
     Ok(match outcome.as_str() {
         "parked" | "requeued" => Outcome::Parked,
         "cancel" => Outcome::Cancelled,
