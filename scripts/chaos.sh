@@ -28,7 +28,7 @@
 #
 #   scripts/chaos.sh [--jobs N] [--small] [--workers N] [--no-faults]
 #                    [--emulate-bugs] [--seed S] [--report FILE]
-#                    [--timeout-s S] [--keep]
+#                    [--timeout-s S] [--keep] [--partitions N]
 #
 #   --small       ~300 jobs, faults compressed: under 90 s (for the test suite)
 #   --no-faults   the same run without faults: must pass (no false alarms)
@@ -47,6 +47,9 @@
 #   --report FILE the summary as JSON
 #   --keep        keep the run's directory (logs, configs) even when it passes
 #                 (it is always kept when a check fails, and named)
+#   --partitions N  split the namespace into N partitions (every process of
+#                 the run gets SLUICE_PARTITIONS=N); the flow is left out, as
+#                 its keyed steps are refused with more than one partition
 #   SLUICE_BIN_DIR=target/debug scripts/chaos.sh   use already-built binaries
 #                 (else: cargo build --release -p sluice-producer -p sluice-worker)
 #
@@ -71,6 +74,7 @@ SEED="${SLUICE_CHAOS_SEED:-$(( $(date +%s) % 100000 ))}"
 REPORT=""
 KEEP=0
 TIMEOUT_S=""
+PARTITIONS=1
 while [ $# -gt 0 ]; do
     case "$1" in
         --jobs) JOBS="${2:?--jobs needs a number}"; shift 2 ;;
@@ -87,11 +91,13 @@ while [ $# -gt 0 ]; do
         --timeout-s) TIMEOUT_S="${2:?--timeout-s needs seconds}"; shift 2 ;;
         --timeout-s=*) TIMEOUT_S="${1#*=}"; shift ;;
         --keep) KEEP=1; shift ;;
+        --partitions) PARTITIONS="${2:?--partitions needs a number}"; shift 2 ;;
+        --partitions=*) PARTITIONS="${1#*=}"; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "chaos.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
-for v in WORKERS SEED; do
+for v in WORKERS SEED PARTITIONS; do
     [[ "${!v}" =~ ^[0-9]+$ ]] || { echo "chaos.sh: --${v,,} must be a whole number" >&2; exit 2; }
 done
 [ -z "$JOBS" ] || [[ "$JOBS" =~ ^[0-9]+$ && "$JOBS" -ge 1 ]] || { echo "chaos.sh: --jobs must be a number >= 1" >&2; exit 2; }
@@ -117,6 +123,13 @@ else
     HANG_AT_MS=6000; HANG_WAIT_MAX_MS=10000
     RESTART_AT_MS=30000
     WAIT_TIMEOUT_S="${TIMEOUT_S:-300}"
+fi
+# Several partitions: every process of the run splits the namespace (the
+# environment reaches the workers and the command line), and the flow, whose
+# steps have keys of their own, is left out (refused with partitions > 1).
+if [ "$PARTITIONS" -gt 1 ]; then
+    export SLUICE_PARTITIONS="$PARTITIONS"
+    FLOWS=0
 fi
 HANG_MS=$(( 3 * LEASE_S * 1000 ))
 # A hang must catch w0 running a command that outlives the lease it holds.
@@ -491,7 +504,7 @@ for f in "$TMP"/ids-*.txt; do
 done | while read -r id; do
     sluice status "$id" --json >>"$TMP/flows.jsonl" 2>>"$TMP/logs/cli.log" || true
 done
-"$PY" "$CHAOS/check.py" results --port "$REDIS_PORT" --prefix chaos --out "$TMP/results.json" ||
+"$PY" "$CHAOS/check.py" results --port "$REDIS_PORT" --prefix chaos --partitions "$PARTITIONS" --out "$TMP/results.json" ||
     say "could not read the results from Redis"
 
 # --- stop the fleet, then judge -------------------------------------------------------------

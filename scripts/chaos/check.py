@@ -473,9 +473,37 @@ def resp_call(port, *args):
             return resp_read(f)
 
 
+def crc16(data):
+    """CRC16/XMODEM, as Redis Cluster hashes a key's tag."""
+    crc = 0
+    for b in data:
+        crc ^= b << 8
+        for _ in range(8):
+            crc = ((crc << 1) ^ 0x1021) if crc & 0x8000 else (crc << 1)
+            crc &= 0xFFFF
+    return crc
+
+
+def partition_tags(prefix, n):
+    """The hash tags of a namespace's n partitions (crates/shared/src/partitions.rs)."""
+    if n == 1:
+        return [prefix]
+    tags = []
+    for i in range(n):
+        lo, hi = i * 16384 // n, (i + 1) * 16384 // n
+        tag, k = "%s#%d" % (prefix, i), 0
+        while not lo <= crc16(tag.encode()) % 16384 < hi:
+            k += 1
+            tag = "%s#%d.%d" % (prefix, i, k)
+        tags.append(tag)
+    return tags
+
+
 def cmd_results(a):
-    flat = resp_call(a.port, "HGETALL", "{%s}:results" % a.prefix) or []
-    out = {flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)}
+    out = {}
+    for tag in partition_tags(a.prefix, a.partitions):
+        flat = resp_call(a.port, "HGETALL", "{%s}:results" % tag) or []
+        out.update({flat[i]: flat[i + 1] for i in range(0, len(flat) - 1, 2)})
     with open(a.out, "w") as f:
         json.dump(out, f)
     return 0
@@ -947,6 +975,7 @@ def main():
     r = sub.add_parser("results")
     r.add_argument("--port", type=int, required=True)
     r.add_argument("--prefix", required=True)
+    r.add_argument("--partitions", type=int, default=1)
     r.add_argument("--out", required=True)
     j = sub.add_parser("judge")
     j.add_argument("--dir", required=True)
