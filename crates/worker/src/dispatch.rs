@@ -256,8 +256,12 @@ async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Recei
     let freed = d.freed.clone();
     let (listening_tx, listening_rx) = watch::channel(false);
     let wake = Arc::new(Notify::new());
+    // Renewals on a connection of their own: a WAIT blocks the connection
+    // it is sent on (wait_replicas, replicas lagging), and a renewal queued
+    // behind an admission's WAIT could come back after the local deadline.
+    let renew_pool = redis_conn::pool(&target, 1).unwrap_or_else(|_| pool.clone());
     let renewer = tokio::spawn(lease::renew_loop(
-        pool.clone(),
+        renew_pool,
         keys.clone(),
         running.clone(),
         lease,
