@@ -48,8 +48,8 @@
 #   --keep        keep the run's directory (logs, configs) even when it passes
 #                 (it is always kept when a check fails, and named)
 #   --partitions N  split the namespace into N partitions (every process of
-#                 the run gets SLUICE_PARTITIONS=N); the flow is left out, as
-#                 its keyed steps are refused with more than one partition
+#                 the run gets SLUICE_PARTITIONS=N); the flow's keyed steps
+#                 then cross between partitions
 #   SLUICE_BIN_DIR=target/debug scripts/chaos.sh   use already-built binaries
 #                 (else: cargo build --release -p sluice-producer -p sluice-worker)
 #
@@ -125,11 +125,10 @@ else
     WAIT_TIMEOUT_S="${TIMEOUT_S:-300}"
 fi
 # Several partitions: every process of the run splits the namespace (the
-# environment reaches the workers and the command line), and the flow, whose
-# steps have keys of their own, is left out (refused with partitions > 1).
+# environment reaches the workers and the command line); the flow's keyed
+# steps then live away from their runs and cross through the hand-off.
 if [ "$PARTITIONS" -gt 1 ]; then
     export SLUICE_PARTITIONS="$PARTITIONS"
-    FLOWS=0
 fi
 HANG_MS=$(( 3 * LEASE_S * 1000 ))
 # A hang must catch w0 running a command that outlives the lease it holds.

@@ -21,3 +21,6 @@ cargo test --workspace --no-fail-fast "$@"
 SLUICE_TEST_CLUSTER=1 cargo test --no-fail-fast \
   --test limits --test keyed --test crash --test flows -- \
   --skip redis_restart --skip outage_longer --skip redis_coming_back
+# The flow suite once more on a cluster with its namespaces in 3 partitions:
+# keyed steps live away from their runs and cross through the hand-off.
+SLUICE_TEST_CLUSTER=1 SLUICE_TEST_PARTITIONS=3 cargo test --no-fail-fast --test flows

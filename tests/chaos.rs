@@ -36,8 +36,8 @@ fn the_limit_and_the_data_hold_under_faults() {
 }
 
 /// The same faults with the namespace in 3 partitions: each worker runs a
-/// loop per partition, sharing its room; the flow is left out (its keyed
-/// steps are refused with several partitions).
+/// loop per partition, sharing its room, and the flow's keyed steps live
+/// away from their runs, crossing through the hand-off.
 #[test]
 fn the_limit_and_the_data_hold_under_faults_with_partitions() {
     chaos_passes(&["--partitions", "3"]);

@@ -295,3 +295,91 @@ command = ["sh", "-c", "sleep 2.5"]
     worker.signal("TERM");
     worker.wait_for_log("worker stopped");
 }
+
+/// A flow whose steps have keys of their own: each step lives in its key's
+/// partition, away from its run, and crosses through the hand-off both
+/// ways (its start to its partition, its end back to the run). Every key
+/// keeps its limit, the results reach the run, nothing is left in any
+/// hand-off hash, and a worker killed mid-run loses nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flows_steps_cross_partitions_and_back_on_a_cluster() {
+    let scratch = Scratch::new("partitions-flow");
+    let log = scratch.path("commands.log");
+    let cmd = logging_command(&log, 0.2);
+    let env = TestEnv::with_redis(
+        RedisServer::cluster(3, 0),
+        &format!(
+            r#"
+partitions = 3
+[worker]
+concurrency = 6
+lease_s = 2
+[scripts."f/acct"]
+command = {cmd}
+concurrency = {{ max = 1, window_s = 0, key = "acct/$args[a]" }}
+[flows."f/sync"]
+[[flows."f/sync".steps]]
+id = "each"
+for_each = "$flow_input.accounts"
+parallelism = 4
+script = "f/acct"
+args = {{ a = "$item" }}
+"#
+        ),
+    );
+    let client = env.client().await;
+    let accounts: Vec<String> = (0..6).map(|i| format!("a{i}")).collect();
+    let reqs: Vec<JobRequest> = (0..4)
+        .map(|_| JobRequest::new("f/sync", json!({ "accounts": accounts })))
+        .collect();
+    let runs = client.enqueue_batch(&reqs).await.unwrap();
+    let doomed = env.worker(&[], &[]);
+    wait_until("steps run", || {
+        read_command_log(&log)
+            .iter()
+            .filter(|l| l.kind == "END")
+            .count()
+            >= 3
+    });
+    doomed.signal("KILL");
+    let _survivor = env.worker(&[], &[]);
+    let done = env.finish(&client, &runs).await;
+    assert!(done.iter().all(|j| j.status == "succeeded"), "{done:#?}");
+
+    let parts = client.partitions();
+    let mut away = 0;
+    for a in &accounts {
+        let key = format!("acct/{a}");
+        let steps = client
+            .runs(&RunsQuery {
+                concurrency_key: Some(key.clone()),
+                limit: 100,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(steps.len(), 4, "{key}: {steps:#?}");
+        for s in &steps {
+            assert_eq!(parts.of_id(&s.id), parts.of_key(&key), "{key}");
+            let run = s.parent.clone().unwrap();
+            away += usize::from(parts.of_id(&run) != parts.of_id(&s.id));
+        }
+        // One at a time per key, from the commands' own logs.
+        let lines = read_command_log(&log);
+        let most = most_alive_at_once(&lines, |l| steps.iter().any(|s| s.id.as_str() == l.id));
+        assert_eq!(most, 1, "{key}: {most} at once");
+    }
+    assert!(
+        away > 0,
+        "no step lived away from its run: the test proves nothing"
+    );
+    assert_attempts_never_overlap(&read_command_log(&log));
+    for k in parts.all() {
+        let mut r = redis::Client::open(env.redis.node_for(&k.handoff()).as_str())
+            .unwrap()
+            .get_connection()
+            .unwrap();
+        let left: i64 = redis::cmd("HLEN").arg(k.handoff()).query(&mut r).unwrap();
+        assert_eq!(left, 0, "{} still holds work", k.handoff());
+    }
+}

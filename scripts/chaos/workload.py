@@ -80,11 +80,7 @@ def config(a, redis_url):
         out.append("")
     # A flow: one run at a time; `list` emits items, `each` runs f/chaos/pair
     # for each (its limit and keys, shared with the standalone jobs), `done`
-    # is an inline step with a windowed limit on its default key. Left out
-    # when the run has no flows (with several partitions, keyed steps are
-    # refused).
-    if a.flows == 0:
-        return "\n".join(out)
+    # is an inline step with a windowed limit on its default key.
     out += [
         "[flows.%s]" % toml_str(FLOW),
         "concurrency = { max = 1, window_s = 0 }",

@@ -332,7 +332,20 @@ impl TestEnv {
         std::fs::create_dir_all(&dir).unwrap();
         let config_path = dir.join("sluice.toml");
         let mut f = std::fs::File::create(&config_path).unwrap();
-        writeln!(f, "{}\nprefix = {:?}\n{body}", redis.config_lines(), prefix).unwrap();
+        // SLUICE_TEST_PARTITIONS=N runs a suite with its namespaces split
+        // (scripts/test.sh does for the flow suite); a test that names its
+        // own count keeps it.
+        let partitions = match std::env::var("SLUICE_TEST_PARTITIONS") {
+            Ok(n) if !body.contains("partitions") => format!("partitions = {n}\n"),
+            _ => String::new(),
+        };
+        writeln!(
+            f,
+            "{}\nprefix = {:?}\n{partitions}{body}",
+            redis.config_lines(),
+            prefix
+        )
+        .unwrap();
         TestEnv {
             redis,
             prefix,

@@ -298,10 +298,23 @@ impl Client {
         let mut call = scripts().cancel.call_in(keys);
         call.key(keys.slots(&ckey))
             .key(keys.wait(&ckey))
-            .key(keys.flow_state(&spec.parent));
+            .key(keys.parent_state(&spec.parent));
         call.arg(id).arg(&ckey);
         call.replicated(self.config.replicas());
         let outcome: String = call.query(&mut *con).await?;
+        if !spec.parent.is_empty() && !keys.holds(&spec.parent) {
+            // The step's run lives in another partition: its end is carried
+            // there now (or, failing that, at a worker's retention pass).
+            let end = [format!("end:{id}")];
+            sluice_shared::handoff::carry(
+                &mut *con,
+                &self.parts,
+                keys,
+                &end,
+                self.config.replicas(),
+            )
+            .await?;
+        }
         match outcome.as_str() {
             "cancelled" => Ok(CancelOutcome::Cancelled),
             "requested" => Ok(CancelOutcome::Requested),

@@ -4,7 +4,10 @@
 --
 -- KEYS[1..NS]  the namespace keys (records.lua)
 -- KEYS[NS+1]  the flow's state hash ({p}:flow:<id>)
--- KEYS[NS+1+i]  idx:key:K of the i-th step job's concurrency key (any name without one)
+-- KEYS[NS+1+i]  idx:key:K of the i-th step job's concurrency key (any name
+--              without one), or this partition's hand-off hash for a step
+--              that lives in another partition: it is written there
+--              (start:<id>, its 7 values as JSON) instead of enqueued
 -- ARGV[1]  the flow's entry
 -- ARGV[2]  the driver's attempt (fencing)
 -- ARGV[3]  U, then U field/value pairs to set on the flow's state hash
@@ -43,7 +46,15 @@ redis.call('HSET', fstate, unpack(pairs_))
 local acc = new_jobs(now_s)
 for i = 1, n do
   local a = first - 1 + JOB_ARGS * (i - 1)
-  write_job(acc, KEYS[NS + 1 + i], a, now, now_s)
+  if KEYS[NS + 1 + i] == HANDOFF then
+    -- A step of another partition (its key's): it waits here, written with
+    -- the run's parking, until it is enqueued there (handoff.rs).
+    local values = {}
+    for v = 1, JOB_ARGS do values[v] = ARGV[a + v] end
+    redis.call('HSET', HANDOFF, 'start:' .. ARGV[a + 1], cjson.encode(values))
+  else
+    write_job(acc, KEYS[NS + 1 + i], a, now, now_s)
+  end
   redis.call('HSET', fstate, 'c:' .. ARGV[a + 1], '1')
 end
 if n > 0 then redis.call('HINCRBY', fstate, 'active', n) end

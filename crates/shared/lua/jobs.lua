@@ -142,5 +142,12 @@ local function notify_if_step(id, fstate_of, status, payload)
   if not spec or type(spec.parent) ~= 'string' or spec.parent == '' then return false end
   local fstate = fstate_of(spec.parent)
   if not fstate then return false end
+  if fstate == HANDOFF then
+    -- The run lives in another partition: the end waits here, written with
+    -- the step's own end, until step_end.lua records it there.
+    redis.call('HSET', HANDOFF, 'end:' .. id, cjson.encode({
+      p = spec.parent, s = spec.step, i = spec.iter, st = status, pl = payload or '' }))
+    return false
+  end
   return notify_parent(spec.parent, fstate, id, spec.step, spec.iter, status, payload)
 end

@@ -29,6 +29,11 @@ local JOBS, STATE, RESULTS = KEYS[1], KEYS[2], KEYS[3]
 local LEASES, STATS, LIMITS = KEYS[4], KEYS[5], KEYS[6]
 local IDX = { succeeded = KEYS[7], failed = KEYS[8], cancelled = KEYS[9] }
 local TAGS = KEYS[10]
+-- This partition's hand-off hash ({p}:handoff, keys.rs), named from the
+-- jobs hash: a script that declares it for a step's flow run (instead of the
+-- run's state, which lives in another partition) gets the step's end
+-- written there, to be carried over (handoff.rs).
+local HANDOFF = JOBS and (string.sub(JOBS, 1, #JOBS - 4) .. 'handoff') or ''
 local RUNNING = KEYS[11]
 -- The queues of each tag declared (see queues.lua), and NS, the number of
 -- namespace keys. A tag's keys are "<base>ready:<tag>", "<base>delayed:<tag>"

@@ -711,23 +711,6 @@ impl Config {
         if let Some(l) = &step.concurrency {
             l.to_limit(&format!("{at}.concurrency"))?;
         }
-        let keyed = step.concurrency.is_some()
-            || step
-                .script
-                .as_ref()
-                .and_then(|s| self.scripts.get(s))
-                .is_some_and(|s| s.concurrency.is_some());
-        if keyed && self.partitions > 1 {
-            // Its jobs would live in their key's partition, away from the
-            // run that waits for their ends: not built yet (README).
-            return Err(bad(
-                &at,
-                format!(
-                    "a step with a concurrency limit (its own or its script's) needs partitions = 1; this config has {}",
-                    self.partitions
-                ),
-            ));
-        }
         if !(1..=MAX_BATCH).contains(&step.parallelism) {
             return Err(bad(
                 &format!("{at}.parallelism"),
@@ -1035,10 +1018,6 @@ concurrency = { max = 5, window_s = 1 }
             ("partitions = 0", "partitions"),
             ("partitions = 257", "partitions"),
             ("wait_replicas = 17", "wait_replicas"),
-            (
-                "partitions = 2\n[scripts.\"s\"]\ncommand = [\"true\"]\nconcurrency = { max = 1 }\n[flows.\"f\"]\n[[flows.\"f\".steps]]\nid = \"a\"\nscript = \"s\"",
-                "needs partitions = 1",
-            ),
             (
                 "[scripts.\"a\"]\nmax_attempts = 0",
                 "scripts.\"a\".max_attempts",

@@ -568,18 +568,28 @@ impl NewJob {
     /// Adds this job's key and its 7 values to an enqueue.lua or drive.lua
     /// call (see write_job in jobs.lua).
     pub fn push(&self, keys: &crate::Keys, call: &mut crate::scripts::Invocation) {
+        call.key(keys.idx_key(&self.ckey));
+        for v in self.values() {
+            call.arg(v);
+        }
+    }
+
+    /// Its 7 values as write_job in jobs.lua takes them: id, delay_ms, key,
+    /// max, window_ms, tag, and the spec after its created_at.
+    pub fn values(&self) -> [String; 7] {
         let (max, window) = match self.limit {
             Some((m, w)) => (m.to_string(), w.to_string()),
             None => (String::new(), String::new()),
         };
-        call.key(keys.idx_key(&self.ckey));
-        call.arg(&self.id)
-            .arg(self.delay_ms)
-            .arg(&self.ckey)
-            .arg(max)
-            .arg(window)
-            .arg(&self.tag)
-            .arg(self.spec_tail());
+        [
+            self.id.to_string(),
+            self.delay_ms.to_string(),
+            self.ckey.clone(),
+            max,
+            window,
+            self.tag.clone(),
+            self.spec_tail(),
+        ]
     }
 
     /// The limit (max, window_ms) shared by every job of `jobs` when all are

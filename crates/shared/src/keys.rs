@@ -22,6 +22,7 @@
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
 //! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results (`r:<step>`), for-each elements (`e:<step>:<n>`), their results (`i:<step>:<n>`) and count done (`d:<step>`), steps running (`c:<id>`, `active`), the first failure (`failed`) |
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention. A field `\x1f<K>` holds the limit set at run time for K (`sluice limits set`), `max window_ms` |
+//! | `{p}:handoff` | hash | work crossing to another partition (namespaces of several partitions): `start:<id>` -> a flow's step (its 7 enqueue values, JSON) to enqueue in the step's partition; `end:<id>` -> a step's end (JSON: flow run, step, position, status, result) to record in the run's partition; written in the same script as the start or end, removed once carried (handoff.rs) |
 //! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
 //! | `{p}:idem:<key>` | string | the id of the job a caller's idempotency key enqueued; expires after `retention.keep_s` |
 //! | `{prefix}:partitions` | string | how many partitions the namespace has, recorded by the first enqueue or worker start (1 for a namespace that held jobs before it existed; see partitions.rs); always under the namespace's own tag `{prefix}`, not a partition's |
@@ -52,6 +53,9 @@ pub const DEFAULT_TAG: &str = "default";
 pub struct Keys {
     base: String,
     tags: Arc<RwLock<TagView>>,
+    /// This partition's index, and how many the namespace has.
+    index: usize,
+    count: usize,
 }
 
 /// The tags a process knows are registered, and those it must register
@@ -71,10 +75,41 @@ impl Keys {
     /// The keys of one partition, whose hash tag is `tag` (see partitions.rs):
     /// each starts with `{tag}:`.
     pub fn for_tag(tag: &str) -> Self {
+        Keys::partition(tag, 0, 1)
+    }
+
+    /// The keys of partition `index` of `count`, whose hash tag is `tag`.
+    pub fn partition(tag: &str, index: usize, count: usize) -> Self {
         Keys {
             base: format!("{{{tag}}}:"),
             tags: Arc::default(),
+            index,
+            count: count.max(1),
         }
+    }
+
+    /// Whether job `id` lives in this partition (its id tells, see id.rs).
+    pub fn holds(&self, id: &str) -> bool {
+        self.count == 1 || crate::JobId::partition_of(id, self.count) == self.index
+    }
+
+    /// What a script that may end a step declares for the step's flow run
+    /// `parent`: its state hash when the run lives in this partition, else
+    /// this partition's hand-off hash, where the end waits to be carried to
+    /// the run's partition (handoff.rs).
+    pub fn parent_state(&self, parent: &str) -> String {
+        if parent.is_empty() || self.holds(parent) {
+            self.flow_state(parent)
+        } else {
+            self.handoff()
+        }
+    }
+
+    /// Work waiting to cross to another partition: `start:<id>` a flow's
+    /// step to enqueue in its own partition, `end:<id>` a step's end to
+    /// record in its run's partition (handoff.rs).
+    pub fn handoff(&self) -> String {
+        self.key("handoff")
     }
 
     /// How many partitions the namespace has: recorded once, in the

@@ -6,6 +6,7 @@ pub mod entry;
 /// Sluice's [`Error`] and [`Result`].
 pub mod error;
 pub mod flow;
+pub mod handoff;
 pub mod http;
 pub mod id;
 pub mod job;

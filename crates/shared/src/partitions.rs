@@ -52,7 +52,7 @@ impl Partitions {
             vec![Keys::new(prefix)]
         } else {
             (0..count)
-                .map(|i| Keys::for_tag(&tag_of(prefix, i, count)))
+                .map(|i| Keys::partition(&tag_of(prefix, i, count), i, count))
                 .collect()
         };
         // Each producer starts its turn at a random partition: short-lived
@@ -88,7 +88,7 @@ impl Partitions {
     /// The partition of concurrency key `ckey` (FNV-1a, stable across
     /// processes and versions).
     pub fn of_key(&self, ckey: &str) -> usize {
-        (fnv1a(ckey.as_bytes()) % self.count() as u64) as usize
+        key_partition(ckey, self.count())
     }
 
     /// The keys of concurrency key `ckey`'s partition.
@@ -145,6 +145,11 @@ impl Partitions {
         }
         Ok(())
     }
+}
+
+/// The partition of concurrency key `ckey` out of `count`.
+pub fn key_partition(ckey: &str, count: usize) -> usize {
+    (fnv1a(ckey.as_bytes()) % count.max(1) as u64) as usize
 }
 
 /// Partition i's hash tag, out of `count` > 1.

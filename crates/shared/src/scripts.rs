@@ -117,6 +117,8 @@ pub struct Scripts {
     pub limit_override: Script,
     /// Records a namespace's partition count once, and tells it.
     pub partitions: Script,
+    /// Records the end of a step that lived in another partition than its run.
+    pub step_end: Script,
 }
 
 static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
@@ -135,6 +137,7 @@ static SCRIPTS: LazyLock<Scripts> = LazyLock::new(|| Scripts {
     pause: Script::new("pause", include_str!("../lua/pause.lua")),
     limit_override: Script::new("limit_override", include_str!("../lua/limit_override.lua")),
     partitions: Script::new("partitions", include_str!("../lua/partitions.lua")),
+    step_end: Script::new("step_end", include_str!("../lua/step_end.lua")),
 });
 
 /// The scripts, built once per process.
@@ -143,7 +146,7 @@ pub fn scripts() -> &'static Scripts {
 }
 
 impl Scripts {
-    fn all(&self) -> [&Script; 15] {
+    fn all(&self) -> [&Script; 16] {
         [
             &self.enqueue,
             &self.enqueue_once,
@@ -160,6 +163,7 @@ impl Scripts {
             &self.pause,
             &self.limit_override,
             &self.partitions,
+            &self.step_end,
         ]
     }
 

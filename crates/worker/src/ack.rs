@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use sluice_shared::entry::Entry;
+use sluice_shared::entry::{Entry, ID_LEN};
+use sluice_shared::handoff;
+use sluice_shared::partitions::Partitions;
 use sluice_shared::redis_conn::Pool;
 use sluice_shared::scripts::{scripts, Invocation};
 use sluice_shared::Keys;
@@ -116,9 +118,49 @@ impl Acks {
     }
 }
 
+/// Carries, after the call that recorded them succeeded, the ends of steps
+/// whose flow runs live in other partitions (handoff.rs). In a task of its
+/// own: a failure leaves them for the next retention pass.
+pub fn carry_ends(
+    pool: &Pool,
+    parts: &Arc<Partitions>,
+    keys: &Keys,
+    msgs: &[AckMsg],
+    replicas: u32,
+) {
+    let fields: Vec<String> = msgs
+        .iter()
+        .filter_map(|m| match m {
+            AckMsg::Done(d) if !d.parent.is_empty() && !keys.holds(&d.parent) => {
+                Some(format!("end:{}", d.entry.get(..ID_LEN).unwrap_or(&d.entry)))
+            }
+            _ => None,
+        })
+        .collect();
+    if fields.is_empty() {
+        return;
+    }
+    let (pool, parts, keys) = (pool.clone(), parts.clone(), keys.clone());
+    tokio::spawn(async move {
+        let carried = async {
+            let mut con = pool.get().await?;
+            handoff::carry(&mut *con, &parts, &keys, &fields, replicas).await
+        };
+        if let Err(e) = carried.await {
+            tracing::warn!(error = %e, "carrying step ends to their flow runs failed; retried at the next retention pass");
+        }
+    });
+}
+
 /// Runs until `acks` is closed and everything in it is recorded.
 /// With `replicas`, an end counts as recorded once they have it.
-pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>, replicas: u32) {
+pub async fn ack_loop(
+    pool: Pool,
+    keys: Keys,
+    parts: Arc<Partitions>,
+    acks: Arc<Acks>,
+    replicas: u32,
+) {
     // A handle on a multiplexed connection, not the pooled one (see dispatch.rs).
     let mut held: Option<sluice_shared::redis_conn::Connection> = None;
     let mut pause = crate::backoff::FIRST;
@@ -142,6 +184,7 @@ pub async fn ack_loop(pool: Pool, keys: Keys, acks: Arc<Acks>, replicas: u32) {
         }
         match send(&pool, &keys, &mut held, &msgs, replicas).await {
             Ok(refused) => {
+                carry_ends(&pool, &parts, &keys, &msgs, replicas);
                 acks.recorded();
                 warn_refused(refused);
                 pause = crate::backoff::FIRST;
@@ -215,7 +258,9 @@ pub fn push_section(call: &mut Invocation, keys: &Keys, msgs: &[AckMsg], also: &
     }
     call.arg(parents.len());
     for p in &parents {
-        call.key(keys.flow_state(p)).arg(*p);
+        // A run of another partition: the step's end goes to this
+        // partition's hand-off hash, and carry_ends takes it there.
+        call.key(keys.parent_state(p)).arg(*p);
     }
     call.arg(leases.len());
     for l in &leases {

@@ -14,4 +14,6 @@ pub struct Shared {
     pub handlers: Arc<HashMap<String, Arc<dyn Handler>>>,
     pub keys: Keys,
     pub pool: Pool,
+    /// Every partition of the namespace (a flow's steps may live in others).
+    pub parts: Arc<sluice_shared::partitions::Partitions>,
 }

@@ -16,6 +16,7 @@ use futures::stream::{FuturesUnordered, StreamExt};
 use redis::Value;
 use sluice_shared::entry::{Entry, ID_LEN};
 use sluice_shared::error::Result;
+use sluice_shared::handoff;
 use sluice_shared::partitions::Partitions;
 use sluice_shared::records::read_specs;
 use sluice_shared::redis_conn::Connection;
@@ -87,7 +88,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
     redis_conn::ping(&pool, &target).await?;
     redis_conn::check_eviction(&pool).await;
     scripts().load_all(&mut *pool.get().await?).await?;
-    let parts = Partitions::new(&config.prefix, config.partitions as usize);
+    let parts = Arc::new(Partitions::new(&config.prefix, config.partitions as usize));
     parts.check(&mut *pool.get().await?, true).await?;
     for keys in parts.all() {
         // The worker's tags are registered before its first call, and again
@@ -137,6 +138,7 @@ pub async fn run<S: Future<Output = ()> + Send>(
                     handlers: handlers.clone(),
                     keys: keys.clone(),
                     pool: pool.clone(),
+                    parts: parts.clone(),
                 }),
                 keys: keys.clone(),
                 pool: pool.clone(),
@@ -250,6 +252,7 @@ async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Recei
     let acker = tokio::spawn(ack_loop(
         pool.clone(),
         keys.clone(),
+        d.shared.parts.clone(),
         acks.clone(),
         config.replicas(),
     ));
@@ -283,6 +286,17 @@ async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Recei
         keys.clone(),
         retention_cfg,
     ));
+    // Flow work a carrier left in this partition's hand-off hash when it
+    // died (handoff.rs): looked for every HANDOFF_SWEEP, only where flows
+    // can cross partitions.
+    let sweeper = (d.shared.parts.count() > 1 && !config.flows.is_empty()).then(|| {
+        tokio::spawn(handoff::sweep_loop(
+            pool.clone(),
+            d.shared.parts.clone(),
+            keys.clone(),
+            config.replicas(),
+        ))
+    });
     let concurrency = config.worker.concurrency as usize;
     let grace = Duration::from_secs_f64(config.worker.grace_s);
     let room_of = d.room.clone();
@@ -409,6 +423,9 @@ async fn serve(d: Dispatcher, target: redis_conn::Target, mut stop: watch::Recei
     watchdog.abort();
     listener.abort();
     retention.abort();
+    if let Some(s) = sweeper {
+        s.abort();
+    }
 }
 
 /// A wake-up token on each of this worker's tags' markers that has none.
@@ -487,6 +504,13 @@ impl Dispatcher {
         let (admitted, dropped, left, next_in, expired, need, late, refused) = match reply {
             Ok(r) => {
                 if !ended.is_empty() {
+                    crate::ack::carry_ends(
+                        &self.pool,
+                        &self.shared.parts,
+                        &self.keys,
+                        &ended,
+                        self.replicas,
+                    );
                     self.acks.recorded();
                 }
                 r
@@ -577,7 +601,7 @@ impl Dispatcher {
             let ckey = Entry::ckey_of(entry);
             call.key(self.keys.slots(ckey))
                 .key(self.keys.wait(ckey))
-                .key(self.keys.flow_state(&spec.parent))
+                .key(self.keys.parent_state(&spec.parent))
                 .arg(*l)
                 .arg(*attempt)
                 .arg(*entry);
@@ -586,6 +610,11 @@ impl Dispatcher {
         for id in dead {
             ::metrics::counter!(metrics::RECOVERED).increment(1);
             tracing::warn!(job = %id, "recovered a job whose worker was lost; it runs again");
+        }
+        // A recovered step that failed for good told its run through the
+        // hand-off hash when the run lives in another partition.
+        if self.shared.parts.count() > 1 {
+            handoff::sweep(&mut *con, &self.shared.parts, &self.keys, self.replicas).await?;
         }
         Ok(())
     }

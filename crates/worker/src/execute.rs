@@ -42,7 +42,7 @@ pub async fn execute(shared: &Shared, job: &Admitted, started: crate::running::S
         // The flow and command branches are boxed: their futures are large,
         // and every job's task would otherwise be as large as they are.
         let outcome = if job.kind == JobKind::Flow {
-            Box::pin(crate::flow::drive(&shared.pool, &shared.keys, config, job)).await
+            Box::pin(crate::flow::drive(&shared.pool, &shared.keys, &shared.parts, config, job)).await
         } else if let Some(h) = handlers.get(&job.path).filter(|_| !inline_step) {
             Box::pin(run_handler(&**h, ctx, timeout, &mut stop, signal)).await
         } else if let Some(argv) = command {

@@ -7,7 +7,9 @@
 use serde_json::Value;
 use sluice_shared::config::{FlowConfig, StepConfig};
 use sluice_shared::flow::{fill, resolve, Scope};
+use sluice_shared::handoff;
 use sluice_shared::job::{NewJob, StepOf};
+use sluice_shared::partitions::Partitions;
 use sluice_shared::redis_conn::Pool;
 use sluice_shared::scripts::scripts;
 use sluice_shared::{Config, Error, Keys, Result};
@@ -15,14 +17,20 @@ use sluice_shared::{Config, Error, Keys, Result};
 use crate::admitted::{Admitted, Outcome};
 
 /// Runs one drive of the flow job; `Parked` when it handed steps over.
-pub async fn drive(pool: &Pool, keys: &Keys, config: &Config, job: &Admitted) -> Outcome {
+pub async fn drive(
+    pool: &Pool,
+    keys: &Keys,
+    parts: &Partitions,
+    config: &Config,
+    job: &Admitted,
+) -> Outcome {
     let Some(flow) = config.flows.get(&job.path) else {
         return Outcome::Err(format!(
             "flow {:?} is not in this worker's config",
             job.path
         ));
     };
-    match plan(pool, keys, config, flow, job).await {
+    match plan(pool, keys, parts, config, flow, job).await {
         Ok(outcome) => outcome,
         Err(e) => {
             // Planning again is harmless: the run is driven anew once this
@@ -35,6 +43,7 @@ pub async fn drive(pool: &Pool, keys: &Keys, config: &Config, job: &Admitted) ->
 
 struct Driver<'a> {
     keys: &'a Keys,
+    parts: &'a Partitions,
     /// Replicas drive.lua's writes must reach (`wait_replicas`).
     replicas: u32,
     state: String,
@@ -64,6 +73,7 @@ impl Driver<'_> {
 async fn plan(
     pool: &Pool,
     keys: &Keys,
+    parts: &Partitions,
     config: &Config,
     flow: &FlowConfig,
     job: &Admitted,
@@ -71,6 +81,7 @@ async fn plan(
     let input: Value = job.args.clone();
     let mut d = Driver {
         keys,
+        parts,
         replicas: config.replicas(),
         state: keys.flow_state(&job.id),
         con: (*pool.get().await?).clone(),
@@ -298,12 +309,16 @@ fn new_step(
     };
     let mut step_job =
         NewJob::step(config, of, &job.workspace, args).map_err(|e| format!("step {label}: {e}"))?;
-    // A step lives in its run's partition (steps with keys of their own
-    // are refused with several partitions, see config.rs).
+    // A step with a key lives in its key's partition, so that its limit is
+    // kept there with its other jobs'; one without, in its run's.
     let count = config.partitions as usize;
     if count > 1 {
-        step_job.id =
-            sluice_shared::JobId::in_partition(sluice_shared::JobId::partition_of(&job.id, count));
+        let p = if step_job.ckey.is_empty() {
+            sluice_shared::JobId::partition_of(&job.id, count)
+        } else {
+            sluice_shared::partitions::key_partition(&step_job.ckey, count)
+        };
+        step_job.id = sluice_shared::JobId::in_partition(p);
     }
     Ok(step_job)
 }
@@ -335,12 +350,30 @@ async fn park(
         .arg(total)
         .arg("fe_next")
         .arg(next);
+    // A step of another partition is written to this one's hand-off hash,
+    // with the parking, then carried there (handoff.rs).
+    let mut away: Vec<String> = Vec::new();
     for c in &children {
-        c.push(keys, &mut call);
+        if keys.holds(&c.id) {
+            c.push(keys, &mut call);
+        } else {
+            call.key(keys.handoff());
+            for v in c.values() {
+                call.arg(v);
+            }
+            away.push(format!("start:{}", c.id));
+        }
     }
     // Parking and its steps must survive a failover like an admission does.
     call.replicated(d.replicas);
     let outcome: String = call.query(&mut d.con).await?;
+    if !away.is_empty() && (outcome == "parked" || outcome == "requeued") {
+        let carried = handoff::carry(&mut d.con, d.parts, keys, &away, d.replicas).await;
+        if let Err(e) = carried {
+            // They wait in the hand-off hash: a retention pass carries them.
+            tracing::warn!(error = %e, "carrying flow steps to their partitions failed; retried at the next retention pass");
+        }
+    }
     Ok(match outcome.as_str() {
         "parked" | "requeued" => Outcome::Parked,
         "cancel" => Outcome::Cancelled,

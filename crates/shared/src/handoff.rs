@@ -1,0 +1,168 @@
+//! Carrying work between partitions. A flow run lives in one partition and
+//! a step with a key of its own in its key's: a script cannot touch both.
+//! So the script that starts such a step (drive.lua) or ends it (the end of
+//! its job, a cancel, a recovery: notify_if_step in jobs.lua) writes it to
+//! its own partition's hand-off hash, in the same atomic call, and this
+//! module carries it over:
+//!
+//! - `start:<id>`: the step is enqueued in its partition by enqueue.lua,
+//!   which writes nothing for an id it already holds;
+//! - `end:<id>`: the end is recorded in the run's state by step_end.lua,
+//!   which records it only while the run still waits for that step.
+//!
+//! Each is removed from the hand-off hash only once carried, so a process
+//! that dies on the way leaves it for the next carrier: the worker that
+//! wrote it carries it at once; a worker that recovers a lease sweeps that
+//! partition, and every worker sweeps its partitions every [`SWEEP_EVERY`]
+//! when flows can cross partitions. Carrying twice does the work once.
+
+use redis::aio::ConnectionLike;
+
+use crate::error::Result;
+use crate::keys::Keys;
+use crate::partitions::Partitions;
+use crate::scripts::scripts;
+
+/// Most fields one sweep carries.
+const SWEEP: usize = 1000;
+
+/// Carries the hand-off fields `fields` of partition `from` to where they
+/// belong; returns how many it carried. A field already gone was carried
+/// by another process.
+pub async fn carry<C: ConnectionLike>(
+    con: &mut C,
+    parts: &Partitions,
+    from: &Keys,
+    fields: &[String],
+    replicas: u32,
+) -> Result<usize> {
+    if fields.is_empty() {
+        return Ok(0);
+    }
+    let values: Vec<Option<String>> = redis::cmd("HMGET")
+        .arg(from.handoff())
+        .arg(fields)
+        .query_async(con)
+        .await?;
+    let mut carried = 0;
+    for (field, value) in fields.iter().zip(values) {
+        let Some(value) = value else { continue };
+        if let Some(id) = field.strip_prefix("start:") {
+            start(con, parts, id, &value, replicas).await?;
+        } else if let Some(id) = field.strip_prefix("end:") {
+            end(con, parts, id, &value, replicas).await?;
+        } else {
+            tracing::error!(field = %field.escape_debug(), "unknown hand-off field removed");
+        }
+        let _: () = redis::cmd("HDEL")
+            .arg(from.handoff())
+            .arg(field)
+            .query_async(con)
+            .await?;
+        carried += 1;
+    }
+    Ok(carried)
+}
+
+/// Carries whatever partition `from` has waiting (after a crash), up to
+/// [`SWEEP`] fields a call.
+pub async fn sweep<C: ConnectionLike>(
+    con: &mut C,
+    parts: &Partitions,
+    from: &Keys,
+    replicas: u32,
+) -> Result<usize> {
+    if parts.count() == 1 {
+        return Ok(0);
+    }
+    // The hash holds only what is on its way: a handful, unless carriers
+    // keep failing.
+    let fields: Vec<String> = redis::cmd("HKEYS")
+        .arg(from.handoff())
+        .query_async(con)
+        .await?;
+    let fields: Vec<String> = fields.into_iter().take(SWEEP).collect();
+    carry(con, parts, from, &fields, replicas).await
+}
+
+/// How often a worker looks for flow work left in a hand-off hash by a
+/// carrier that died: one HKEYS per partition, only for namespaces of
+/// several partitions with flows in the config.
+pub const SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Sweeps partition `from` every [`SWEEP_EVERY`], for ever.
+pub async fn sweep_loop(
+    pool: crate::redis_conn::Pool,
+    parts: std::sync::Arc<Partitions>,
+    from: Keys,
+    replicas: u32,
+) {
+    loop {
+        tokio::time::sleep(SWEEP_EVERY).await;
+        let swept = async {
+            let mut con = pool.get().await?;
+            sweep(&mut *con, &parts, &from, replicas).await
+        };
+        match swept.await {
+            Ok(n) if n > 0 => {
+                tracing::info!(carried = n, "carried flow work a carrier left behind")
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "carrying flow work between partitions failed"),
+        }
+    }
+}
+
+/// Enqueues step `id` in its own partition from its 7 values (JSON).
+async fn start<C: ConnectionLike>(
+    con: &mut C,
+    parts: &Partitions,
+    id: &str,
+    value: &str,
+    replicas: u32,
+) -> Result<()> {
+    let values: Vec<String> = match serde_json::from_str(value) {
+        Ok(v) if Vec::len(&v) == 7 => v,
+        _ => {
+            tracing::error!(step = %id, "unreadable step start removed from the hand-off; its flow run waits for it: cancel the run");
+            return Ok(());
+        }
+    };
+    let to = parts.by_id(id);
+    crate::tags::ensure(to, con, &[values[5].as_str()]).await?;
+    let mut call = scripts().enqueue.call_in(to);
+    call.arg("full").key(to.idx_key(&values[2]));
+    for v in &values {
+        call.arg(v);
+    }
+    call.replicated(replicas);
+    call.query::<i64, _>(con).await?;
+    Ok(())
+}
+
+/// Records step `id`'s end (JSON, see step_end.lua) in its run's partition.
+async fn end<C: ConnectionLike>(
+    con: &mut C,
+    parts: &Partitions,
+    id: &str,
+    value: &str,
+    replicas: u32,
+) -> Result<()> {
+    #[derive(serde::Deserialize)]
+    struct End {
+        p: String,
+    }
+    let Ok(e) = serde_json::from_str::<End>(value) else {
+        tracing::error!(step = %id, "unreadable step end removed from the hand-off; its flow run waits for it: cancel the run");
+        return Ok(());
+    };
+    let to = parts.by_id(&e.p);
+    let mut call = scripts().step_end.call_in(to);
+    call.key(to.flow_state(&e.p)).arg(id).arg(value);
+    call.replicated(replicas);
+    let got: i64 = call.query(con).await?;
+    if got < 0 {
+        tracing::error!(step = %id, run = %e.p, "unreadable step end removed from the hand-off; its flow run waits for it: cancel the run");
+    }
+    Ok(())
+}
