@@ -383,3 +383,94 @@ args = {{ a = "$item" }}
         assert_eq!(left, 0, "{} still holds work", k.handoff());
     }
 }
+
+/// A step waiting in a hand-off hash is started only while its run still
+/// waits for it: a carrier that comes after the run was cancelled or
+/// purged, or after the step's end was recorded (a stale sweep), drops it
+/// instead of running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_is_carried_to_its_partition_only_while_its_run_waits_for_it() {
+    use sluice_shared::job::{NewJob, StepOf};
+    let env = TestEnv::new(
+        r#"
+partitions = 3
+[scripts."f/acct"]
+command = ["true"]
+concurrency = { max = 1, key = "acct/$args[a]" }
+[flows."f/sync"]
+[[flows."f/sync".steps]]
+id = "one"
+script = "f/acct"
+args = { a = "x" }
+"#,
+    );
+    let client = env.client().await;
+    let parts = client.partitions();
+    let target = sluice_shared::redis_conn::Target::Single(env.redis.url.clone());
+    let pool = sluice_shared::redis_conn::pool(&target, 1).unwrap();
+    let mut con = pool.get().await.unwrap();
+    let mut r = env.redis();
+    // A step of a run in a partition other than the step's key's.
+    let key_part = parts.of_key("acct/x");
+    let run_part = (key_part + 1) % 3;
+    let from = &parts.all()[run_part];
+    let step = |run: &str| {
+        let mut job = NewJob::step(
+            &env.config(),
+            StepOf {
+                flow_id: run.to_string(),
+                flow_path: "f/sync".into(),
+                step: "one".into(),
+                iter: None,
+            },
+            "default",
+            json!({ "a": "x" }),
+        )
+        .unwrap();
+        job.id = sluice_producer::JobId::in_partition(key_part);
+        job
+    };
+    let stored = |r: &mut redis::Connection, id: &str| -> bool {
+        redis::cmd("HEXISTS")
+            .arg(parts.all()[key_part].jobs())
+            .arg(id)
+            .query(r)
+            .unwrap()
+    };
+    for waits in [false, true] {
+        let run = sluice_producer::JobId::in_partition(run_part).to_string();
+        let job = step(&run);
+        if waits {
+            // The run is parked and waits for this step.
+            let _: () = redis::cmd("HSET")
+                .arg(from.state())
+                .arg(&run)
+                .arg("running 1 1 drive=parked")
+                .query(&mut r)
+                .unwrap();
+            let _: () = redis::cmd("HSET")
+                .arg(from.flow_state(&run))
+                .arg(format!("c:{}", job.id))
+                .arg("1")
+                .query(&mut r)
+                .unwrap();
+        }
+        let field = format!("start:{}", job.id);
+        let _: () = redis::cmd("HSET")
+            .arg(from.handoff())
+            .arg(&field)
+            .arg(serde_json::to_string(&job.values()).unwrap())
+            .query(&mut r)
+            .unwrap();
+        let carried = sluice_shared::handoff::carry(&mut *con, parts, from, &[field], 0)
+            .await
+            .unwrap();
+        assert_eq!(carried, 1);
+        assert_eq!(stored(&mut r, &job.id), waits, "run waits: {waits}");
+        let left: i64 = redis::cmd("HLEN")
+            .arg(from.handoff())
+            .query(&mut r)
+            .unwrap();
+        assert_eq!(left, 0);
+    }
+}

@@ -24,11 +24,13 @@ use crate::partitions::Partitions;
 use crate::scripts::scripts;
 
 /// Most fields one sweep carries.
-const SWEEP: usize = 1000;
+const SWEEP: usize = 100;
 
 /// Carries the hand-off fields `fields` of partition `from` to where they
-/// belong; returns how many it carried. A field already gone was carried
-/// by another process.
+/// belong; returns how many it carried. Each is read afresh just before it
+/// is carried (another process may have carried it meanwhile), and one that
+/// fails is left for a later carrier while the others go on: an outage of
+/// one partition holds up only the work bound for it.
 pub async fn carry<C: ConnectionLike>(
     con: &mut C,
     parts: &Partitions,
@@ -36,32 +38,53 @@ pub async fn carry<C: ConnectionLike>(
     fields: &[String],
     replicas: u32,
 ) -> Result<usize> {
-    if fields.is_empty() {
-        return Ok(0);
+    let mut carried = 0;
+    let mut failed = None;
+    for field in fields {
+        match carry_one(con, parts, from, field, replicas).await {
+            Ok(true) => carried += 1,
+            Ok(false) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, field = %field.escape_debug(), "carrying flow work to another partition failed; a sweep tries again");
+                failed.get_or_insert(e);
+            }
+        }
     }
-    let values: Vec<Option<String>> = redis::cmd("HMGET")
+    match failed {
+        Some(e) if carried == 0 => Err(e),
+        _ => Ok(carried),
+    }
+}
+
+/// Carries one field; false when it was gone (carried by another process).
+async fn carry_one<C: ConnectionLike>(
+    con: &mut C,
+    parts: &Partitions,
+    from: &Keys,
+    field: &str,
+    replicas: u32,
+) -> Result<bool> {
+    let value: Option<String> = redis::cmd("HGET")
         .arg(from.handoff())
-        .arg(fields)
+        .arg(field)
         .query_async(con)
         .await?;
-    let mut carried = 0;
-    for (field, value) in fields.iter().zip(values) {
-        let Some(value) = value else { continue };
-        if let Some(id) = field.strip_prefix("start:") {
-            start(con, parts, id, &value, replicas).await?;
-        } else if let Some(id) = field.strip_prefix("end:") {
-            end(con, parts, id, &value, replicas).await?;
-        } else {
-            tracing::error!(field = %field.escape_debug(), "unknown hand-off field removed");
-        }
-        let _: () = redis::cmd("HDEL")
-            .arg(from.handoff())
-            .arg(field)
-            .query_async(con)
-            .await?;
-        carried += 1;
+    let Some(value) = value else {
+        return Ok(false);
+    };
+    if let Some(id) = field.strip_prefix("start:") {
+        start(con, parts, from, id, &value, replicas).await?;
+    } else if let Some(id) = field.strip_prefix("end:") {
+        end(con, parts, id, &value, replicas).await?;
+    } else {
+        tracing::error!(field = %field.escape_debug(), "unknown hand-off field removed");
     }
-    Ok(carried)
+    let _: () = redis::cmd("HDEL")
+        .arg(from.handoff())
+        .arg(field)
+        .query_async(con)
+        .await?;
+    Ok(true)
 }
 
 /// Carries whatever partition `from` has waiting (after a crash), up to
@@ -75,13 +98,15 @@ pub async fn sweep<C: ConnectionLike>(
     if parts.count() == 1 {
         return Ok(0);
     }
-    // The hash holds only what is on its way: a handful, unless carriers
-    // keep failing.
-    let fields: Vec<String> = redis::cmd("HKEYS")
+    // One page of names: the hash holds only what is on its way.
+    let (_, flat): (String, Vec<String>) = redis::cmd("HSCAN")
         .arg(from.handoff())
+        .arg(0)
+        .arg("COUNT")
+        .arg(SWEEP)
         .query_async(con)
         .await?;
-    let fields: Vec<String> = fields.into_iter().take(SWEEP).collect();
+    let fields: Vec<String> = flat.into_iter().step_by(2).take(SWEEP).collect();
     carry(con, parts, from, &fields, replicas).await
 }
 
@@ -113,10 +138,14 @@ pub async fn sweep_loop(
     }
 }
 
-/// Enqueues step `id` in its own partition from its 7 values (JSON).
+/// Enqueues step `id` in its own partition from its 7 values (JSON), if
+/// its run (in partition `from`) still waits for it: a run cancelled, ended
+/// or purged meanwhile, or a step whose end is already recorded (a stale
+/// sweep), is not started.
 async fn start<C: ConnectionLike>(
     con: &mut C,
     parts: &Partitions,
+    from: &Keys,
     id: &str,
     value: &str,
     replicas: u32,
@@ -128,6 +157,24 @@ async fn start<C: ConnectionLike>(
             return Ok(());
         }
     };
+    // The run is named in the step's spec (its part after created_at).
+    let run = serde_json::from_str::<serde_json::Value>(&format!("{{{}", values[6]))
+        .ok()
+        .and_then(|spec| spec.get("parent")?.as_str().map(str::to_string))
+        .unwrap_or_default();
+    let (waits, state): (bool, Option<String>) = redis::pipe()
+        .hexists(from.flow_state(&run), format!("c:{id}"))
+        .hget(from.state(), &run)
+        .query_async(con)
+        .await?;
+    let running = state
+        .as_deref()
+        .and_then(crate::state::State::parse)
+        .is_some_and(|st| st.status == "running" && !st.cancel);
+    if !waits || !running {
+        tracing::info!(step = %id, run = %run, "step not started: its run no longer waits for it");
+        return Ok(());
+    }
     let to = parts.by_id(id);
     crate::tags::ensure(to, con, &[values[5].as_str()]).await?;
     let mut call = scripts().enqueue.call_in(to);

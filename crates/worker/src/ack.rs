@@ -120,7 +120,7 @@ impl Acks {
 
 /// Carries, after the call that recorded them succeeded, the ends of steps
 /// whose flow runs live in other partitions (handoff.rs). In a task of its
-/// own: a failure leaves them for the next retention pass.
+/// own: a failure leaves them for a sweep (within 2 s).
 pub fn carry_ends(
     pool: &Pool,
     parts: &Arc<Partitions>,
@@ -147,7 +147,7 @@ pub fn carry_ends(
             handoff::carry(&mut *con, &parts, &keys, &fields, replicas).await
         };
         if let Err(e) = carried.await {
-            tracing::warn!(error = %e, "carrying step ends to their flow runs failed; retried at the next retention pass");
+            tracing::warn!(error = %e, "carrying step ends to their flow runs failed; a sweep tries again within 2 s");
         }
     });
 }

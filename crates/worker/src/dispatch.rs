@@ -614,7 +614,17 @@ impl Dispatcher {
         // A recovered step that failed for good told its run through the
         // hand-off hash when the run lives in another partition.
         if self.shared.parts.count() > 1 {
-            handoff::sweep(&mut *con, &self.shared.parts, &self.keys, self.replicas).await?;
+            let (pool, parts) = (self.pool.clone(), self.shared.parts.clone());
+            let (keys, replicas) = (self.keys.clone(), self.replicas);
+            tokio::spawn(async move {
+                let swept = async {
+                    let mut con = pool.get().await?;
+                    handoff::sweep(&mut *con, &parts, &keys, replicas).await
+                };
+                if let Err(e) = swept.await {
+                    tracing::warn!(error = %e, "carrying flow work after a recovery failed; the next sweep tries again");
+                }
+            });
         }
         Ok(())
     }

@@ -370,8 +370,8 @@ async fn park(
     if !away.is_empty() && (outcome == "parked" || outcome == "requeued") {
         let carried = handoff::carry(&mut d.con, d.parts, keys, &away, d.replicas).await;
         if let Err(e) = carried {
-            // They wait in the hand-off hash: a retention pass carries them.
-            tracing::warn!(error = %e, "carrying flow steps to their partitions failed; retried at the next retention pass");
+            // They wait in the hand-off hash: a sweep carries them.
+            tracing::warn!(error = %e, "carrying flow steps to their partitions failed; a sweep tries again within 2 s");
         }
     }
     Ok(match outcome.as_str() {
