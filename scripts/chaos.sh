@@ -43,7 +43,7 @@
 #   --seed S      the workload's and the faults' random choices (default:
 #                 from the clock, or SLUICE_CHAOS_SEED); printed at the start
 #   --timeout-s S how long `sluice wait` may take once all is enqueued
-#                 (default 45 with --small, else 300)
+#                 (default 90 with --small, else 300)
 #   --report FILE the summary as JSON
 #   --keep        keep the run's directory (logs, configs) even when it passes
 #                 (it is always kept when a check fails, and named)
@@ -115,7 +115,9 @@ if [ "$SMALL" -eq 1 ]; then
     KILL_FIRST_MS=2500; KILL_EVERY_MS=3500
     HANG_AT_MS=2000; HANG_WAIT_MAX_MS=8000
     RESTART_AT_MS=14000
-    WAIT_TIMEOUT_S="${TIMEOUT_S:-45}"
+    # Random kills keep landing while it waits: a max-1 key whose long job
+    # is killed again and again needs room (one was killed 6 times running).
+    WAIT_TIMEOUT_S="${TIMEOUT_S:-90}"
 else
     JOBS="${JOBS:-2000}"
     BATCHES=12; SPREAD_MS=40000; FLOWS=3
