@@ -22,11 +22,19 @@
 -- (flow id -> state hash), leases (key names), first (ARGV index before the
 -- first execution), n (executions), next_key (the KEYS index after it) }.
 local function read_section(a, k)
-  local sec = { declared = {}, fstates = {}, leases = {} }
+  -- A key's { slots, wait } pair is made when first asked for: most
+  -- declared keys end by their count and are never looked up.
+  local at, k0 = {}, k
+  local declared = setmetatable({}, { __index = function(t, key)
+    local j = at[key]
+    if not j then return nil end
+    local v = { slots = KEYS[k0 + 2 * j - 2], wait = KEYS[k0 + 2 * j - 1] }
+    t[key] = v
+    return v
+  end })
+  local sec = { declared = declared, fstates = {}, leases = {} }
   local m = tonumber(ARGV[a])
-  for j = 1, m do
-    sec.declared[ARGV[a + j]] = { slots = KEYS[k + 2 * j - 2], wait = KEYS[k + 2 * j - 1] }
-  end
+  for j = 1, m do at[ARGV[a + j]] = j end
   a, k = a + m + 1, k + 2 * m
   local q = tonumber(ARGV[a])
   for p = 1, q do sec.fstates[ARGV[a + p]] = KEYS[k + p - 1] end
@@ -58,10 +66,15 @@ local function record_acks(sec, now, now_s)
   local states = redis.call('HMGET', STATE, unpack(ids))
   -- A keyed execution's end reads its key's running count (held.lua): the
   -- counts in one HMGET.
-  local ckeys = {}
+  -- eck[i]: the i-th execution's key, cut once (nil without one).
+  local ckeys, eck = {}, {}
   for i = 1, n do
     local e = ARGV[b + 5 * i - 4]
-    if #e > 36 then ckeys[#ckeys + 1] = entry_ckey(e) end
+    if #e > 36 then
+      local k = string.sub(e, 38)
+      eck[i] = k
+      ckeys[#ckeys + 1] = k
+    end
   end
   if #ckeys > 0 then held_load(ckeys) end
 
@@ -157,11 +170,12 @@ local function record_acks(sec, now, now_s)
     end
   end
 
-  -- Whether a keyed execution's end is only one fewer running: a key with
-  -- no window and no keys of its own (held.lua). Counts it if so.
-  local function counted_end(entry)
-    local ckey = entry_ckey(entry)
-    if not ends_by_count(ckey) then return false end
+  -- Whether the i-th execution's end is only one fewer running: a key with
+  -- no window and no keys of its own (held.lua). Counts it if so. Its
+  -- count was read above (held_load).
+  local function counted_end(i)
+    local ckey = eck[i]
+    if HS[ckey] or HW[ckey] then return false end
     running_add(ckey, -1)
     return true
   end
@@ -175,7 +189,7 @@ local function record_acks(sec, now, now_s)
     local a = b + 5 * i - 5
     local entry, attempt, started = ARGV[a + 1], ARGV[a + 2], ARGV[a + 3]
     if ARGV[a + 4] == 'ok' and states[i] == 'running ' .. attempt .. ' ' .. started
-      and (#entry == 36 or counted_end(entry)) then
+      and (#entry == 36 or counted_end(i)) then
       local s = 'succeeded ' .. attempt .. ' ' .. now_s .. ' started=' .. started
       local id = ids[i]
       state_cache[id] = s

@@ -106,15 +106,22 @@ end
 -- Keyed entries are admitted by their key's running count alone (held.lua)
 -- unless the key has keys of its own or is full: only those need slots:K
 -- and wait:K declared. Their specs (for the stamped max) and counts are read
--- here, one HMGET each.
+-- here, one HMGET each. A keyed entry's id and key are cut once, here,
+-- into E_ID and E_CKEY (entry -> its id, its key): a keyed job costs a few
+-- table reads after this, not a string cut each time it is looked at.
+local E_ID, E_CKEY = {}, {}
 do
   local keyed_ids, ckeys = {}, {}
+  local sub = string.sub
   for _, src in ipairs(srcs) do
-    for i = 1, #src.list, src.step do
-      local e = src.list[i]
-      if #e > 36 and string.sub(e, 1, 5) ~= 'wake ' then
-        keyed_ids[#keyed_ids + 1] = id_of(e)
-        ckeys[#ckeys + 1] = entry_ckey(e)
+    local list, due = src.list, src.due
+    for i = 1, #list, src.step do
+      local e = list[i]
+      if #e > 36 and (not due or sub(e, 1, 5) ~= 'wake ') then
+        local id, ckey = sub(e, 1, 36), sub(e, 38)
+        E_ID[e], E_CKEY[e] = id, ckey
+        keyed_ids[#keyed_ids + 1] = id
+        ckeys[#ckeys + 1] = ckey
       end
     end
   end
@@ -130,9 +137,10 @@ local tentative, not_by_count = {}, {}
 -- Whether an entry of key ckey can be admitted by the count alone. A job
 -- without a valid stamped limit can: it is failed as corrupt, and a key
 -- without keys of its own holds nothing reserved for it.
--- Returns whether, and the stamped max and window when valid.
+-- Returns whether, and the stamped max and window when valid. Its count
+-- was read above (held_load).
 local function by_count(id, ckey)
-  if not_by_count[ckey] or is_structured(ckey) then return false end
+  if not_by_count[ckey] or HS[ckey] then return false end
   local max, window = stamped_limit(id, ckey)
   if not max then return true end
   local t = (tentative[ckey] or HN[ckey]) + 1
@@ -193,9 +201,9 @@ while true do
     break
   end
   local ckey = ''
-  if wake then ckey = string.sub(entry, 6) else ckey = entry_ckey(entry) end
+  if wake then ckey = string.sub(entry, 6) else ckey = E_CKEY[entry] or '' end
   local counted, max, window = false, nil, nil
-  if not blocked and ckey ~= '' and not wake then counted, max, window = by_count(id_of(entry), ckey) end
+  if not blocked and ckey ~= '' and not wake then counted, max, window = by_count(E_ID[entry], ckey) end
   if blocked or (ckey ~= '' and not counted and not declared[ckey]) then
     blocked, more = true, true
     if ckey ~= '' and not declared[ckey] and not need_seen[ckey] then
@@ -216,7 +224,7 @@ if picked >= room then more = true end
 
 local job_ids = {}
 for k, entry in ipairs(ord) do
-  if not ord_wake[k] then job_ids[#job_ids + 1] = id_of(entry) end
+  if not ord_wake[k] then job_ids[#job_ids + 1] = E_ID[entry] or id_of(entry) end
 end
 for _, src in ipairs(srcs) do
   if src.due then
@@ -378,7 +386,16 @@ for k, entry in ipairs(ord) do
     local fast = s and spec and (ckey == '' or ord_counted[k]) and string.find(s, 'queued 0 ', 1, true) == 1
       and not is_flow_spec(spec)
     if fast and ckey ~= '' then
-      if ord_max[k] then running_add(ckey, 1, ord_win[k], id) else fast = false end
+      -- running_add, inlined: the count was read (held_load) and only grows.
+      if ord_max[k] then
+        local n = HN[ckey]
+        if n == 0 then held_in_use[ckey] = id end
+        HN[ckey] = n + 1
+        HDIRTY[ckey] = true
+        if ord_win[k] ~= 0 then HW[ckey] = true end
+      else
+        fast = false
+      end
     end
     if fast then
       put_state(id, first_run)

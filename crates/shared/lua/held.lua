@@ -51,6 +51,9 @@ local held_touched = {}
 -- (prune_limits.lua), and `sluice limits` must list it while it runs.
 local held_in_use = {}
 
+-- Counts as text, without a string.format each.
+local HELD_DIGITS = { [0] = '0', '1', '2', '3', '4', '5', '6', '7', '8', '9' }
+
 -- What may follow the count: whether it says " w".
 local HELD_FLAGS = { [''] = false, [' s'] = false, [' w'] = true, [' w s'] = true }
 
@@ -120,13 +123,6 @@ local function running_add(ckey, d, window, id)
   HDIRTY[ckey] = true
 end
 
--- Whether an execution of K that ends is only one fewer running: no
--- window may be running and K has no keys of its own.
-local function ends_by_count(ckey)
-  held_count(ckey)
-  return not HS[ckey] and not HW[ckey]
-end
-
 -- Whether K's jobs need slots:K and wait:K.
 local function is_structured(ckey)
   held_count(ckey)
@@ -139,6 +135,17 @@ local function touch_key(ckey, slots, wait)
   held_count(ckey)
   held_touched[ckey] = { slots = slots, wait = wait }
   HS[ckey] = true
+end
+
+-- Numbers read from text, kept for the call: the stamped limits of a
+-- batch repeat, and tonumber() parses its text with strtod each time.
+-- Only text is kept: a decoded spec gives numbers, and NaN cannot be a
+-- table key.
+local NUMS = {}
+local function number_of(s)
+  local v = tonumber(s)
+  if type(s) == 'string' then NUMS[s] = v or false end
+  return v
 end
 
 -- The limit stamped on job `id` for key `ckey`: max (at least 1) and
@@ -163,8 +170,8 @@ local function stamped_limit(id, ckey)
     local spec = spec_of(id)
     if spec and spec.ckey == ckey then m, w = spec.max, spec.window_ms end
   end
-  m, w = tonumber(m), tonumber(w)
-  if m == nil or w == nil or m < 1 then return nil end
+  m, w = NUMS[m] or number_of(m), NUMS[w] or number_of(w)
+  if not m or not w or m < 1 then return nil end
   return m, w
 end
 
@@ -203,7 +210,7 @@ local function flush_held()
     if n == 0 and not s then
       dels[#dels + 1] = k
     else
-      local v = string.format('%d', n)
+      local v = HELD_DIGITS[n] or string.format('%d', n)
       if HW[k] then v = v .. ' w' end
       if s then v = v .. ' s' end
       sets[#sets + 1] = k
