@@ -8,6 +8,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use sluice_producer::{JobId, JobRequest, RunsQuery};
+use sluice_shared::handoff;
 use sluice_shared::partitions::Partitions;
 use sluice_tests::*;
 
@@ -384,15 +385,9 @@ args = {{ a = "$item" }}
     }
 }
 
-/// A step waiting in a hand-off hash is started only while its run still
-/// waits for it: a carrier that comes after the run was cancelled or
-/// purged, or after the step's end was recorded (a stale sweep), drops it
-/// instead of running it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_step_is_carried_to_its_partition_only_while_its_run_waits_for_it() {
-    use sluice_shared::job::{NewJob, StepOf};
-    let env = TestEnv::new(
-        r#"
+/// A flow whose one step has a key of its own, in a namespace of 3
+/// partitions: its step can live away from its run.
+const CROSSING: &str = r#"
 partitions = 3
 [scripts."f/acct"]
 command = ["true"]
@@ -402,34 +397,56 @@ concurrency = { max = 1, key = "acct/$args[a]" }
 id = "one"
 script = "f/acct"
 args = { a = "x" }
-"#,
-    );
+"#;
+
+/// The step job of run `run` of CROSSING's flow, with an id of partition
+/// `part` (its key's).
+fn crossing_step(env: &TestEnv, run: &str, part: usize) -> sluice_shared::job::NewJob {
+    let mut job = sluice_shared::job::NewJob::step(
+        &env.config(),
+        sluice_shared::job::StepOf {
+            flow_id: run.to_string(),
+            flow_path: "f/sync".into(),
+            step: "one".into(),
+            iter: None,
+        },
+        "default",
+        json!({ "a": "x" }),
+    )
+    .unwrap();
+    job.id = sluice_producer::JobId::in_partition(part);
+    job
+}
+
+/// CROSSING's namespace, its client, a pool of its own, the partition of
+/// the step's key and one other for its runs.
+async fn crossing() -> (
+    TestEnv,
+    sluice_producer::Client,
+    sluice_shared::redis_conn::Pool,
+    usize,
+    usize,
+) {
+    let env = TestEnv::new(CROSSING);
     let client = env.client().await;
-    let parts = client.partitions();
     let target = sluice_shared::redis_conn::Target::Single(env.redis.url.clone());
     let pool = sluice_shared::redis_conn::pool(&target, 1).unwrap();
+    let key_part = client.partitions().of_key("acct/x");
+    (env, client, pool, key_part, (key_part + 1) % 3)
+}
+
+/// A step waiting in a hand-off hash is started only while its run still
+/// waits for it: a carrier that comes after the run was cancelled or
+/// purged, or after the step's end was recorded (a stale sweep), drops it
+/// instead of running it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_is_carried_to_its_partition_only_while_its_run_waits_for_it() {
+    let (env, client, pool, key_part, run_part) = crossing().await;
+    let parts = client.partitions();
     let mut con = pool.get().await.unwrap();
     let mut r = env.redis();
-    // A step of a run in a partition other than the step's key's.
-    let key_part = parts.of_key("acct/x");
-    let run_part = (key_part + 1) % 3;
     let from = &parts.all()[run_part];
-    let step = |run: &str| {
-        let mut job = NewJob::step(
-            &env.config(),
-            StepOf {
-                flow_id: run.to_string(),
-                flow_path: "f/sync".into(),
-                step: "one".into(),
-                iter: None,
-            },
-            "default",
-            json!({ "a": "x" }),
-        )
-        .unwrap();
-        job.id = sluice_producer::JobId::in_partition(key_part);
-        job
-    };
+    let step = |run: &str| crossing_step(&env, run, key_part);
     let stored = |r: &mut redis::Connection, id: &str| -> bool {
         redis::cmd("HEXISTS")
             .arg(parts.all()[key_part].jobs())
@@ -473,4 +490,96 @@ args = { a = "x" }
             .unwrap();
         assert_eq!(left, 0);
     }
+}
+
+/// With `wait_replicas`, a hand-off entry goes only once the replicas have
+/// what carrying it wrote: on a server with no replica every WAIT comes
+/// back short, so the step is started (and its end recorded) but the entry
+/// stays for a later sweep, which carries it again without doing the work
+/// twice. Without the check the entry went at once, and a failover to a
+/// replica lacking the carried write would lose the step's start or end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_off_entry_stays_until_its_replicas_confirm_the_carry() {
+    let (env, client, pool, key_part, run_part) = crossing().await;
+    let parts = client.partitions();
+    let mut con = pool.get().await.unwrap();
+    let mut r = env.redis();
+    let (run_keys, step_keys) = (&parts.all()[run_part], &parts.all()[key_part]);
+    let run = sluice_producer::JobId::in_partition(run_part).to_string();
+    let job = crossing_step(&env, &run, key_part);
+    let id = job.id.to_string();
+    // The run is parked and waits for its step.
+    let _: () = redis::pipe()
+        .hset(run_keys.state(), &run, "running 1 1 drive=parked")
+        .hset(run_keys.flow_state(&run), format!("c:{id}"), "1")
+        .query(&mut r)
+        .unwrap();
+    let hlen = |r: &mut redis::Connection, keys: &sluice_shared::Keys| -> i64 {
+        redis::cmd("HLEN").arg(keys.handoff()).query(r).unwrap()
+    };
+    let repeated = |r: &mut redis::Connection, keys: &sluice_shared::Keys| -> i64 {
+        redis::cmd("HGET")
+            .arg(keys.stats())
+            .arg("repeated")
+            .query::<Option<i64>>(r)
+            .unwrap()
+            .unwrap_or(0)
+    };
+
+    // The start: written to the run's partition, carried to the step's.
+    let start = format!("start:{id}");
+    let _: () = redis::cmd("HSET")
+        .arg(run_keys.handoff())
+        .arg(&start)
+        .arg(serde_json::to_string(&job.values()).unwrap())
+        .query(&mut r)
+        .unwrap();
+    for round in 1..=2 {
+        let carried = handoff::carry(&mut *con, parts, run_keys, std::slice::from_ref(&start), 1)
+            .await
+            .unwrap();
+        assert_eq!(carried, 0, "round {round}: unconfirmed, so not removed");
+        assert_eq!(hlen(&mut r, run_keys), 1, "round {round}");
+        let ready: i64 = redis::cmd("LLEN")
+            .arg(step_keys.ready("default"))
+            .query(&mut r)
+            .unwrap();
+        assert_eq!(ready, 1, "round {round}: the step is enqueued once");
+    }
+    // The second carry found the step there, and wrote that it did.
+    assert_eq!(repeated(&mut r, step_keys), 1);
+    let carried = handoff::carry(&mut *con, parts, run_keys, &[start], 0)
+        .await
+        .unwrap();
+    assert_eq!(carried, 1);
+    assert_eq!(hlen(&mut r, run_keys), 0);
+
+    // The end: written to the step's partition, carried to the run's.
+    let end = format!("end:{id}");
+    let value = json!({ "p": run, "s": "one", "st": "succeeded", "pl": "null" }).to_string();
+    let _: () = redis::cmd("HSET")
+        .arg(step_keys.handoff())
+        .arg(&end)
+        .arg(&value)
+        .query(&mut r)
+        .unwrap();
+    for round in 1..=2 {
+        let carried = handoff::carry(&mut *con, parts, step_keys, std::slice::from_ref(&end), 1)
+            .await
+            .unwrap();
+        assert_eq!(carried, 0, "round {round}");
+        assert_eq!(hlen(&mut r, step_keys), 1, "round {round}");
+        let waits: bool = redis::cmd("HEXISTS")
+            .arg(run_keys.flow_state(&run))
+            .arg(format!("c:{id}"))
+            .query(&mut r)
+            .unwrap();
+        assert!(!waits, "round {round}: the end is recorded");
+    }
+    assert_eq!(repeated(&mut r, run_keys), 1);
+    let carried = handoff::carry(&mut *con, parts, step_keys, &[end], 0)
+        .await
+        .unwrap();
+    assert_eq!(carried, 1);
+    assert_eq!(hlen(&mut r, step_keys), 0);
 }

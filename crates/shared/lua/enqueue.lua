@@ -17,10 +17,14 @@
 -- The same call run twice (a cluster client retries a call whose connection
 -- dropped, and it may have run) writes nothing the second time: ids are
 -- fresh, so a batch whose first id is stored was written by this call.
+-- That second run counts itself in the stats hash (`repeated`): a write,
+-- so that a WAIT after it also waits for the first run's writes (a
+-- hand-off entry goes only once they are confirmed, handoff.rs).
 
 if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local first_id = ARGV[1] == 'plain' and ARGV[3] or ARGV[1] == 'keyed' and ARGV[5] or ARGV[2]
 if first_id and redis.call('HEXISTS', JOBS, first_id) == 1 then
+  redis.call('HINCRBY', STATS, 'repeated', 1)
   return math.floor((#ARGV - (ARGV[1] == 'plain' and 2 or ARGV[1] == 'keyed' and 4 or 1))
     / (ARGV[1] == 'plain' and 2 or ARGV[1] == 'keyed' and 3 or JOB_ARGS))
 end

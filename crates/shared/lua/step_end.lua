@@ -15,7 +15,9 @@
 --   written) when the caller's view of the tags registry is out of date.
 --
 -- Carrying an end twice records it once: the step's `c:<id>` field goes
--- with the first.
+-- with the first. The second counts itself in the stats hash
+-- (`repeated`): a write, so that the WAIT after it also waits for the
+-- first's writes (handoff.rs).
 
 if stale_tags() then return redis.error_reply(STALE_TAGS) end
 local fstate, id = KEYS[NS + 1], ARGV[1]
@@ -24,7 +26,10 @@ if not ok or type(e) ~= 'table' or type(e.p) ~= 'string' or type(e.s) ~= 'string
   or type(e.st) ~= 'string' then
   return -1
 end
-if redis.call('HEXISTS', fstate, 'c:' .. id) == 0 then return 0 end
+if redis.call('HEXISTS', fstate, 'c:' .. id) == 0 then
+  redis.call('HINCRBY', STATS, 'repeated', 1)
+  return 0
+end
 local iter = e.i
 if type(iter) ~= 'number' then iter = nil end
 local payload = e.pl

@@ -15,6 +15,14 @@
 //! wrote it carries it at once; a worker that recovers a lease sweeps that
 //! partition, and every worker sweeps its partitions every [`SWEEP_EVERY`]
 //! when flows can cross partitions. Carrying twice does the work once.
+//!
+//! With `wait_replicas`, "carried" means the replicas have it: a carry whose
+//! WAIT comes back short leaves its entry, and a later sweep carries it
+//! again until one is confirmed. Otherwise a failover that promoted a
+//! replica without the carried write would lose the step's start or end
+//! while its entry was already gone. A carry that finds its work done
+//! already still writes (it counts itself in the stats hash's `repeated`),
+//! so that its WAIT waits for the first carry's write too.
 
 use redis::aio::ConnectionLike;
 
@@ -27,7 +35,8 @@ use crate::scripts::scripts;
 const SWEEP: usize = 100;
 
 /// Carries the hand-off fields `fields` of partition `from` to where they
-/// belong; returns how many it carried. Each is read afresh just before it
+/// belong; returns how many it carried and removed (not those carried but
+/// left until their replicas confirm them). Each is read afresh just before it
 /// is carried (another process may have carried it meanwhile), and one that
 /// fails is left for a later carrier while the others go on: an outage of
 /// one partition holds up only the work bound for it.
@@ -42,8 +51,11 @@ pub async fn carry<C: ConnectionLike>(
     let mut failed = None;
     for field in fields {
         match carry_one(con, parts, from, field, replicas).await {
-            Ok(true) => carried += 1,
-            Ok(false) => {}
+            Ok(Carried::Removed) => carried += 1,
+            Ok(Carried::Gone) => {}
+            Ok(Carried::Unconfirmed) => {
+                tracing::warn!(field = %field.escape_debug(), "flow work carried to another partition, but fewer replicas than wait_replicas confirmed it: its hand-off entry stays, and a sweep carries it again");
+            }
             Err(e) => {
                 tracing::warn!(error = %e, field = %field.escape_debug(), "carrying flow work to another partition failed; a sweep tries again");
                 failed.get_or_insert(e);
@@ -56,35 +68,50 @@ pub async fn carry<C: ConnectionLike>(
     }
 }
 
-/// Carries one field; false when it was gone (carried by another process).
+/// What carrying one hand-off field did.
+enum Carried {
+    /// Carried (or dropped as unreadable or no longer wanted) and removed.
+    Removed,
+    /// Not there: another process carried it.
+    Gone,
+    /// Carried, but the replicas asked for did not confirm it: left in the
+    /// hand-off hash for a later sweep.
+    Unconfirmed,
+}
+
+/// Carries one field.
 async fn carry_one<C: ConnectionLike>(
     con: &mut C,
     parts: &Partitions,
     from: &Keys,
     field: &str,
     replicas: u32,
-) -> Result<bool> {
+) -> Result<Carried> {
     let value: Option<String> = redis::cmd("HGET")
         .arg(from.handoff())
         .arg(field)
         .query_async(con)
         .await?;
     let Some(value) = value else {
-        return Ok(false);
+        return Ok(Carried::Gone);
     };
-    if let Some(id) = field.strip_prefix("start:") {
-        start(con, parts, from, id, &value, replicas).await?;
+    let confirmed = if let Some(id) = field.strip_prefix("start:") {
+        start(con, parts, from, id, &value, replicas).await?
     } else if let Some(id) = field.strip_prefix("end:") {
-        end(con, parts, id, &value, replicas).await?;
+        end(con, parts, id, &value, replicas).await?
     } else {
         tracing::error!(field = %field.escape_debug(), "unknown hand-off field removed");
+        true
+    };
+    if !confirmed {
+        return Ok(Carried::Unconfirmed);
     }
     let _: () = redis::cmd("HDEL")
         .arg(from.handoff())
         .arg(field)
         .query_async(con)
         .await?;
-    Ok(true)
+    Ok(Carried::Removed)
 }
 
 /// Carries whatever partition `from` has waiting (after a crash), up to
@@ -141,7 +168,8 @@ pub async fn sweep_loop(
 /// Enqueues step `id` in its own partition from its 7 values (JSON), if
 /// its run (in partition `from`) still waits for it: a run cancelled, ended
 /// or purged meanwhile, or a step whose end is already recorded (a stale
-/// sweep), is not started.
+/// sweep), is not started. Returns whether the entry may go: false when
+/// the replicas asked for did not confirm the enqueue.
 async fn start<C: ConnectionLike>(
     con: &mut C,
     parts: &Partitions,
@@ -149,12 +177,12 @@ async fn start<C: ConnectionLike>(
     id: &str,
     value: &str,
     replicas: u32,
-) -> Result<()> {
+) -> Result<bool> {
     let values: Vec<String> = match serde_json::from_str(value) {
         Ok(v) if Vec::len(&v) == 7 => v,
         _ => {
             tracing::error!(step = %id, "unreadable step start removed from the hand-off; its flow run waits for it: cancel the run");
-            return Ok(());
+            return Ok(true);
         }
     };
     // The run is named in the step's spec (its part after created_at).
@@ -173,7 +201,7 @@ async fn start<C: ConnectionLike>(
         .is_some_and(|st| st.status == "running" && !st.cancel);
     if !waits || !running {
         tracing::info!(step = %id, run = %run, "step not started: its run no longer waits for it");
-        return Ok(());
+        return Ok(true);
     }
     let to = parts.by_id(id);
     crate::tags::ensure(to, con, &[values[5].as_str()]).await?;
@@ -183,33 +211,34 @@ async fn start<C: ConnectionLike>(
         call.arg(v);
     }
     call.replicated(replicas);
-    call.query::<i64, _>(con).await?;
-    Ok(())
+    Ok(call.query_confirmed::<i64, _>(con).await?.1)
 }
 
-/// Records step `id`'s end (JSON, see step_end.lua) in its run's partition.
+/// Records step `id`'s end (JSON, see step_end.lua) in its run's
+/// partition; returns whether the entry may go (as for [`start`]).
 async fn end<C: ConnectionLike>(
     con: &mut C,
     parts: &Partitions,
     id: &str,
     value: &str,
     replicas: u32,
-) -> Result<()> {
+) -> Result<bool> {
     #[derive(serde::Deserialize)]
     struct End {
         p: String,
     }
     let Ok(e) = serde_json::from_str::<End>(value) else {
         tracing::error!(step = %id, "unreadable step end removed from the hand-off; its flow run waits for it: cancel the run");
-        return Ok(());
+        return Ok(true);
     };
     let to = parts.by_id(&e.p);
     let mut call = scripts().step_end.call_in(to);
     call.key(to.flow_state(&e.p)).arg(id).arg(value);
     call.replicated(replicas);
-    let got: i64 = call.query(con).await?;
+    let (got, confirmed): (i64, bool) = call.query_confirmed(con).await?;
     if got < 0 {
         tracing::error!(step = %id, run = %e.p, "unreadable step end removed from the hand-off; its flow run waits for it: cancel the run");
+        return Ok(true);
     }
-    Ok(())
+    Ok(confirmed)
 }

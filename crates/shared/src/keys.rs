@@ -16,7 +16,7 @@
 //! | `{p}:leases` | zset | names of lease keys, scored by their deadline (Unix ms) |
 //! | `{p}:lease:<worker>:<n>` | list | the jobs one admit.lua call gave a worker, an item `<attempt> <entry>` each (lease.rs); gone once they have all ended (or been recovered) |
 //! | `{p}:marker:<T>` | list | a wake-up token for idle workers of tag T (BLPOP) |
-//! | `{p}:stats` | hash | `active` (unfinished jobs), `waiting` (of those, waiting on a limit), and the `succeeded`, `failed`, `cancelled` jobs stored (retention lowers them) |
+//! | `{p}:stats` | hash | `active` (unfinished jobs), `waiting` (of those, waiting on a limit), and the `succeeded`, `failed`, `cancelled` jobs stored (retention lowers them); `repeated`: enqueue and step_end calls that found their work done (a re-send, a hand-off carried again) |
 //! | `{p}:running` | hash | concurrency key K -> `<n>`, then ` w` and ` s` when they apply: the executions of K running now (one per running attempt, one per flow run), ` w` while one of them may have a window, ` s` while K's own slots and wait keys may hold something or K has a limit set at run time; absent when nothing runs and K has nothing of its own. A field `\x1f` pins the hash as a hash table; the hash goes with the last count |
 //! | `{p}:slots:<K>` | zset | what K holds beyond its running executions: `<id>#<attempt>` an ended execution in its window (`<id>#f` a flow run's), `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation, and `pause` (no slot: the key admits nothing until its score) ; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |

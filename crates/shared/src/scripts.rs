@@ -246,6 +246,17 @@ impl Invocation {
     /// registered since this process read the registry; nothing was
     /// written) reads the registry and calls again with the new queues.
     pub async fn query<T: FromRedisValue, C: ConnectionLike>(&self, con: &mut C) -> Result<T> {
+        Ok(self.query_confirmed(con).await?.0)
+    }
+
+    /// Like [`Invocation::query`], and also says whether the replicas asked
+    /// for ([`Invocation::replicated`]) confirmed the call's writes: false
+    /// when the WAIT came back short (the reply counts all the same). True
+    /// when no replica was asked for.
+    pub async fn query_confirmed<T: FromRedisValue, C: ConnectionLike>(
+        &self,
+        con: &mut C,
+    ) -> Result<(T, bool)> {
         let mut keys = std::borrow::Cow::Borrowed(&self.keys);
         // Tags are only ever added, and by hand or at a process's start:
         // more than a few in a row would be a registry that keeps changing.
@@ -280,9 +291,9 @@ impl Invocation {
         &self,
         keys: &[String],
         con: &mut C,
-    ) -> redis::RedisResult<T> {
+    ) -> redis::RedisResult<(T, bool)> {
         if self.replicas == 0 {
-            return self.cmd_with(keys).query_async(con).await;
+            return Ok((self.cmd_with(keys).query_async(con).await?, true));
         }
         let short = replicas_short();
         let wait = if short {
@@ -307,7 +318,7 @@ impl Invocation {
                 tracing::warn!(script = self.script.name, asked = self.replicas, got, "writes reached fewer replicas than wait_replicas asks within 1 s: going on, and waiting at most 5 ms for them for the next 5 s (a failover meanwhile could lose those writes)");
             }
         }
-        Ok(reply)
+        Ok((reply, got >= self.replicas))
     }
 }
 
