@@ -548,21 +548,31 @@ async fn a_hand_off_entry_stays_until_its_replicas_confirm_the_carry() {
     }
     // The second carry found the step there, and wrote that it did.
     assert_eq!(repeated(&mut r, step_keys), 1);
-    let carried = handoff::carry(&mut *con, parts, run_keys, &[start], 0)
+
+    // The step ran and ended, its end waits in its partition's hand-off,
+    // and retention removed the step: carried again, the start must not
+    // enqueue it a second time, and goes.
+    let end = format!("end:{id}");
+    let value = json!({ "p": run, "s": "one", "st": "succeeded", "pl": "null" }).to_string();
+    let _: () = redis::pipe()
+        .hset(step_keys.handoff(), &end, &value)
+        .del(step_keys.ready("default"))
+        .hdel(step_keys.jobs(), &id)
+        .hdel(step_keys.state(), &id)
+        .query(&mut r)
+        .unwrap();
+    let carried = handoff::carry(&mut *con, parts, run_keys, &[start], 1)
         .await
         .unwrap();
     assert_eq!(carried, 1);
     assert_eq!(hlen(&mut r, run_keys), 0);
-
-    // The end: written to the step's partition, carried to the run's.
-    let end = format!("end:{id}");
-    let value = json!({ "p": run, "s": "one", "st": "succeeded", "pl": "null" }).to_string();
-    let _: () = redis::cmd("HSET")
-        .arg(step_keys.handoff())
-        .arg(&end)
-        .arg(&value)
+    let ready: i64 = redis::cmd("LLEN")
+        .arg(step_keys.ready("default"))
         .query(&mut r)
         .unwrap();
+    assert_eq!(ready, 0, "an ended step is not enqueued again");
+
+    // The end: carried to the run's partition.
     for round in 1..=2 {
         let carried = handoff::carry(&mut *con, parts, step_keys, std::slice::from_ref(&end), 1)
             .await

@@ -174,7 +174,8 @@ local function record_acks(sec, now, now_s)
   -- no window and no keys of its own (held.lua). Counts it if so. Its
   -- count was read above (held_load).
   local function counted_end(i)
-    local ckey = eck[i]
+    -- An entry shorter than an id (a damaged record) counts as keyless.
+    local ckey = eck[i] or ''
     if HS[ckey] or HW[ckey] then return false end
     running_add(ckey, -1)
     return true

@@ -47,20 +47,23 @@ pub async fn carry<C: ConnectionLike>(
     fields: &[String],
     replicas: u32,
 ) -> Result<usize> {
-    let mut carried = 0;
+    let (mut carried, mut unconfirmed) = (0, 0);
     let mut failed = None;
     for field in fields {
         match carry_one(con, parts, from, field, replicas).await {
             Ok(Carried::Removed) => carried += 1,
             Ok(Carried::Gone) => {}
-            Ok(Carried::Unconfirmed) => {
-                tracing::warn!(field = %field.escape_debug(), "flow work carried to another partition, but fewer replicas than wait_replicas confirmed it: its hand-off entry stays, and a sweep carries it again");
-            }
+            Ok(Carried::Unconfirmed) => unconfirmed += 1,
             Err(e) => {
                 tracing::warn!(error = %e, field = %field.escape_debug(), "carrying flow work to another partition failed; a sweep tries again");
                 failed.get_or_insert(e);
             }
         }
+    }
+    // One line per call, not per entry: while replicas lag, every crossing
+    // and every sweep lands here.
+    if unconfirmed > 0 {
+        tracing::warn!(entries = unconfirmed, "flow work carried to another partition, but fewer replicas than wait_replicas confirmed it: its hand-off entries stay, and sweeps carry them again");
     }
     match failed {
         Some(e) if carried == 0 => Err(e),
@@ -114,27 +117,30 @@ async fn carry_one<C: ConnectionLike>(
     Ok(Carried::Removed)
 }
 
-/// Carries whatever partition `from` has waiting (after a crash), up to
-/// [`SWEEP`] fields a call.
+/// Carries whatever partition `from` has waiting (after a crash, or left
+/// unconfirmed), one HSCAN page from `cursor`; returns the cursor to go on
+/// from (0: the scan is done, start again) and how many it carried. A sweep
+/// that went on from the start each time would see only the first page
+/// while replicas lag and entries stay: those behind it would wait.
 pub async fn sweep<C: ConnectionLike>(
     con: &mut C,
     parts: &Partitions,
     from: &Keys,
     replicas: u32,
-) -> Result<usize> {
+    cursor: u64,
+) -> Result<(u64, usize)> {
     if parts.count() == 1 {
-        return Ok(0);
+        return Ok((0, 0));
     }
-    // One page of names: the hash holds only what is on its way.
-    let (_, flat): (String, Vec<String>) = redis::cmd("HSCAN")
+    let (next, flat): (u64, Vec<String>) = redis::cmd("HSCAN")
         .arg(from.handoff())
-        .arg(0)
+        .arg(cursor)
         .arg("COUNT")
         .arg(SWEEP)
         .query_async(con)
         .await?;
     let fields: Vec<String> = flat.into_iter().step_by(2).take(SWEEP).collect();
-    carry(con, parts, from, &fields, replicas).await
+    Ok((next, carry(con, parts, from, &fields, replicas).await?))
 }
 
 /// How often a worker looks for flow work left in a hand-off hash by a
@@ -149,18 +155,24 @@ pub async fn sweep_loop(
     from: Keys,
     replicas: u32,
 ) {
+    let mut cursor = 0;
     loop {
         tokio::time::sleep(SWEEP_EVERY).await;
         let swept = async {
             let mut con = pool.get().await?;
-            sweep(&mut *con, &parts, &from, replicas).await
+            sweep(&mut *con, &parts, &from, replicas, cursor).await
         };
         match swept.await {
-            Ok(n) if n > 0 => {
-                tracing::info!(carried = n, "carried flow work a carrier left behind")
+            Ok((next, n)) => {
+                cursor = next;
+                if n > 0 {
+                    tracing::info!(carried = n, "carried flow work a carrier left behind")
+                }
             }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(error = %e, "carrying flow work between partitions failed"),
+            Err(e) => {
+                cursor = 0;
+                tracing::warn!(error = %e, "carrying flow work between partitions failed")
+            }
         }
     }
 }
@@ -204,6 +216,17 @@ async fn start<C: ConnectionLike>(
         return Ok(true);
     }
     let to = parts.by_id(id);
+    // A start carried again (its first carry unconfirmed) after the step
+    // ran, ended and was removed by retention, while its end waits in its
+    // own partition's hand-off: the run does not wait for a second run.
+    let ended: bool = redis::cmd("HEXISTS")
+        .arg(to.handoff())
+        .arg(format!("end:{id}"))
+        .query_async(con)
+        .await?;
+    if ended {
+        return Ok(true);
+    }
     crate::tags::ensure(to, con, &[values[5].as_str()]).await?;
     let mut call = scripts().enqueue.call_in(to);
     call.arg("full").key(to.idx_key(&values[2]));

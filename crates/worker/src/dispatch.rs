@@ -619,7 +619,7 @@ impl Dispatcher {
             tokio::spawn(async move {
                 let swept = async {
                     let mut con = pool.get().await?;
-                    handoff::sweep(&mut *con, &parts, &keys, replicas).await
+                    handoff::sweep(&mut *con, &parts, &keys, replicas, 0).await
                 };
                 if let Err(e) = swept.await {
                     tracing::warn!(error = %e, "carrying flow work after a recovery failed; the next sweep tries again");
