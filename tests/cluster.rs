@@ -179,7 +179,8 @@ async fn with_wait_replicas_an_enqueue_returns_only_once_a_replica_has_the_job()
 /// call is out, and the call may have run: enqueue.lua, enqueue_once.lua and
 /// admit.lua must then do their work once (a second enqueue would queue a
 /// job twice, a second admit would leave its first jobs under a lease nobody
-/// renews) and answer as the first run did.
+/// renews) and answer as the first run did, writing only that they were
+/// repeats.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_sent_twice_do_their_work_once() {
     use sluice_shared::scripts::scripts;
@@ -217,7 +218,18 @@ async fn calls_sent_twice_do_their_work_once() {
             .unwrap();
         (ready, active)
     };
+    // Each repeat writes that it was one, so that a WAIT after it covers
+    // the first run's writes (WAIT waits for its own client's last write).
+    let repeated = |r: &mut redis::Connection| -> i64 {
+        redis::cmd("HGET")
+            .arg(env.key("stats"))
+            .arg("repeated")
+            .query::<Option<i64>>(r)
+            .unwrap()
+            .unwrap_or(0)
+    };
     assert_eq!(queued(&mut r), (1, 1), "the job was queued twice");
+    assert_eq!(repeated(&mut r), 1);
 
     // A chunk with an idempotency key and a job without one.
     let with_key = sluice_shared::job::NewJob::build(
@@ -247,6 +259,7 @@ async fn calls_sent_twice_do_their_work_once() {
         (3, 3),
         "a job of the idempotent chunk was queued twice"
     );
+    assert_eq!(repeated(&mut r), 2);
 
     let mut admit = scripts().admit.call_in(&keys);
     admit.key(keys.lease("w:0"));
@@ -268,6 +281,7 @@ async fn calls_sent_twice_do_their_work_once() {
     let again = handed(admit.query(&mut *con).await.unwrap());
     assert_eq!(first.len(), 9, "three jobs, three values each: {first:?}");
     assert_eq!(first, again);
+    assert_eq!(repeated(&mut r), 3);
     let state: String = redis::cmd("HGET")
         .arg(env.key("state"))
         .arg(job.id.as_str())

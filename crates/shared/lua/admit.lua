@@ -49,9 +49,11 @@ if stale_tags() then return redis.error_reply(STALE_TAGS) end
 -- connection drops) and its caller never saw the reply. Nothing is written:
 -- the jobs that run admitted and that still run under it are handed out
 -- again, so the caller starts them (their ends, recorded by that run, are
--- not refused).
+-- not refused). The repeat counts itself in the stats hash (`repeated`): a
+-- write, so that a WAIT after it also waits for the first run's writes.
 local ran = redis.call('LRANGE', KEYS[NS + 1], 0, -1)
 if #ran > 0 then
+  redis.call('HINCRBY', STATS, 'repeated', 1)
   local again = {}
   for _, item in ipairs(ran) do
     local attempt, entry = parse_lease_item(item)

@@ -29,8 +29,13 @@ local st = state_of(id)
 if not st or st.status ~= 'running' or st.attempt ~= tonumber(ARGV[2]) then return 'refused' end
 -- The driver runs while the flow is active; parked or queued under this
 -- same attempt, this call already ran (a cluster client may send a call
--- twice): its steps exist, and it answers as that run did.
-if st.words.drive ~= 'active' then return 'parked' end
+-- twice): its steps exist, and it answers as that run did, counting itself
+-- in the stats hash (`repeated`), a write, so that a WAIT after it also
+-- waits for that run's writes.
+if st.words.drive ~= 'active' then
+  redis.call('HINCRBY', STATS, 'repeated', 1)
+  return 'parked'
+end
 if st.words.cancel then return 'cancel' end
 
 local u = tonumber(ARGV[3])

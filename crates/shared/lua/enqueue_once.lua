@@ -29,9 +29,13 @@ if bad then return redis.error_reply('tag ' .. bad .. ' is not registered') end
 -- The same call run twice (a cluster client may resend a call whose
 -- connection dropped, and it may have run) writes nothing the second time
 -- and answers as the first did: ids are fresh, so a stored one was written
--- by this call.
+-- by this call. A call that writes no job (a repeat, or one whose every
+-- job's key named an earlier one) counts itself in the stats hash
+-- (`repeated`): a write, so that a WAIT after it also waits for the
+-- writes it answers with, which another call made.
 for i = 1, n do
   if redis.call('HEXISTS', JOBS, ARGV[1 + per * (i - 1) + 1]) == 1 then
+    redis.call('HINCRBY', STATS, 'repeated', 1)
     for j = 1, n do
       local a = 1 + per * (j - 1)
       local own = ARGV[a + 1]
@@ -58,6 +62,7 @@ for i = 1, n do
     ids[i] = ARGV[a + 1]
   end
 end
+if acc.n == 0 and n > 0 then redis.call('HINCRBY', STATS, 'repeated', 1) end
 flush_jobs(acc)
 flush_records()
 flush_queues()
