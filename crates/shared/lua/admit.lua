@@ -31,7 +31,8 @@
 --   refused: ended executions whose result was refused (see acks.lua).
 -- Or the error STALETAGS (nothing written) when the caller's view of the
 -- tags registry is out of date. When this call's lease key holds items (the
--- same call ran before), nothing is written and the reply hands out again
+-- same call ran before), nothing is written but the repeat's count
+-- (`repeated` in the stats hash), and the reply hands out again
 -- the jobs that run admitted and that still run under it.
 --
 -- Due delayed entries and the ready lists' heads of the worker's tags are
@@ -46,7 +47,7 @@
 if stale_tags() then return redis.error_reply(STALE_TAGS) end
 -- Each call has a lease key of its own: one that holds items means this
 -- call ran already (a cluster client may send a call twice when its
--- connection drops) and its caller never saw the reply. Nothing is written:
+-- connection drops) and its caller never saw the reply. No job is touched:
 -- the jobs that run admitted and that still run under it are handed out
 -- again, so the caller starts them (their ends, recorded by that run, are
 -- not refused). The repeat counts itself in the stats hash (`repeated`): a

@@ -15,7 +15,7 @@
 --
 -- Every job of the batch is written by this one call, so a batch lands whole.
 -- The same call run twice (a cluster client retries a call whose connection
--- dropped, and it may have run) writes nothing the second time: ids are
+-- dropped, and it may have run) writes no job the second time: ids are
 -- fresh, so a batch whose first id is stored was written by this call.
 -- That second run counts itself in the stats hash (`repeated`): a write,
 -- so that a WAIT after it also waits for the first run's writes (a

@@ -27,7 +27,7 @@ local n = (#ARGV - 1) / per
 local bad = unknown_tag(1, per, n)
 if bad then return redis.error_reply('tag ' .. bad .. ' is not registered') end
 -- The same call run twice (a cluster client may resend a call whose
--- connection dropped, and it may have run) writes nothing the second time
+-- connection dropped, and it may have run) writes no job the second time
 -- and answers as the first did: ids are fresh, so a stored one was written
 -- by this call. A call that writes no job (a repeat, or one whose every
 -- job's key named an earlier one) counts itself in the stats hash
