@@ -617,9 +617,20 @@ impl Dispatcher {
             let (pool, parts) = (self.pool.clone(), self.shared.parts.clone());
             let (keys, replicas) = (self.keys.clone(), self.replicas);
             tokio::spawn(async move {
+                // The whole hash, a page at a time (at most 50): entries left
+                // unconfirmed while replicas lag can fill the first page.
                 let swept = async {
                     let mut con = pool.get().await?;
-                    handoff::sweep(&mut *con, &parts, &keys, replicas, 0).await
+                    let mut cursor = 0;
+                    for _ in 0..50 {
+                        cursor = handoff::sweep(&mut *con, &parts, &keys, replicas, cursor)
+                            .await?
+                            .0;
+                        if cursor == 0 {
+                            break;
+                        }
+                    }
+                    Ok::<_, sluice_shared::Error>(())
                 };
                 if let Err(e) = swept.await {
                     tracing::warn!(error = %e, "carrying flow work after a recovery failed; the next sweep tries again");
