@@ -123,3 +123,126 @@ async fn a_key_that_binds_mid_batch_waits_in_order() {
     assert_started_in_order(&jobs);
     assert_keys_left_nothing(&env);
 }
+
+/// A keyed job enqueued ready now carries its stamped limit in its state,
+/// where admission reads it (one lookup per batch, not a search of each
+/// spec); a malformed one is not trusted: the spec's limit holds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fresh_keyed_job_carries_its_limit_and_a_malformed_one_is_not_trusted() {
+    let scratch = Scratch::new("keyed-stamp");
+    let log = scratch.path("log");
+    let env = TestEnv::new(&config(&log));
+    let client = env.client().await;
+    let two = env.enqueue(&client, "f/two", json!({"k": "s"}), 1).await;
+    let mut r = env.redis();
+    let state: String = redis::cmd("HGET")
+        .arg(env.key("state"))
+        .arg(two[0].as_str())
+        .query(&mut r)
+        .unwrap();
+    assert!(state.starts_with("queued 0 "), "{state}");
+    assert!(state.ends_with(" limit=2/0"), "{state}");
+
+    // Key one/m allows 1 at a time; its jobs' states claim otherwise, in
+    // forms that do not parse (a max of 0, a sign, too many digits, junk).
+    let one = env.enqueue(&client, "f/one", json!({"k": "m"}), 5).await;
+    let claims = [
+        "limit=0/0",
+        "limit=-5/0",
+        "limit=99999999999999999/0",
+        "limit=5x/0",
+        "limit=5/0 extra",
+    ];
+    for (id, claim) in one.iter().zip(claims) {
+        let state: String = redis::cmd("HGET")
+            .arg(env.key("state"))
+            .arg(id.as_str())
+            .query(&mut r)
+            .unwrap();
+        let at = state.find(" limit=").expect("a limit word");
+        let crafted = format!("{} {claim}", &state[..at]);
+        let _: () = redis::cmd("HSET")
+            .arg(env.key("state"))
+            .arg(id.as_str())
+            .arg(crafted)
+            .query(&mut r)
+            .unwrap();
+    }
+    let _workers: Vec<_> = (0..2).map(|_| env.worker(&[], &[])).collect();
+    let jobs = env.finish(&client, &[two, one.clone()].concat()).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    let spans = spans(&read_command_log(&log));
+    assert_eq!(most_at_once(&spans, &one), 1, "key one/m ran two at once");
+    assert_keys_left_nothing(&env);
+}
+
+/// An end is recorded by its key's count alone, without the key's own keys
+/// in the call, unless the worker expects it to need them. Here the key
+/// begins to bind while its job runs on a worker that has not seen it bind:
+/// the script leaves that end unrecorded, the worker sends it again with the
+/// key declared, and the slot goes to the job waiting for it, never two at
+/// once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_whose_key_began_to_bind_meanwhile_is_sent_again_declared() {
+    let scratch = Scratch::new("keyed-redo");
+    let log = scratch.path("log");
+    let gate = scratch.path("gate");
+    let gated = format!(
+        r#"log={log:?}
+echo "START $SLUICE_JOB_ID $SLUICE_ATTEMPT $$ $(date +%s%N)" >> "$log"
+while [ ! -e {gate:?} ]; do sleep 0.01; done
+echo "END $SLUICE_JOB_ID $SLUICE_ATTEMPT $$ $(date +%s%N)" >> "$log"
+echo '"done"'
+"#,
+        log = log.display().to_string(),
+        gate = gate.display().to_string()
+    );
+    let held = format!("[\"sh\", \"-c\", {gated:?}]");
+    let body = format!(
+        r#"
+[worker]
+concurrency = 1
+
+[scripts."g/held"]
+command = {held}
+concurrency = {{ max = 1, window_s = 0, key = "g/$args[k]" }}
+
+[scripts."g/next"]
+command = {next}
+concurrency = {{ max = 1, window_s = 0, key = "g/$args[k]" }}
+"#,
+        next = logging_command(&log, 0.0)
+    );
+    let env = TestEnv::new(&body);
+    let client = env.client().await;
+    let first = env.worker(&[], &[("RUST_LOG", "info,sluice_worker::ack=debug")]);
+    let held = env.enqueue(&client, "g/held", json!({"k": "x"}), 1).await;
+    wait_running(&client, &held, 1).await;
+    // The first worker is full: only the second takes the next job, finds
+    // the key full, and puts the job in its line.
+    let _second = env.worker(&[], &[]);
+    let next = env.enqueue(&client, "g/next", json!({"k": "x"}), 1).await;
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !client
+        .job(next[0].as_str())
+        .await
+        .unwrap()
+        .is_some_and(|j| j.status == "waiting")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the next job never waited"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    std::fs::write(&gate, "").unwrap();
+    let jobs = env
+        .finish(&client, &[held.clone(), next.clone()].concat())
+        .await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    first.wait_for_log("ends sent again with their keys declared");
+    let spans = spans(&read_command_log(&log));
+    let both = [held, next].concat();
+    assert_eq!(most_at_once(&spans, &both), 1, "key g/x ran two at once");
+    assert_keys_left_nothing(&env);
+}

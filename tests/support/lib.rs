@@ -376,7 +376,8 @@ impl TestEnv {
     }
 
     /// Starts a `sluice-worker` process; `wrapper` is a command it runs under
-    /// (for example faketime), `env` extra variables.
+    /// (for example faketime), `env` extra variables (`RUST_LOG` among them
+    /// replaces the default, info).
     pub fn worker(&self, wrapper: &[&str], env: &[(&str, &str)]) -> WorkerProcess {
         let log = self
             .dir
@@ -397,8 +398,8 @@ impl TestEnv {
         let child = Command::new(prog)
             .process_group(0)
             .args(&args)
-            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
             .spawn()

@@ -5,7 +5,8 @@
 --
 -- The section these scripts read, from ARGV[a] and KEYS[k] on:
 --   ARGV: m, then m concurrency keys (each declared once: its slots:K and
---         wait:K are the next 2m KEYS); q, then q flow runs (their state
+--         wait:K are the next 2m KEYS; an ended execution's key need not
+--         be, see record_acks); q, then q flow runs (their state
 --         hashes are the next q KEYS); L, the number of lease keys that
 --         follow in KEYS, whose executions have all ended and are recorded
 --         (here or before): they and their leases go; E, then 5 values per
@@ -49,12 +50,21 @@ end
 
 -- Records the section's executions; returns the entries refused because
 -- their attempt is no longer current (the lease was lost and the job
--- recovered: such a late result is dropped), and whether a flow was put
--- back on the ready list.
+-- recovered: such a late result is dropped), whether a flow was put back on
+-- the ready list, and `redo`: the positions (1 for the section's first
+-- execution) of those not recorded because their key was not declared and
+-- their end needs its slots:K and wait:K (a slot kept for its window, a
+-- waiter to hand it to, a pause): nothing of them is written, and the
+-- caller sends them again with their keys declared. The worker declares
+-- the key of an end it expects to need them (a job stamped with a window,
+-- a key it has seen bind), so most ends are only counted, with no key of
+-- theirs in the call: declaring costs Redis three more strings per end.
+-- While any is not recorded the section's leases stay (end_leases is not
+-- called): a lease goes only once all its executions are recorded.
 local function record_acks(sec, now, now_s)
-  local refused, requeued = {}, false
+  local refused, requeued, redo = {}, false, {}
   local n, b = sec.n, sec.first
-  if n == 0 then return refused, requeued end
+  if n == 0 then return refused, requeued, redo end
   local function fstate_of(parent)
     return sec.fstates[parent]
   end
@@ -104,6 +114,10 @@ local function record_acks(sec, now, now_s)
       local max, window = stamped_limit(id, ckey)
       window = window or 0
       local k = sec.declared[ckey]
+      if not k and ((throttle_ms and not st.words.cancel) or window > 0 or is_structured(ckey)) then
+        redo[#redo + 1] = i
+        return
+      end
       -- The pause goes in first, so that the slot this ends is handed to no
       -- waiter before it is over (a longer pause already set stays); the
       -- slots reserved for waiters come back; and the job itself goes to
@@ -114,7 +128,8 @@ local function record_acks(sec, now, now_s)
         take_back_reservations(k.slots, k.wait, ckey)
         redis.call('LPUSH', k.wait, id .. ' ' .. (max or 1))
       end
-      end_slot(k.slots, k.wait, ckey, token, window, now)
+      -- Undeclared, it is only counted (checked above), as end_slot would.
+      if k then end_slot(k.slots, k.wait, ckey, token, window, now) else running_add(ckey, -1) end
     end
     if st.words.cancel and outcome ~= 'cancelled' then
       outcome = 'cancelled'
@@ -207,12 +222,14 @@ local function record_acks(sec, now, now_s)
     end
   end
   for _, id in ipairs(done) do finish('succeeded', id) end
-  return refused, requeued
+  return refused, requeued, redo
 end
 
--- Removes the lease keys whose executions have all been recorded.
-local function end_leases(sec)
-  if #sec.leases > 0 then
+-- Removes the lease keys whose executions have all been recorded, unless
+-- some of this section's were not (`redo` from record_acks): the caller
+-- sends those leases' ends again, with them.
+local function end_leases(sec, redo)
+  if #redo == 0 and #sec.leases > 0 then
     redis.call('DEL', unpack(sec.leases))
     redis.call('ZREM', LEASES, unpack(sec.leases))
   end

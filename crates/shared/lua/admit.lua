@@ -13,7 +13,7 @@
 -- ARGV[4..]  the section (acks.lua): the worker's ended executions, recorded
 --          first, and the concurrency keys declared (for those and for the
 --          entries it expects to take)
--- Returns: { admitted, dropped, more, next_in_ms, expired, need, late, refused }
+-- Returns: { admitted, dropped, more, next_in_ms, expired, need, late, refused, redo }
 --   admitted: 3 values per admitted job: entry, spec (JSON), and its new
 --     state (which holds the attempt and the start, see records.lua);
 --   dropped: ids not run (cancelled, finished, missing or corrupt);
@@ -28,7 +28,9 @@
 --     queues.lua), for the call it makes when they fall due;
 --   late: entry and late_ms pairs for jobs admitted to a slot reserved for
 --     them: how long after the slot freed they were admitted;
---   refused: ended executions whose result was refused (see acks.lua).
+--   refused: ended executions whose result was refused (see acks.lua);
+--   redo: positions of ended executions not recorded: their key must be
+--     declared (record_acks in acks.lua).
 -- Or the error STALETAGS (nothing written) when the caller's view of the
 -- tags registry is out of date. When this call's lease key holds items (the
 -- same call ran before), nothing is written but the repeat's count
@@ -67,7 +69,17 @@ if #ran > 0 then
       again[#again + 1] = redis.call('HGET', STATE, id)
     end
   end
-  return { again, {}, 1, -1, {}, {}, {}, {} }
+  -- The ended executions the first run left unrecorded (their key was not
+  -- declared) still run their attempt: sent again, declared.
+  local sec, redo = read_section(4, NS + 2), {}
+  for i = 1, sec.n do
+    local a = sec.first + 5 * i - 5
+    local st = parse_lease_item(ARGV[a + 2] .. ' ' .. ARGV[a + 1]) and state_of(entry_id(ARGV[a + 1]))
+    if st and st.status == 'running' and st.attempt == tonumber(ARGV[a + 2]) and st.at == ARGV[a + 3] then
+      redo[#redo + 1] = i
+    end
+  end
+  return { again, {}, 1, -1, {}, {}, {}, {}, redo }
 end
 local now = now_ms()
 local now_s = ms_str(now)
@@ -87,8 +99,8 @@ for _, q in ipairs(served) do note_head(q) end
 -- What ended first: slots it frees and flows it puts back are taken below.
 local sec = read_section(4, NS + 2)
 local declared = sec.declared
-local refused = record_acks(sec, now, now_s)
-end_leases(sec)
+local refused, _, redo = record_acks(sec, now, now_s)
+end_leases(sec, redo)
 -- leased: the lease key's items, one per job admitted (lease_item).
 local admitted, dropped, leased, lates = {}, {}, {}, {}
 -- The state of every job admitted for its first attempt by this call.
@@ -108,8 +120,9 @@ end
 
 -- Keyed entries are admitted by their key's running count alone (held.lua)
 -- unless the key has keys of its own or is full: only those need slots:K
--- and wait:K declared. Their specs (for the stamped max) and counts are read
--- here, one HMGET each. A keyed entry's id and key are cut once, here,
+-- and wait:K declared. Their states and counts are read here, one HMGET
+-- each; a fresh job's state carries its stamped limit (state_limit), and
+-- only the specs of the others are read for it, with one more. A keyed entry's id and key are cut once, here,
 -- into E_ID and E_CKEY (entry -> its id, its key): a keyed job costs a few
 -- table reads after this, not a string cut each time it is looked at.
 local E_ID, E_CKEY = {}, {}
@@ -129,7 +142,13 @@ do
     end
   end
   if #keyed_ids > 0 then
-    preload(raw_specs, JOBS, keyed_ids)
+    load_states(keyed_ids)
+    local want = {}
+    for i = 1, #keyed_ids do
+      local id = keyed_ids[i]
+      if not state_limit(state_cache[id]) then want[#want + 1] = id end
+    end
+    if #want > 0 then preload(raw_specs, JOBS, want) end
     held_load(ckeys)
   end
 end
@@ -144,7 +163,8 @@ local tentative, not_by_count = {}, {}
 -- was read above (held_load).
 local function by_count(id, ckey)
   if not_by_count[ckey] or HS[ckey] then return false end
-  local max, window = stamped_limit(id, ckey)
+  local max, window = state_limit(state_cache[id])
+  if not max then max, window = stamped_limit(id, ckey) end
   if not max then return true end
   local t = (tentative[ckey] or HN[ckey]) + 1
   if t > max then
@@ -236,9 +256,11 @@ for _, src in ipairs(srcs) do
     redis.call('LTRIM', src.q.ready, src.taken, -1)
   end
 end
-local states = {}
+-- Through the cache: the states read above (keyed entries', and with
+-- several sources the ready ones') are not read again, and those this call
+-- wrote (a flow its acks put back) win over Redis's.
 if #job_ids > 0 then
-  states = hmget_all(STATE, job_ids)
+  load_states(job_ids)
   preload(raw_specs, JOBS, job_ids)
 end
 
@@ -380,10 +402,8 @@ for k, entry in ipairs(ord) do
     end
   else
     j = j + 1
-    local id, s, spec = job_ids[j], states[j], raw_specs[job_ids[j]] or nil
-    -- A state this call wrote (a flow its acks put back) is not in Redis yet.
-    local written = state_cache[id]
-    if written ~= nil then s = written or nil end
+    local id = job_ids[j]
+    local s, spec = state_cache[id] or nil, raw_specs[id] or nil
     -- The common case, kept to the fewest Lua operations: a first attempt
     -- of a job without a key, or with one admitted by its count.
     local fast = s and spec and (ckey == '' or ord_counted[k]) and string.find(s, 'queued 0 ', 1, true) == 1
@@ -482,4 +502,4 @@ end
 local expired = redis.call('ZRANGEBYSCORE', LEASES, '-inf', now, 'LIMIT', 0, room)
 local more_n = 0
 if more then more_n = 1 end
-return { admitted, dropped, more_n, next_in, expired, need, lates, refused }
+return { admitted, dropped, more_n, next_in, expired, need, lates, refused, redo }

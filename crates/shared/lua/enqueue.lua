@@ -49,6 +49,7 @@ elseif ARGV[1] == 'keyed' then
   -- The common case of a keyed batch, with fewer values per job.
   local specs, ready, writes = acc.specs, tag_list(acc.ready, ARGV[2]), state_writes
   local stamp, seen, limits = ARGV[3] .. ' ' .. ARGV[4], acc.limits_seen, acc.limits
+  local fresh = fresh_stamped(acc, ARGV[3], ARGV[4])
   local i = 0
   for a = 5, #ARGV, 3 do
     local id, ckey = ARGV[a], ARGV[a + 1]
@@ -56,7 +57,7 @@ elseif ARGV[1] == 'keyed' then
     specs[#specs + 1] = id
     specs[#specs + 1] = '{"created_at":' .. now_s .. ',' .. ARGV[a + 2]
     writes[#writes + 1] = id
-    writes[#writes + 1] = acc.fresh
+    writes[#writes + 1] = fresh
     ready[#ready + 1] = make_entry(id, ckey)
     redis.call('ZADD', KEYS[NS + i], now_s, id)
     if seen[ckey] == nil then

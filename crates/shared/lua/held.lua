@@ -175,6 +175,26 @@ local function stamped_limit(id, ckey)
   return m, w
 end
 
+-- The limit a fresh keyed job's state carries ("queued 0 <ms>
+-- limit=<max>/<window_ms>", see jobs.lua): max (at least 1) and window_ms,
+-- or false when the state carries none, or a malformed one. Parsed once per
+-- distinct state text: the jobs of an enqueue batch share one.
+local STATE_MAX, STATE_WIN = {}, {}
+local function state_limit(s)
+  if not s then return false end
+  local m = STATE_MAX[s]
+  if m == nil then
+    m = false
+    local a, b = string.match(s, '^queued 0 %d+ limit=(%d+)/(%d+)$')
+    if a and #a <= 15 and #b <= 15 and tonumber(a) >= 1 then
+      m = tonumber(a)
+      STATE_WIN[s] = tonumber(b)
+    end
+    STATE_MAX[s] = m
+  end
+  return m, STATE_WIN[s]
+end
+
 -- Writes the counts this call changed, with one HSET and one HDEL: a key
 -- with nothing running and no keys of its own leaves no field behind.
 local function flush_held()

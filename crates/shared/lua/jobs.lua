@@ -11,7 +11,21 @@ local JOB_ARGS = 7
 -- What a batch of new jobs writes, gathered to be sent by flush_jobs():
 -- ready[tag] and delayed[tag] are the entries for each tag's queues.
 local function new_jobs(now_s)
-  return { specs = {}, ready = {}, delayed = {}, limits_seen = {}, limits = {}, n = 0, fresh = 'queued 0 ' .. now_s }
+  return { specs = {}, ready = {}, delayed = {}, limits_seen = {}, limits = {}, n = 0, fresh = 'queued 0 ' .. now_s, fresh_with = {} }
+end
+
+-- The state of a keyed job ready now: the fresh state and the limit it is
+-- stamped with (its spec's max and window_ms), which admit.lua reads from
+-- here with one table lookup per batch (state_limit in held.lua) instead of
+-- searching each job's spec. One string per stamp and batch.
+local function fresh_stamped(acc, max, window_ms)
+  local stamp = max .. '/' .. window_ms
+  local s = acc.fresh_with[stamp]
+  if s == nil then
+    s = acc.fresh .. ' limit=' .. stamp
+    acc.fresh_with[stamp] = s
+  end
+  return s
 end
 
 -- The list of acc's entries for `tag` in `what` (acc.ready or acc.delayed).
@@ -67,7 +81,7 @@ local function write_job(acc, idx_key, a, now, now_s)
     d[#d + 1] = at
     d[#d + 1] = entry
   else
-    put_state(id, acc.fresh)
+    if ckey ~= '' then put_state(id, fresh_stamped(acc, ARGV[a + 4], ARGV[a + 5])) else put_state(id, acc.fresh) end
     local r = tag_list(acc.ready, tag)
     r[#r + 1] = entry
   end

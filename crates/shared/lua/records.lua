@@ -24,6 +24,9 @@
 -- (a flow run's driver), "throttled=<n>" (attempts that ended in a
 -- Retry-After: they do not count toward max_attempts), "cancel" (cancel
 -- requested while running), "dirty" (a flow's step ended while its driver ran).
+-- A keyed job enqueued ready now starts as "queued 0 <ms> limit=<max>/<window_ms>",
+-- its stamped limit, for admit.lua's count-only path (state_limit in
+-- held.lua); parse_state ignores that word, and the first set_state drops it.
 
 local JOBS, STATE, RESULTS = KEYS[1], KEYS[2], KEYS[3]
 local LEASES, STATS, LIMITS = KEYS[4], KEYS[5], KEYS[6]

@@ -3,7 +3,7 @@
 //! jobs (one call per turn, not two). When no turn takes them soon (the
 //! worker has no room, or is draining), the ack task sends them with ack.lua.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +25,10 @@ pub const BATCH: usize = 500;
 /// ack task sends them itself.
 const HANDOFF: Duration = Duration::from_millis(2);
 
+/// Most concurrency keys remembered as binding (see `Acks::bound`): past
+/// it the set starts again empty, and relearns the keys still binding.
+const MAX_BOUND: usize = 4096;
+
 /// What is recorded.
 pub enum AckMsg {
     /// An execution ended.
@@ -36,6 +40,8 @@ pub enum AckMsg {
 
 /// An execution that ended, to be acknowledged.
 pub struct Done {
+    /// Whether to declare its key's own keys (see `Admitted::declare_key`).
+    pub declare_key: bool,
     pub entry: String,
     pub attempt: u32,
     pub outcome: Outcome,
@@ -52,12 +58,22 @@ pub struct Done {
 /// some. Results may ride on any call, but a lease's end only on a call that
 /// no other is in flight beside: a call that fails puts its results back, and
 /// a lease must never be ended before a result it covers is recorded.
+///
+/// An end is recorded by its key's running count alone unless the key binds
+/// (its jobs wait, it is paused or overridden) or the job's slot stays held
+/// for a window: only then does the script need slots:K and wait:K, and
+/// declaring them for every end cost Redis three more strings per end. So an
+/// end's key is declared when the job was stamped with a window, or the key
+/// is in `bound`: keys that admission asked to declare, or that an end
+/// needed declared (the script left that end unrecorded, and it is sent
+/// again, declared).
 #[derive(Default)]
 pub struct Acks {
     pending: Mutex<VecDeque<AckMsg>>,
     notify: Notify,
     closed: AtomicBool,
     carriers: AtomicUsize,
+    bound: Mutex<HashSet<String>>,
 }
 
 impl Acks {
@@ -105,6 +121,56 @@ impl Acks {
         self.carriers.fetch_sub(1, Ordering::SeqCst);
         drop(q);
         self.notify.notify_one();
+    }
+
+    /// The call carrying `msgs` succeeded, except for the ended executions at
+    /// `redo` (positions among its `Done`s, from 1), which the script left
+    /// unrecorded for want of their key's declaration. They go back ahead of
+    /// newer messages, declared from now on, and so do the call's lease
+    /// ends, which the script did not record either (a lease goes only with
+    /// all its executions). Returns the messages recorded.
+    pub fn settle(&self, msgs: Vec<AckMsg>, redo: &[i64]) -> Vec<AckMsg> {
+        if redo.is_empty() {
+            self.recorded();
+            return msgs;
+        }
+        let (mut done, mut back) = (Vec::new(), Vec::new());
+        let mut pos = 0;
+        for m in msgs {
+            match m {
+                AckMsg::Done(mut d) => {
+                    pos += 1;
+                    if redo.contains(&pos) {
+                        self.learn(std::iter::once(Entry::ckey_of(&d.entry)));
+                        d.declare_key = true;
+                        back.push(AckMsg::Done(d));
+                    } else {
+                        done.push(AckMsg::Done(d));
+                    }
+                }
+                lease @ AckMsg::LeaseEnded(_) => back.push(lease),
+            }
+        }
+        tracing::debug!(
+            again = back.len(),
+            "ends sent again with their keys declared"
+        );
+        self.not_recorded(back);
+        done
+    }
+
+    /// Keys whose ends are to be declared from now on.
+    pub fn learn<'a>(&self, ckeys: impl IntoIterator<Item = &'a str>) {
+        let mut bound = self.bound.lock().unwrap();
+        for k in ckeys {
+            if k.is_empty() || bound.contains(k) {
+                continue;
+            }
+            if bound.len() >= MAX_BOUND {
+                bound.clear();
+            }
+            bound.insert(k.to_string());
+        }
     }
 
     /// No more messages come: the ack task sends what is left and ends.
@@ -182,10 +248,10 @@ pub async fn ack_loop(
             acks.notify.notified().await;
             continue;
         }
-        match send(&pool, &keys, &mut held, &msgs, replicas).await {
-            Ok(refused) => {
-                carry_ends(&pool, &parts, &keys, &msgs, replicas);
-                acks.recorded();
+        match send(&pool, &keys, &acks, &mut held, &msgs, replicas).await {
+            Ok((refused, redo)) => {
+                let done = acks.settle(msgs, &redo);
+                carry_ends(&pool, &parts, &keys, &done, replicas);
                 warn_refused(refused);
                 pause = crate::backoff::FIRST;
             }
@@ -209,16 +275,17 @@ pub fn warn_refused(refused: Vec<String>) {
 async fn send(
     pool: &Pool,
     keys: &Keys,
+    acks: &Acks,
     held: &mut Option<sluice_shared::redis_conn::Connection>,
     msgs: &[AckMsg],
     replicas: u32,
-) -> sluice_shared::Result<Vec<String>> {
+) -> sluice_shared::Result<(Vec<String>, Vec<i64>)> {
     if held.is_none() {
         *held = Some((*pool.get().await?).clone());
     }
     let con = held.as_mut().expect("connection just set");
     let mut call = scripts().ack.call_in(keys);
-    push_section(&mut call, keys, msgs, &[]);
+    acks.push_section(&mut call, keys, msgs, &[]);
     let timer = std::time::Instant::now();
     // Not replicated is not recorded: sent again, a repeated end is refused
     // harmlessly (its attempt is over).
@@ -229,10 +296,29 @@ async fn send(
     refused
 }
 
-/// Adds the section acks.lua reads for `msgs`, declaring each concurrency
-/// key (theirs, and `also`) and each flow once: most executions have
-/// neither, and name no key of their own.
-pub fn push_section(call: &mut Invocation, keys: &Keys, msgs: &[AckMsg], also: &[String]) {
+impl Acks {
+    /// Adds the section acks.lua reads for `msgs`, declaring the concurrency
+    /// keys `also` and those of the ends that need theirs (see `Acks`), and
+    /// each flow, once: most executions need neither.
+    pub fn push_section(
+        &self,
+        call: &mut Invocation,
+        keys: &Keys,
+        msgs: &[AckMsg],
+        also: &[String],
+    ) {
+        let bound = self.bound.lock().unwrap();
+        push_section(call, keys, msgs, also, &bound);
+    }
+}
+
+fn push_section(
+    call: &mut Invocation,
+    keys: &Keys,
+    msgs: &[AckMsg],
+    also: &[String],
+    bound: &HashSet<String>,
+) {
     let mut ckeys: Vec<&str> = also.iter().map(String::as_str).collect();
     let mut parents: Vec<&str> = Vec::new();
     let mut leases: Vec<&str> = Vec::new();
@@ -241,7 +327,10 @@ pub fn push_section(call: &mut Invocation, keys: &Keys, msgs: &[AckMsg], also: &
         match m {
             AckMsg::Done(d) => {
                 let ckey = Entry::ckey_of(&d.entry);
-                if !ckey.is_empty() && !ckeys.contains(&ckey) {
+                if !ckey.is_empty()
+                    && (d.declare_key || bound.contains(ckey))
+                    && !ckeys.contains(&ckey)
+                {
                     ckeys.push(ckey);
                 }
                 if !d.parent.is_empty() && !parents.contains(&d.parent.as_str()) {

@@ -50,6 +50,10 @@ pub struct Admitted {
     pub workspace: String,
     pub args: Value,
     pub ckey: String,
+    /// Whether its end is expected to need its key's own keys (slots:K and
+    /// wait:K) declared: a keyed job stamped with a window (or whose spec
+    /// cannot tell), whose slot stays held after it ends.
+    pub declare_key: bool,
     pub id: String,
     /// "flow", "step", or "" for a script's job.
     pub kind: JobKind,
@@ -101,6 +105,7 @@ impl Admitted {
         };
         Admitted {
             id: id.to_string(),
+            declare_key: !ckey.is_empty() && spec.window_ms != Some(0),
             ckey: ckey.to_string(),
             entry,
             attempt: state.attempt,

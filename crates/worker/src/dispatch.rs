@@ -26,7 +26,7 @@ use sluice_shared::{redis_conn, Config, Keys};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use crate::ack::{ack_loop, push_section, warn_refused, AckMsg, Acks, Done};
+use crate::ack::{ack_loop, warn_refused, AckMsg, Acks, Done};
 use crate::admitted::{Admitted, Outcome};
 use crate::context::Shared;
 use crate::execute::execute;
@@ -481,7 +481,8 @@ impl Dispatcher {
         admit.key(lease.to_string());
         admit.arg(self.lease_ms).arg(room).arg(&self.served);
         let ended = self.acks.take(crate::ack::BATCH);
-        push_section(&mut admit, &self.keys, &ended, &ckeys);
+        self.acks
+            .push_section(&mut admit, &self.keys, &ended, &ckeys);
         let timer = std::time::Instant::now();
         // Before the call: the lease's Redis deadline comes after this plus
         // the lease (fence.rs).
@@ -495,24 +496,27 @@ impl Dispatcher {
             Vec<String>,
             Vec<(String, i64)>,
             Vec<String>,
+            Vec<i64>,
         );
         // With wait_replicas, jobs start only once their admission (and the
         // ends this call recorded) are on the replicas: a failover then
         // cannot hand them to a second worker, nor forget an end.
         admit.replicated(self.replicas);
         let reply: Result<Reply> = admit.query(&mut con).await;
-        let (admitted, dropped, left, next_in, expired, need, late, refused) = match reply {
+        let (admitted, dropped, left, next_in, expired, need, late, refused, _) = match reply {
             Ok(r) => {
                 if !ended.is_empty() {
+                    let done = self.acks.settle(ended, &r.8);
                     crate::ack::carry_ends(
                         &self.pool,
                         &self.shared.parts,
                         &self.keys,
-                        &ended,
+                        &done,
                         self.replicas,
                     );
-                    self.acks.recorded();
                 }
+                // A key admission needed declared binds: its ends will too.
+                self.acks.learn(r.5.iter().map(String::as_str));
                 r
             }
             Err(e) => {
@@ -687,6 +691,7 @@ impl Dispatcher {
                 let lost = matches!(outcome, Outcome::Lost);
                 if !matches!(outcome, Outcome::Lost | Outcome::Parked) {
                     acks.push(AckMsg::Done(Done {
+                        declare_key: job.declare_key,
                         entry: job.entry,
                         attempt: job.attempt,
                         outcome,
