@@ -203,3 +203,54 @@ async fn throttled_attempts_do_not_count_and_zero_never_locks_a_key() {
     assert_eq!(out.status.code(), Some(3));
     assert!(String::from_utf8_lossy(&out.stderr).contains("concurrency key"));
 }
+
+/// A worker that has never seen a key bind records a throttle of that key
+/// in the same call that admits its next job: the pause is written first,
+/// so the next job, admitted by the key's count otherwise, waits for it.
+/// (The end must declare the key: left for a second call, it let the job
+/// start at once.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_throttle_pauses_its_key_before_the_same_call_admits_more() {
+    let dir = Scratch::new("throttle");
+    let (log, flag) = (dir.path("starts.log"), dir.path("throttled"));
+    let env = TestEnv::new(&format!(
+        r#"
+[worker]
+concurrency = 1
+
+[scripts."f/api"]
+concurrency = {{ max = 2, window_s = 0, key = "api" }}
+command = ["sh", "-c", "echo \"START api $SLUICE_JOB_ID $SLUICE_ATTEMPT $(date +%s%N)\" >> {log}; if mkdir {flag} 2>/dev/null; then echo '{{\"retry_after_s\": 1.5}}'; exit 75; fi; echo '\"ok\"'"]
+"#,
+        log = log.display(),
+        flag = flag.display()
+    ));
+    let client = env.client().await;
+    let ids = client
+        .enqueue_batch(&[
+            JobRequest::new("f/api", json!({})),
+            JobRequest::new("f/api", json!({})),
+        ])
+        .await
+        .unwrap();
+    let _w = env.worker(&[], &[]);
+    let jobs = env.finish(&client, &ids).await;
+    assert!(jobs.iter().all(|j| j.status == "succeeded"), "{jobs:#?}");
+    let logged = starts(&log);
+    let throttled = logged
+        .iter()
+        .find(|s| s.1 == ids[0].as_str() && s.2 == 1)
+        .expect("the first job's first start")
+        .3;
+    let next = logged
+        .iter()
+        .find(|s| s.1 == ids[1].as_str())
+        .expect("the second job's start")
+        .3;
+    // The pause began when the throttled attempt ended, after it started.
+    assert!(
+        next >= throttled + 1_500_000_000,
+        "the second job started {} ms after the throttled one, inside its 1.5 s pause",
+        (next - throttled) / 1_000_000
+    );
+}

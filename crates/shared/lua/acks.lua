@@ -9,7 +9,9 @@
 --         be, see record_acks); q, then q flow runs (their state
 --         hashes are the next q KEYS); L, the number of lease keys that
 --         follow in KEYS, whose executions have all ended and are recorded
---         (here or before): they and their leases go; E, then 5 values per
+--         (here or before): they and their leases go, unless some
+--         execution of the section is left unrecorded (see record_acks),
+--         and then they are sent again with it; E, then 5 values per
 --         ended execution: entry, attempt, started (the ms of its running
 --         state, as admit.lua handed it out), outcome, payload (the result
 --         for "ok", the reason otherwise); outcome is "ok", "err

@@ -126,6 +126,7 @@ end
 -- into E_ID and E_CKEY (entry -> its id, its key): a keyed job costs a few
 -- table reads after this, not a string cut each time it is looked at.
 local E_ID, E_CKEY = {}, {}
+local keyed_n = 0
 do
   local keyed_ids, ckeys = {}, {}
   local sub = string.sub
@@ -141,7 +142,8 @@ do
       end
     end
   end
-  if #keyed_ids > 0 then
+  keyed_n = #keyed_ids
+  if keyed_n > 0 then
     load_states(keyed_ids)
     local want = {}
     for i = 1, #keyed_ids do
@@ -158,7 +160,10 @@ end
 local tentative, not_by_count = {}, {}
 -- Whether an entry of key ckey can be admitted by the count alone. A job
 -- without a valid stamped limit can: it is failed as corrupt, and a key
--- without keys of its own holds nothing reserved for it.
+-- without keys of its own holds nothing reserved for it. A fresh job's
+-- limit is read from its state (state_limit), written by the same enqueue
+-- call as its spec and trusted as the spec is: its spec is then not
+-- searched, and not checked against the entry's key.
 -- Returns whether, and the stamped max and window when valid. Its count
 -- was read above (held_load).
 local function by_count(id, ckey)
@@ -256,11 +261,13 @@ for _, src in ipairs(srcs) do
     redis.call('LTRIM', src.q.ready, src.taken, -1)
   end
 end
--- Through the cache: the states read above (keyed entries', and with
--- several sources the ready ones') are not read again, and those this call
--- wrote (a flow its acks put back) win over Redis's.
+-- The states read above (keyed entries', and with several sources the
+-- ready ones') are not read again: they, and those this call wrote (a flow
+-- its acks put back), are in state_cache, which wins over `states`. Without
+-- them, one HMGET straight into `states`, the plain jobs' common case.
+local states = {}
 if #job_ids > 0 then
-  load_states(job_ids)
+  if keyed_n == 0 and #srcs <= 1 then states = hmget_all(STATE, job_ids) else load_states(job_ids) end
   preload(raw_specs, JOBS, job_ids)
 end
 
@@ -403,7 +410,9 @@ for k, entry in ipairs(ord) do
   else
     j = j + 1
     local id = job_ids[j]
-    local s, spec = state_cache[id] or nil, raw_specs[id] or nil
+    local s, spec = state_cache[id], raw_specs[id] or nil
+    if s == nil then s = states[j] end
+    s = s or nil
     -- The common case, kept to the fewest Lua operations: a first attempt
     -- of a job without a key, or with one admitted by its count.
     local fast = s and spec and (ckey == '' or ord_counted[k]) and string.find(s, 'queued 0 ', 1, true) == 1

@@ -691,7 +691,10 @@ impl Dispatcher {
                 let lost = matches!(outcome, Outcome::Lost);
                 if !matches!(outcome, Outcome::Lost | Outcome::Parked) {
                     acks.push(AckMsg::Done(Done {
-                        declare_key: job.declare_key,
+                        // A throttle pauses the key: declared, so that the
+                        // pause is written in the call that records the end,
+                        // before that call admits more of the key's jobs.
+                        declare_key: job.declare_key || matches!(outcome, Outcome::Throttle(..)),
                         entry: job.entry,
                         attempt: job.attempt,
                         outcome,
