@@ -70,24 +70,23 @@ local function record_acks(sec, now, now_s)
   local function fstate_of(parent)
     return sec.fstates[parent]
   end
-  local ids = {}
-  for i = 1, n do
-    local e = ARGV[b + 5 * i - 4]
-    ids[i] = entry_id(e)
-  end
-  local states = redis.call('HMGET', STATE, unpack(ids))
   -- A keyed execution's end reads its key's running count (held.lua): the
   -- counts in one HMGET.
   -- eck[i]: the i-th execution's key, cut once (nil without one).
-  local ckeys, eck = {}, {}
+  local ids, ckeys, eck = {}, {}, {}
+  local sub = string.sub
   for i = 1, n do
     local e = ARGV[b + 5 * i - 4]
     if #e > 36 then
-      local k = string.sub(e, 38)
+      ids[i] = sub(e, 1, 36)
+      local k = sub(e, 38)
       eck[i] = k
       ckeys[#ckeys + 1] = k
+    else
+      ids[i] = e
     end
   end
+  local states = redis.call('HMGET', STATE, unpack(ids))
   if #ckeys > 0 then held_load(ckeys) end
 
   -- Anything but a plain success of a job without a key, or with a key
@@ -194,7 +193,14 @@ local function record_acks(sec, now, now_s)
     -- An entry shorter than an id (a damaged record) counts as keyless.
     local ckey = eck[i] or ''
     if HS[ckey] or HW[ckey] then return false end
-    running_add(ckey, -1)
+    -- running_add(ckey, -1), inlined: the count was read, and " w" is not set.
+    local c = HN[ckey]
+    if not c then
+      running_add(ckey, -1)
+    else
+      HN[ckey] = c > 0 and c - 1 or 0
+      HDIRTY[ckey] = true
+    end
     return true
   end
 

@@ -168,8 +168,11 @@ local tentative, not_by_count = {}, {}
 -- was read above (held_load).
 local function by_count(id, ckey)
   if not_by_count[ckey] or HS[ckey] then return false end
-  local max, window = state_limit(state_cache[id])
-  if not max then max, window = stamped_limit(id, ckey) end
+  -- state_limit ran on each keyed entry's state above: its result is read
+  -- straight from its tables.
+  local s = state_cache[id]
+  local max, window = s and STATE_MAX[s], nil
+  if max then window = STATE_WIN[s] else max, window = stamped_limit(id, ckey) end
   if not max then return true end
   local t = (tentative[ckey] or HN[ckey]) + 1
   if t > max then
