@@ -59,7 +59,7 @@ end
 -- waiter to hand it to, a pause): nothing of them is written, and the
 -- caller sends them again with their keys declared. The worker declares
 -- the key of an end it expects to need them (a job stamped with a window,
--- a key it has seen bind), so most ends are only counted, with no key of
+-- a throttle, a key it has seen bind), so most ends are only counted, with no key of
 -- theirs in the call: declaring costs Redis three more strings per end.
 -- While any is not recorded the section's leases stay (end_leases is not
 -- called): a lease goes only once all its executions are recorded.
@@ -70,9 +70,11 @@ local function record_acks(sec, now, now_s)
   local function fstate_of(parent)
     return sec.fstates[parent]
   end
-  -- A keyed execution's end reads its key's running count (held.lua): the
-  -- counts in one HMGET.
-  -- eck[i]: the i-th execution's key, cut once (nil without one).
+  -- The ids, for the states' HMGET, and the keys, cut in one loop. A keyed
+  -- execution's end reads its key's running count (held.lua): the counts
+  -- in one HMGET.
+  -- eck[i]: the i-th execution's key, cut once (nil for an entry of 36
+  -- characters or fewer, '' for one of 37).
   local ids, ckeys, eck = {}, {}, {}
   local sub = string.sub
   for i = 1, n do
@@ -193,7 +195,8 @@ local function record_acks(sec, now, now_s)
     -- An entry shorter than an id (a damaged record) counts as keyless.
     local ckey = eck[i] or ''
     if HS[ckey] or HW[ckey] then return false end
-    -- running_add(ckey, -1), inlined: the count was read, and " w" is not set.
+    -- running_add(ckey, -1), inlined: " w" is not set, and the count was
+    -- read unless the entry was damaged (shorter than an id).
     local c = HN[ckey]
     if not c then
       running_add(ckey, -1)

@@ -63,7 +63,8 @@ pub struct Done {
 /// (its jobs wait, it is paused or overridden) or the job's slot stays held
 /// for a window: only then does the script need slots:K and wait:K, and
 /// declaring them for every end cost Redis three more strings per end. So an
-/// end's key is declared when the job was stamped with a window, or the key
+/// end's key is declared when the job was stamped with a window or was
+/// throttled (its pause must go in before the call admits more), or the key
 /// is in `bound`: keys that admission asked to declare (keys that bind,
 /// and those of delayed entries it times), or that an end
 /// needed declared (the script left that end unrecorded, and it is sent

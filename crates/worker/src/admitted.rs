@@ -52,7 +52,9 @@ pub struct Admitted {
     pub ckey: String,
     /// Whether its end is expected to need its key's own keys (slots:K and
     /// wait:K) declared: a keyed job stamped with a window (or whose spec
-    /// cannot tell), whose slot stays held after it ends.
+    /// cannot tell), whose slot stays held after it ends. A throttled end
+    /// declares its key too (dispatch.rs), and so does one whose key the
+    /// worker has seen bind (`Acks`).
     pub declare_key: bool,
     pub id: String,
     /// "flow", "step", or "" for a script's job.
