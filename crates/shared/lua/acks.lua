@@ -59,8 +59,9 @@ end
 -- waiter to hand it to, a pause): nothing of them is written, and the
 -- caller sends them again with their keys declared. The worker declares
 -- the key of an end it expects to need them (a job stamped with a window,
--- a throttle, a key it has seen bind), so most ends are only counted, with no key of
--- theirs in the call: declaring costs Redis three more strings per end.
+-- a throttle, a key it has seen bind), so most ends are only counted, with
+-- no key of theirs in the call: declaring costs Redis three more strings
+-- per end.
 -- While any is not recorded the section's leases stay (end_leases is not
 -- called): a lease goes only once all its executions are recorded.
 local function record_acks(sec, now, now_s)

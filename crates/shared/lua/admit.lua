@@ -122,9 +122,10 @@ end
 -- unless the key has keys of its own or is full: only those need slots:K
 -- and wait:K declared. Their states and counts are read here, one HMGET
 -- each; a fresh job's state carries its stamped limit (state_limit), and
--- only the specs of the others are read for it, with one more. A keyed entry's id and key are cut once, here,
--- into E_ID and E_CKEY (entry -> its id, its key): a keyed job costs a few
--- table reads after this, not a string cut each time it is looked at.
+-- only the specs of the others are read for it, with one more. A keyed
+-- entry's id and key are cut once, here, into E_ID and E_CKEY (entry ->
+-- its id, its key): a keyed job costs a few table reads after this, not a
+-- string cut each time it is looked at.
 local E_ID, E_CKEY = {}, {}
 local keyed_n = 0
 do
