@@ -9,20 +9,25 @@ use sluice_tests::*;
 
 fn config(log: &std::path::Path) -> String {
     let cmd = logging_command(log, 0.05);
-    format!(
-        r#"
-[worker]
-concurrency = 8
-
-[scripts."f/one"]
-command = {cmd}
-concurrency = {{ max = 1, window_s = 0, key = "one/$args[k]" }}
-
-[scripts."f/two"]
-command = {cmd}
-concurrency = {{ max = 2, window_s = 0, key = "two/$args[k]" }}
-"#
+    keyed_config(
+        8,
+        &[
+            ("f/one", &cmd, 1, "one/$args[k]"),
+            ("f/two", &cmd, 2, "two/$args[k]"),
+        ],
     )
+}
+
+/// A config of `concurrency` per worker and scripts given as (path,
+/// command, max, key template), none with a window.
+fn keyed_config(concurrency: u32, scripts: &[(&str, &str, u32, &str)]) -> String {
+    let mut out = format!("[worker]\nconcurrency = {concurrency}\n");
+    for (path, cmd, max, key) in scripts {
+        out += &format!(
+            "\n[scripts.\"{path}\"]\ncommand = {cmd}\nconcurrency = {{ max = {max}, window_s = 0, key = \"{key}\" }}\n"
+        );
+    }
+    out
 }
 
 /// Each job's span from its command's own lines: its START to its last line
@@ -198,20 +203,13 @@ echo '"done"'
         gate = gate.display().to_string()
     );
     let held = format!("[\"sh\", \"-c\", {gated:?}]");
-    let body = format!(
-        r#"
-[worker]
-concurrency = 1
-
-[scripts."g/held"]
-command = {held}
-concurrency = {{ max = 1, window_s = 0, key = "g/$args[k]" }}
-
-[scripts."g/next"]
-command = {next}
-concurrency = {{ max = 1, window_s = 0, key = "g/$args[k]" }}
-"#,
-        next = logging_command(&log, 0.0)
+    let next = logging_command(&log, 0.0);
+    let body = keyed_config(
+        1,
+        &[
+            ("g/held", &held, 1, "g/$args[k]"),
+            ("g/next", &next, 1, "g/$args[k]"),
+        ],
     );
     let env = TestEnv::new(&body);
     let client = env.client().await;
