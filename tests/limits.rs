@@ -196,8 +196,12 @@ concurrency = { max = 2, window_s = 0.3 }
 "#,
     );
     let no_mono = [("FAKETIME_DONT_FAKE_MONOTONIC", "1")];
-    let _behind = env.worker(&["faketime", "-f", "-5m"], &no_mono);
-    let _ahead = env.worker(&["faketime", "-f", "+5m"], &no_mono);
+    let behind = env.worker(&["faketime", "-f", "-5m"], &no_mono);
+    let ahead = env.worker(&["faketime", "-f", "+5m"], &no_mono);
+    // Both before the jobs: a worker slow to start (faketime, a loaded
+    // machine) found the other one had run all 16 (seen once in CI).
+    behind.wait_for_log("worker started");
+    ahead.wait_for_log("worker started");
     let client = env.client().await;
     let ids = env.enqueue(&client, "f/clock", json!({}), 16).await;
     let jobs = env.finish(&client, &ids).await;
