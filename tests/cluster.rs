@@ -199,7 +199,7 @@ async fn calls_sent_twice_do_their_work_once() {
     .unwrap();
     let mut enqueue = scripts().enqueue.call_in(&keys);
     enqueue.arg("full");
-    job.push(&keys, &mut enqueue);
+    job.push(&mut enqueue);
     for _ in 0..2 {
         let n: i64 = enqueue.query(&mut *con).await.unwrap();
         assert_eq!(n, 1);
@@ -245,7 +245,7 @@ async fn calls_sent_twice_do_their_work_once() {
     let mut once = scripts().enqueue_once.call_in(&keys);
     once.arg(60_000);
     for j in [&with_key, &plain] {
-        j.push(&keys, &mut once);
+        j.push(&mut once);
         let k = j.idempotency_key.clone().unwrap_or_default();
         once.key(keys.idempotency(&k)).arg(k);
     }

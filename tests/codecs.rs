@@ -5,6 +5,7 @@
 //! states both sides must agree on what is malformed.
 
 use sluice_shared::entry::Entry;
+use sluice_shared::key_index;
 use sluice_shared::lease;
 use sluice_shared::scripts::{held_lib, records_lib};
 use sluice_shared::state::State;
@@ -78,6 +79,36 @@ fn entries_round_trip_both_ways() {
             })
         );
         assert_eq!(Entry::ckey_of(&written), key);
+    }
+}
+
+#[test]
+fn key_index_members_agree_and_each_falls_in_its_own_keys_range_only() {
+    let (_redis, mut con) = redis();
+    let keys: Vec<String> = nasty_keys()
+        .into_iter()
+        .chain(["12:ab", "1", "a[b(c;d", "a\"b\\c"].map(String::from))
+        .collect();
+    let created = 1_795_640_766_154_i64;
+    for key in &keys {
+        // Lua writes (enqueue, and purge rebuilding it), Rust reads.
+        let lua: Vec<u8> = eval(
+            &mut con,
+            "return key_index_member(ARGV[1], ARGV[2], ARGV[3])",
+            &[
+                key.clone().into_bytes(),
+                created.to_string().into_bytes(),
+                ID.into(),
+            ],
+        );
+        let member = key_index::member(key, created, ID);
+        assert_eq!(String::from_utf8(lua).unwrap(), member, "{key:?}");
+        assert_eq!(key_index::id_of(&member), Some(ID), "{key:?}");
+        for other in &keys {
+            let (min, max) = key_index::bounds(other);
+            let inside = member.as_str() >= &min[1..] && member.as_str() < &max[1..];
+            assert_eq!(inside, other == key, "{key:?} in the range of {other:?}");
+        }
     }
 }
 

@@ -255,9 +255,40 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
     let mut later = req("f/b", "w1", json!({}));
     later.delay_ms = 600_000;
     let scheduled = client.enqueue(later).await.unwrap();
+    let mut r = env.redis();
+    // Jobs 0 and 4 are indexed as a namespace written before the key index
+    // holds them, in a sorted set of their key's own: retention removes such
+    // an entry too, and `runs` lists what it holds.
+    let index_member = |i: usize| {
+        let members: Vec<String> = redis::cmd("ZRANGE")
+            .arg(env.key("idx:keys"))
+            .arg(0)
+            .arg(-1)
+            .query(&mut env.redis())
+            .unwrap();
+        members.into_iter().find(|m| m.ends_with(ids[i].as_str()))
+    };
+    for i in [0, 4] {
+        let member = index_member(i).expect("indexed at enqueue");
+        let key = format!("w1/acct/{i}");
+        assert!(
+            member.starts_with(&format!("{}:{key}", key.len())),
+            "{member}"
+        );
+        let created = client.job(&ids[i]).await.unwrap().unwrap().created_at;
+        redis::pipe()
+            .cmd("ZREM")
+            .arg(env.key("idx:keys"))
+            .arg(&member)
+            .cmd("ZADD")
+            .arg(env.key(&format!("idx:key:{key}")))
+            .arg(created)
+            .arg(ids[i].as_str())
+            .query::<()>(&mut r)
+            .unwrap();
+    }
     let _w = env.worker(&[], &[]);
     env.finish(&client, &ids).await;
-    let mut r = env.redis();
     wait_until("retention to keep three finished jobs", || {
         redis::cmd("LLEN")
             .arg(env.key("idx:status:succeeded"))
@@ -283,18 +314,23 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
                 .query(&mut r)
                 .unwrap()
         });
-        let in_key_idx: Option<f64> = redis::cmd("ZSCORE")
-            .arg(env.key(&format!("idx:key:w1/acct/{i}")))
-            .arg(id)
-            .query(&mut r)
-            .unwrap();
+        let in_key_idx = if i == 0 || i == 4 {
+            redis::cmd("ZSCORE")
+                .arg(env.key(&format!("idx:key:w1/acct/{i}")))
+                .arg(id)
+                .query::<Option<f64>>(&mut r)
+                .unwrap()
+                .is_some()
+        } else {
+            index_member(i).is_some()
+        };
         let in_status: Option<usize> = redis::cmd("LPOS")
             .arg(env.key("idx:status:succeeded"))
             .arg(id)
             .query(&mut r)
             .unwrap();
         assert_eq!(
-            (exists, in_key_idx.is_some(), in_status.is_some()),
+            (exists, in_key_idx, in_status.is_some()),
             (i >= 3, i >= 3, i >= 3),
             "job #{i}"
         );
@@ -304,6 +340,18 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
         "scheduled",
         "unfinished jobs stay"
     );
+    // A key's jobs are listed from both indexes.
+    for i in [4, 5] {
+        let listed = client
+            .runs(&RunsQuery {
+                concurrency_key: Some(format!("w1/acct/{i}")),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(ids_of(&listed), vec![ids[i].clone()], "key of job #{i}");
+    }
 }
 
 fn http_get(port: u16, path: &str) -> (u16, String) {
@@ -398,4 +446,140 @@ async fn json_logs_carry_the_job_span() {
         .log_text()
         .lines()
         .all(|l| serde_json::from_str::<serde_json::Value>(l).is_ok()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keys_runs_page_through_every_job_of_that_key_only() {
+    // More jobs than one page of the key index (200), in batches of their
+    // own so that their creation times differ, and a neighbour whose key
+    // the first one's starts with.
+    let env = TestEnv::new(CONFIG);
+    let client = env.client().await;
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        let reqs: Vec<JobRequest> = (0..90)
+            .map(|_| {
+                let mut r = req("f/a", "w1", json!({ "acct": 7 }));
+                r.delay_ms = 600_000;
+                r
+            })
+            .collect();
+        ids.extend(client.enqueue_batch(&reqs).await.unwrap());
+        let mut other = req("f/a", "w1", json!({ "acct": 77 }));
+        other.delay_ms = 600_000;
+        client.enqueue(other).await.unwrap();
+    }
+    // One more through the idempotent enqueue, which indexes too.
+    let mut once = req("f/a", "w1", json!({ "acct": 7 }));
+    once.delay_ms = 600_000;
+    once.idempotency_key = Some("once".into());
+    ids.push(client.enqueue(once).await.unwrap());
+    // The oldest three as a namespace written before the key index holds
+    // them, in the key's own set: the walk goes on there after the index.
+    let mut r = env.redis();
+    let members: Vec<String> = redis::cmd("ZRANGEBYLEX")
+        .arg(env.key("idx:keys"))
+        .arg("[10:w1/acct/7")
+        .arg("(10:w1/acct/7;")
+        .arg("LIMIT")
+        .arg(0)
+        .arg(3)
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(members.len(), 3);
+    for m in &members {
+        let id = &m[m.len() - 36..];
+        redis::pipe()
+            .cmd("ZREM")
+            .arg(env.key("idx:keys"))
+            .arg(m)
+            .cmd("ZADD")
+            .arg(env.key("idx:key:w1/acct/7"))
+            .arg(1)
+            .arg(id)
+            .query::<()>(&mut r)
+            .unwrap();
+    }
+    let listed = client
+        .runs(&RunsQuery {
+            concurrency_key: Some("w1/acct/7".into()),
+            limit: 1_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut got = ids_of(&listed);
+    got.sort();
+    ids.sort();
+    assert_eq!(got, ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn odd_keys_are_listed_and_retention_takes_their_index_entries() {
+    // Keys the JSON of a spec escapes, or that look like the index's own
+    // syntax (a length, a range bound): retention rebuilds each job's
+    // member from its decoded spec, and must find the one enqueue wrote.
+    let config = r#"
+[scripts."f/k"]
+command = ["true"]
+concurrency = { max = 1, window_s = 0, key = "$args[t]" }
+"#;
+    let env = TestEnv::new(config);
+    let client = env.client().await;
+    let keys = [
+        "a\"b\\c",
+        "ü/日本",
+        "[x(y;z",
+        "12:ab",
+        "%d+ (.*) $",
+        "sp ace",
+        "1",
+        &"k".repeat(500),
+    ];
+    let mut ids = Vec::new();
+    for k in keys {
+        let mut r = JobRequest::new("f/k", json!({ "t": k }));
+        // One of each through the ready-now path, one delayed (the other path).
+        ids.push(client.enqueue(r.clone()).await.unwrap());
+        r.delay_ms = 1;
+        ids.push(client.enqueue(r).await.unwrap());
+    }
+    let w = env.worker(&[], &[]);
+    env.finish(&client, &ids).await;
+    drop(w);
+    for (i, k) in keys.iter().enumerate() {
+        let listed = client
+            .runs(&RunsQuery {
+                concurrency_key: Some(k.to_string()),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let mut got = ids_of(&listed);
+        got.sort();
+        let mut want = ids[2 * i..2 * i + 2].to_vec();
+        want.sort();
+        assert_eq!(got, want, "key {k:?}");
+    }
+    let _w = env.worker(
+        &[],
+        &[
+            ("SLUICE_RETENTION__KEEP_MAX", "1"),
+            ("SLUICE_RETENTION__EVERY_S", "0.2"),
+        ],
+    );
+    let mut r = env.redis();
+    wait_until("retention to keep one finished job", || {
+        redis::cmd("LLEN")
+            .arg(env.key("idx:status:succeeded"))
+            .query::<usize>(&mut r)
+            .unwrap()
+            == 1
+    });
+    let left: usize = redis::cmd("ZCARD")
+        .arg(env.key("idx:keys"))
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(left, 1, "only the kept job's entry is left");
 }

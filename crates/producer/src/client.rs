@@ -182,7 +182,7 @@ impl Client {
             call.arg(keep_ms.max(1));
             for job in chunk {
                 let key = job.idempotency_key.as_deref().unwrap_or("");
-                job.push(keys, &mut call);
+                job.push(&mut call);
                 call.key(keys.idempotency(key)).arg(key);
             }
             call.replicated(replicas);
@@ -199,13 +199,12 @@ impl Client {
         } else if let Some((max, window)) = NewJob::keyed_batch(chunk) {
             call.arg("keyed").arg(&chunk[0].tag).arg(max).arg(window);
             for job in chunk {
-                call.key(keys.idx_key(&job.ckey));
                 call.arg(&job.id).arg(&job.ckey).arg(job.spec_tail());
             }
         } else {
             call.arg("full");
             for job in chunk {
-                job.push(keys, &mut call);
+                job.push(&mut call);
             }
         }
         call.replicated(replicas);

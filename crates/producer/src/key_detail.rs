@@ -5,6 +5,7 @@ use std::collections::HashMap;
 
 use sluice_shared::error::Result;
 use sluice_shared::job::Job;
+use sluice_shared::key_index;
 
 use crate::{Client, LimitState};
 
@@ -65,14 +66,8 @@ pub struct KeyDetail {
 }
 
 /// Redis time; the slots set with scores; the first waiters; how many
-/// wait; the newest job ids, as many as are looked at for running ones.
-type KeyReads = (
-    (i64, i64),
-    Vec<(String, f64)>,
-    Vec<String>,
-    u64,
-    Vec<String>,
-);
+/// wait.
+type KeyReads = ((i64, i64), Vec<(String, f64)>, Vec<String>, u64);
 
 impl Client {
     /// Key `key` in detail.
@@ -82,14 +77,23 @@ impl Client {
         // Everything of a key lives in its partition.
         let keys = self.parts.by_key(key);
         let tags = sluice_shared::tags::known(keys, &mut *con).await?;
-        let (time, members, waiters, waiting_total, recent_ids): KeyReads = redis::pipe()
+        let (time, members, waiters, waiting_total): KeyReads = redis::pipe()
             .cmd("TIME")
             .zrange_withscores(keys.slots(key), 0, -1)
             .lrange(keys.wait(key), 0, WAITERS_SHOWN - 1)
             .llen(keys.wait(key))
-            .zrevrange(keys.idx_key(key), 0, RUNNING_LOOK - 1)
             .query_async(&mut *con)
             .await?;
+        let (look, mut cursor) = (RUNNING_LOOK as usize, Default::default());
+        let mut recent_ids = Vec::new();
+        while recent_ids.len() < look {
+            let want = look - recent_ids.len();
+            let page = key_index::next_page(&mut *con, keys, key, &mut cursor, want).await?;
+            if page.is_empty() {
+                break;
+            }
+            recent_ids.extend(page);
+        }
         let running = running_among(&mut con, keys, &recent_ids).await?;
         let now = time.0 * 1000 + time.1 / 1000;
         // A reserved slot's moment is its waiter's entry in its tag's delayed set.

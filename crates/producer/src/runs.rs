@@ -1,7 +1,8 @@
 //! `sluice runs`: jobs newest first, filtered, read from indexes.
 //!
-//! Finished jobs come from `idx:status:<S>` (or `idx:key:<K>` with a key
-//! filter), walked newest first a page at a time (most recently finished
+//! Finished jobs come from `idx:status:<S>` (or, with a key filter, from
+//! the key's range of the key index and an older namespace's `idx:key:<K>`),
+//! walked newest first a page at a time (most recently finished
 //! first for a status; newest created first for a key); unfinished jobs from the live
 //! structures that hold them (ready list, delayed set, lease keys, wait lists), so
 //! queued jobs cost no index memory. Path and workspace filters are applied to
@@ -12,6 +13,7 @@ use std::collections::HashSet;
 use sluice_shared::entry::Entry;
 use sluice_shared::error::Result;
 use sluice_shared::job::{Job, Status};
+use sluice_shared::key_index;
 
 use crate::Client;
 
@@ -19,6 +21,18 @@ use crate::Client;
 const PAGE: isize = 200;
 /// Most entries read from each live structure when listing unfinished jobs.
 const ACTIVE_CAP: isize = 100_000;
+
+/// An index `Client::runs` walks, newest first.
+enum Index<'a> {
+    /// A final status's list of finished jobs.
+    Status(String),
+    /// A concurrency key's jobs (key_index.rs), walked from `cursor`.
+    Key {
+        keys: &'a sluice_shared::Keys,
+        ckey: &'a str,
+        cursor: key_index::Cursor,
+    },
+}
 
 /// Which jobs `Client::runs` lists. The filters are optional; `limit` is not:
 /// the default, 0, lists nothing.
@@ -57,8 +71,12 @@ impl Client {
     pub async fn runs(&self, q: &RunsQuery) -> Result<Vec<Job>> {
         let mut found: Vec<Job> = Vec::new();
         if let Some(k) = &q.concurrency_key {
-            let index = self.parts.by_key(k).idx_key(k);
-            found.extend(self.walk_index(&index, false, q).await?);
+            let index = Index::Key {
+                keys: self.parts.by_key(k),
+                ckey: k,
+                cursor: Default::default(),
+            };
+            found.extend(self.walk_index(index, q).await?);
         } else {
             let finished: Vec<Status> = match q.status {
                 Some(s) if s.is_final() => vec![s],
@@ -69,10 +87,8 @@ impl Client {
             // merged below.
             for keys in self.parts.all() {
                 for s in &finished {
-                    found.extend(
-                        self.walk_index(&keys.idx_status(s.as_str()), true, q)
-                            .await?,
-                    );
+                    let index = Index::Status(keys.idx_status(s.as_str()));
+                    found.extend(self.walk_index(index, q).await?);
                 }
                 if q.status.is_none_or(|s| !s.is_final()) {
                     let cap = q
@@ -93,30 +109,28 @@ impl Client {
         Ok(found)
     }
 
-    /// The newest `q.limit` matches of one index: a key's sorted set (by
-    /// creation) or, with `list`, a status's list (in the order jobs finished).
-    async fn walk_index(&self, index: &str, list: bool, q: &RunsQuery) -> Result<Vec<Job>> {
+    /// The newest `q.limit` matches of one index: a key's jobs (by
+    /// creation) or a status's list (in the order jobs finished).
+    async fn walk_index(&self, mut index: Index<'_>, q: &RunsQuery) -> Result<Vec<Job>> {
         let mut out = Vec::new();
         let mut start = 0isize;
         let budget = q.scan_limit.map_or(isize::MAX, |n| n as isize);
         while out.len() < q.limit && start < budget {
             let mut con = self.pool.get().await?;
-            let ids: Vec<String> = if list {
-                let mut page: Vec<String> = redis::cmd("LRANGE")
-                    .arg(index)
-                    .arg(-(start + PAGE))
-                    .arg(-(start + 1))
-                    .query_async(&mut *con)
-                    .await?;
-                page.reverse();
-                page
-            } else {
-                redis::cmd("ZREVRANGE")
-                    .arg(index)
-                    .arg(start)
-                    .arg(start + PAGE - 1)
-                    .query_async(&mut *con)
-                    .await?
+            let ids: Vec<String> = match &mut index {
+                Index::Status(list) => {
+                    let mut page: Vec<String> = redis::cmd("LRANGE")
+                        .arg(list)
+                        .arg(-(start + PAGE))
+                        .arg(-(start + 1))
+                        .query_async(&mut *con)
+                        .await?;
+                    page.reverse();
+                    page
+                }
+                Index::Key { keys, ckey, cursor } => {
+                    key_index::next_page(&mut *con, keys, ckey, cursor, PAGE as usize).await?
+                }
             };
             drop(con);
             if ids.is_empty() {

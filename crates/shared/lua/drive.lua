@@ -4,10 +4,10 @@
 --
 -- KEYS[1..NS]  the namespace keys (records.lua)
 -- KEYS[NS+1]  the flow's state hash ({p}:flow:<id>)
--- KEYS[NS+1+i]  idx:key:K of the i-th step job's concurrency key (any name
---              without one), or this partition's hand-off hash for a step
---              that lives in another partition: it is written there
---              (start:<id>, its 7 values as JSON) instead of enqueued
+-- KEYS[NS+1+i]  for the i-th step job, this partition's hand-off hash when
+--              it lives in another partition: it is written there
+--              (start:<id>, its 7 values as JSON) instead of enqueued; any
+--              other key of this partition (the key index) when it lives here
 -- ARGV[1]  the flow's entry
 -- ARGV[2]  the driver's attempt (fencing)
 -- ARGV[3]  U, then U field/value pairs to set on the flow's state hash
@@ -58,7 +58,7 @@ for i = 1, n do
     for v = 1, JOB_ARGS do values[v] = ARGV[a + v] end
     redis.call('HSET', HANDOFF, 'start:' .. ARGV[a + 1], cjson.encode(values))
   else
-    write_job(acc, KEYS[NS + 1 + i], a, now, now_s)
+    write_job(acc, a, now, now_s)
   end
   redis.call('HSET', fstate, 'c:' .. ARGV[a + 1], '1')
 end

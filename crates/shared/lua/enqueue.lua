@@ -1,8 +1,6 @@
 -- enqueue.lua: store a batch of new jobs and make them ready (or scheduled).
 --
 -- KEYS[1..NS]  the namespace keys (records.lua)
--- KEYS[NS+i]   ("full" and "keyed") idx:key:K of the i-th job's
---              concurrency key (any name without one)
 -- ARGV[1]  "plain": every job is ready now, has no concurrency key and has
 --          the tag ARGV[2]; then 2 values per job: its id and its spec
 --          after created_at (see write_job in jobs.lua)
@@ -59,7 +57,7 @@ elseif ARGV[1] == 'keyed' then
     writes[#writes + 1] = id
     writes[#writes + 1] = fresh
     ready[#ready + 1] = make_entry(id, ckey)
-    redis.call('ZADD', KEYS[NS + i], now_s, id)
+    index_job(acc, ckey, now_s, id)
     if seen[ckey] == nil then
       seen[ckey] = stamp
       limits[#limits + 1] = ckey
@@ -71,7 +69,7 @@ else
   local bad = unknown_tag(1, JOB_ARGS, n)
   if bad then return redis.error_reply('tag ' .. bad .. ' is not registered') end
   for i = 1, n do
-    write_job(acc, KEYS[NS + i], 1 + JOB_ARGS * (i - 1), now, now_s)
+    write_job(acc, 1 + JOB_ARGS * (i - 1), now, now_s)
   end
 end
 flush_jobs(acc)

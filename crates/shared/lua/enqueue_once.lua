@@ -3,8 +3,7 @@
 -- back the job it first enqueued, and nothing is written for it.
 --
 -- KEYS[1..NS]  the namespace keys (records.lua)
--- KEYS[NS+2i-1]  idx:key:K of the i-th job's concurrency key (any name without one)
--- KEYS[NS+2i]    idem:<key> of the i-th job's idempotency key (any name without one)
+-- KEYS[NS+i]  idem:<key> of the i-th job's idempotency key (any name without one)
 -- ARGV[1]  how long an idempotency key is kept, in ms
 -- then 8 values per job: the 7 that write_job takes (jobs.lua), then its
 --   idempotency key ("" for none)
@@ -39,14 +38,14 @@ for i = 1, n do
     for j = 1, n do
       local a = 1 + per * (j - 1)
       local own = ARGV[a + 1]
-      ids[j] = ARGV[a + per] ~= '' and redis.call('GET', KEYS[NS + 2 * j]) or own
+      ids[j] = ARGV[a + per] ~= '' and redis.call('GET', KEYS[NS + j]) or own
     end
     return ids
   end
 end
 for i = 1, n do
   local a = 1 + per * (i - 1)
-  local idem_key, key = KEYS[NS + 2 * i], ARGV[a + per]
+  local idem_key, key = KEYS[NS + i], ARGV[a + per]
   local before = key ~= '' and (taken[key] or redis.call('GET', idem_key))
   -- A key whose job retention removed (by keep_max) names nothing: it is
   -- taken afresh.
@@ -58,7 +57,7 @@ for i = 1, n do
       redis.call('SET', idem_key, ARGV[a + 1], 'PX', keep_ms)
       taken[key] = ARGV[a + 1]
     end
-    write_job(acc, KEYS[NS + 2 * i - 1], a, now, now_s)
+    write_job(acc, a, now, now_s)
     ids[i] = ARGV[a + 1]
   end
 end

@@ -11,7 +11,14 @@ local JOB_ARGS = 7
 -- What a batch of new jobs writes, gathered to be sent by flush_jobs():
 -- ready[tag] and delayed[tag] are the entries for each tag's queues.
 local function new_jobs(now_s)
-  return { specs = {}, ready = {}, delayed = {}, limits_seen = {}, limits = {}, n = 0, fresh = 'queued 0 ' .. now_s, fresh_with = {} }
+  return { specs = {}, ready = {}, delayed = {}, limits_seen = {}, limits = {}, index = {}, n = 0, fresh = 'queued 0 ' .. now_s, fresh_with = {} }
+end
+
+-- Adds job `id` of key `ckey` to the batch's key index entries.
+local function index_job(acc, ckey, now_s, id)
+  local ix = acc.index
+  ix[#ix + 1] = '0'
+  ix[#ix + 1] = key_index_member(ckey, now_s, id)
 end
 
 -- The state of a keyed job ready now: the fresh state and the limit it is
@@ -50,9 +57,8 @@ local function unknown_tag(a0, per, n)
   return nil
 end
 
--- Adds the job whose values start at ARGV[a + 1]; idx_key is idx:key:K for
--- its concurrency key (unused without one).
-local function write_job(acc, idx_key, a, now, now_s)
+-- Adds the job whose values start at ARGV[a + 1].
+local function write_job(acc, a, now, now_s)
   local id, ckey, tag = ARGV[a + 1], ARGV[a + 3], ARGV[a + 6]
   local specs = acc.specs
   specs[#specs + 1] = id
@@ -68,7 +74,7 @@ local function write_job(acc, idx_key, a, now, now_s)
   local delay_ms = tonumber(ARGV[a + 2])
   local entry = make_entry(id, ckey)
   if ckey ~= '' then
-    redis.call('ZADD', idx_key, now_s, id)
+    index_job(acc, ckey, now_s, id)
     local stamp = ARGV[a + 4] .. ' ' .. ARGV[a + 5]
     -- Each key once per batch, with its last stamp, in one HSET (flush_jobs).
     if acc.limits_seen[ckey] == nil then acc.limits[#acc.limits + 1] = ckey end
@@ -98,6 +104,10 @@ end
 -- this call did not declare was refused before (unknown_tag).
 local function flush_jobs(acc)
   if #acc.specs > 0 then hset_pairs(JOBS, acc.specs) end
+  -- Every member has score 0: the index is ordered by its members alone.
+  if #acc.index > 0 then
+    in_slices(acc.index, function(l) redis.call('ZADD', KEY_INDEX, unpack(l)) end)
+  end
   if #acc.limits > 0 then
     local pairs_ = {}
     for _, k in ipairs(acc.limits) do

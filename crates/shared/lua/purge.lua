@@ -1,8 +1,10 @@
 -- purge.lua: remove finished jobs past retention, with their index entries.
 --
 -- KEYS[1..NS]  the namespace keys (records.lua)
--- then, per job i: KEYS[NS+2i-1] idx:key:K of its concurrency key, KEYS[NS+2i]
---          its flow state (for a flow run; any names otherwise)
+-- then, per job i: KEYS[NS+2i-1] idx:key:K of its concurrency key (the
+--          per-key set that namespaces written before the key index
+--          have), KEYS[NS+2i] its flow state (for a flow run; any names
+--          otherwise)
 -- ARGV[1]  cutoff: jobs that finished at or before this Unix ms go
 -- ARGV[2]  keep: at most this many finished jobs stay, the newest
 -- ARGV[2+i] the i-th job id, oldest first by the moment it finished
@@ -21,6 +23,12 @@ for i = 1, #ARGV - 2 do
   local st = state_of(id)
   local idx = st and IDX[st.status]
   if idx and (tonumber(st.at) <= cutoff or over > 0) and redis.call('LREM', idx, 1, id) == 1 then
+    -- Its member of the key index is rebuilt from its spec, as enqueue
+    -- wrote it; an older job's entry is in its key's own set.
+    local spec = spec_of(id)
+    if spec and type(spec.ckey) == 'string' and spec.ckey ~= '' then
+      redis.call('ZREM', KEY_INDEX, key_index_member(spec.ckey, created_of(id, ''), id))
+    end
     redis.call('ZREM', KEYS[NS + 2 * i - 1], id)
     redis.call('DEL', KEYS[NS + 2 * i])
     -- The counters count the jobs stored, so `sluice wait` (no ids) stops

@@ -11,6 +11,8 @@
 --   order jobs finished)
 --   KEYS[10] the tags registry (a set of every tag in use)
 --   KEYS[11] the running counts per concurrency key (held.lua)
+--   KEYS[12] the key index: a zset of every keyed job, one lexical range
+--   per key (key_index_member below)
 --   then, per registered tag, 3 keys: its ready list, its delayed zset and
 --   its marker list (queues.lua)
 -- so a script's own keys start at KEYS[NS + 1].
@@ -38,15 +40,16 @@ local TAGS = KEYS[10]
 -- written there, to be carried over (handoff.rs).
 local HANDOFF = JOBS and (string.sub(JOBS, 1, #JOBS - 4) .. 'handoff') or ''
 local RUNNING = KEYS[11]
+local KEY_INDEX = KEYS[12]
 -- The queues of each tag declared (see queues.lua), and NS, the number of
 -- namespace keys. A tag's keys are "<base>ready:<tag>", "<base>delayed:<tag>"
 -- and "<base>marker:<tag>", so the tag is read off the first one's name; no
 -- key a script declares after the namespace starts with "<base>ready:".
 local QUEUES, QUEUE_TAGS = {}, {}
-local NS = 11
+local NS = 12
 do
   local ready_prefix = string.sub(KEYS[1] or '', 1, -5) .. 'ready:'
-  local i = 12
+  local i = 13
   while KEYS[i] and string.sub(KEYS[i], 1, #ready_prefix) == ready_prefix do
     local tag = string.sub(KEYS[i], #ready_prefix + 1)
     QUEUES[tag] = { tag = tag, ready = KEYS[i], delayed = KEYS[i + 1], marker = KEYS[i + 2] }
@@ -54,6 +57,26 @@ do
     i = i + 3
   end
   NS = i - 1
+end
+
+-- The key index's member for job `id` of key `ckey`, created at now_s (Unix
+-- ms, 13 digits until the year 2286): the key's length in bytes and a colon,
+-- the key, the moment, then the id. The length makes "<len>:<key>" a prefix
+-- no other key's members start with, so one key's jobs are one lexical range
+-- of the index, oldest first (key_index.rs reads it). One sorted set per
+-- partition takes a whole batch with one ZADD, where a set per key took a
+-- command per job, each written to the append-only file and the replicas.
+-- The length's text is kept per length: Lua turns a number into text with
+-- sprintf's %.14g, a float format, dearer than the rest of the member.
+local KEY_LEN_PREFIX = {}
+local function key_index_member(ckey, now_s, id)
+  local n = #ckey
+  local p = KEY_LEN_PREFIX[n]
+  if p == nil then
+    p = string.format('%d:', n)
+    KEY_LEN_PREFIX[n] = p
+  end
+  return p .. ckey .. now_s .. id
 end
 
 -- States read or written by this call. Writes are gathered and sent as one

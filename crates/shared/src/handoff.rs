@@ -229,7 +229,7 @@ async fn start<C: ConnectionLike>(
     }
     crate::tags::ensure(to, con, &[values[5].as_str()]).await?;
     let mut call = scripts().enqueue.call_in(to);
-    call.arg("full").key(to.idx_key(&values[2]));
+    call.arg("full");
     for v in &values {
         call.arg(v);
     }

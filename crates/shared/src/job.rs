@@ -565,10 +565,9 @@ impl NewJob {
         })
     }
 
-    /// Adds this job's key and its 7 values to an enqueue.lua or drive.lua
-    /// call (see write_job in jobs.lua).
-    pub fn push(&self, keys: &crate::Keys, call: &mut crate::scripts::Invocation) {
-        call.key(keys.idx_key(&self.ckey));
+    /// Adds this job's 7 values to an enqueue.lua, enqueue_once.lua or
+    /// drive.lua call (see write_job in jobs.lua).
+    pub fn push(&self, call: &mut crate::scripts::Invocation) {
         for v in self.values() {
             call.arg(v);
         }

@@ -23,7 +23,8 @@
 //! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results (`r:<step>`), for-each elements (`e:<step>:<n>`), their results (`i:<step>:<n>`) and count done (`d:<step>`), steps running (`c:<id>`, `active`), the first failure (`failed`) |
 //! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention. A field `\x1f<K>` holds the limit set at run time for K (`sluice limits set`), `max window_ms` |
 //! | `{p}:handoff` | hash | work crossing to another partition (namespaces of several partitions): `start:<id>` -> a flow's step (its 7 enqueue values, JSON) to enqueue in the step's partition; `end:<id>` -> a step's end (JSON: flow run, step, position, status, result) to record in the run's partition; written in the same script as the start or end, removed once carried (handoff.rs) |
-//! | `{p}:idx:key:<K>` | zset | ids of every job of key K, by creation (Unix ms) |
+//! | `{p}:idx:keys` | zset | every keyed job, score 0, member `<len>:<K><created ms><id>` (key_index.rs): one lexical range per key K, oldest first |
+//! | `{p}:idx:key:<K>` | zset | (namespaces written before `idx:keys`) ids of key K's jobs, by creation (Unix ms); read and purged, no longer written |
 //! | `{p}:idem:<key>` | string | the id of the job a caller's idempotency key enqueued; expires after `retention.keep_s` |
 //! | `{prefix}:partitions` | string | how many partitions the namespace has, recorded by the first enqueue or worker start (1 for a namespace that held jobs before it existed; see partitions.rs); always under the namespace's own tag `{prefix}`, not a partition's |
 //! | `{p}:idx:status:<S>` | list | ids of finished jobs of status S (succeeded, failed, cancelled), in the order they finished: `runs --status` reads the tail, retention the head |
@@ -182,8 +183,15 @@ impl Keys {
     pub fn limits(&self) -> String {
         self.key("limits")
     }
-    /// Every job of concurrency key K (active and finished), by creation (Unix ms).
-    pub fn idx_key(&self, ckey: &str) -> String {
+    /// Every keyed job of this partition (active and finished), one
+    /// lexical range per key (key_index.rs).
+    pub fn key_index(&self) -> String {
+        self.key("idx:keys")
+    }
+    /// The jobs of concurrency key K by creation (Unix ms), as namespaces
+    /// written before [`Keys::key_index`] hold them: still read and purged,
+    /// no longer written.
+    pub fn legacy_idx_key(&self, ckey: &str) -> String {
         self.key(&format!("idx:key:{ckey}"))
     }
     /// The job a caller's idempotency key enqueued.
@@ -199,7 +207,7 @@ impl Keys {
     /// of every tag this process knows is registered.
     pub fn namespace(&self) -> Vec<String> {
         let known = self.known_tags();
-        let mut keys = Vec::with_capacity(11 + 3 * known.len());
+        let mut keys = Vec::with_capacity(12 + 3 * known.len());
         keys.extend([
             self.jobs(),
             self.state(),
@@ -212,6 +220,7 @@ impl Keys {
             self.idx_status("cancelled"),
             self.tags_registry(),
             self.running(),
+            self.key_index(),
         ]);
         for tag in known.iter() {
             keys.extend([self.ready(tag), self.delayed(tag), self.marker(tag)]);
@@ -301,10 +310,11 @@ mod tests {
             k.slots("default/script/f/x"),
             "{sluice}:slots:default/script/f/x"
         );
-        assert_eq!(k.namespace().len(), 11);
+        assert_eq!(k.namespace().len(), 12);
+        assert_eq!(k.namespace()[11], "{sluice}:idx:keys");
         k.set_known_tags(vec!["b".into(), "a".into(), "a".into()]);
-        assert_eq!(k.namespace().len(), 17);
-        assert_eq!(k.namespace()[11], "{sluice}:ready:a");
+        assert_eq!(k.namespace().len(), 18);
+        assert_eq!(k.namespace()[12], "{sluice}:ready:a");
         assert_eq!(k.clone().known_tags(), k.known_tags());
         for key in k.namespace().into_iter().chain([
             k.ready("a"),

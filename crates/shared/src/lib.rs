@@ -10,6 +10,7 @@ pub mod handoff;
 pub mod http;
 pub mod id;
 pub mod job;
+pub mod key_index;
 pub mod keys;
 pub mod lease;
 pub mod logging;

@@ -355,7 +355,9 @@ async fn park(
     let mut away: Vec<String> = Vec::new();
     for c in &children {
         if keys.holds(&c.id) {
-            c.push(keys, &mut call);
+            // Any key of this partition but the hand-off hash (drive.lua).
+            call.key(keys.key_index());
+            c.push(&mut call);
         } else {
             call.key(keys.handoff());
             for v in c.values() {

@@ -114,7 +114,8 @@ pub async fn purge_once(pool: &Pool, keys: &Keys, cfg: &RetentionConfig) -> Resu
     let mut call = scripts().purge.call_in(keys);
     call.arg(cutoff).arg(cfg.keep_max);
     for (id, spec) in ids.iter().zip(specs) {
-        call.key(keys.idx_key(&spec.ckey)).key(keys.flow_state(id));
+        call.key(keys.legacy_idx_key(&spec.ckey))
+            .key(keys.flow_state(id));
         call.arg(id);
     }
     call.query(&mut *con).await
