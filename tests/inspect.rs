@@ -351,6 +351,13 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
             .await
             .unwrap();
         assert_eq!(ids_of(&listed), vec![ids[i].clone()], "key of job #{i}");
+        // And on the key's page, from both.
+        let detail = client.key_detail(&format!("w1/acct/{i}")).await.unwrap();
+        assert_eq!(
+            ids_of(&detail.recent),
+            vec![ids[i].clone()],
+            "page of job #{i}"
+        );
     }
 }
 

@@ -66,8 +66,15 @@ pub struct KeyDetail {
 }
 
 /// Redis time; the slots set with scores; the first waiters; how many
-/// wait.
-type KeyReads = ((i64, i64), Vec<(String, f64)>, Vec<String>, u64);
+/// wait; the key's newest jobs (key_index::read_newest).
+type KeyReads = (
+    (i64, i64),
+    Vec<(String, f64)>,
+    Vec<String>,
+    u64,
+    Vec<String>,
+    Vec<String>,
+);
 
 impl Client {
     /// Key `key` in detail.
@@ -77,23 +84,17 @@ impl Client {
         // Everything of a key lives in its partition.
         let keys = self.parts.by_key(key);
         let tags = sluice_shared::tags::known(keys, &mut *con).await?;
-        let (time, members, waiters, waiting_total): KeyReads = redis::pipe()
-            .cmd("TIME")
+        let look = RUNNING_LOOK as usize;
+        let mut pipe = redis::pipe();
+        pipe.cmd("TIME")
             .zrange_withscores(keys.slots(key), 0, -1)
             .lrange(keys.wait(key), 0, WAITERS_SHOWN - 1)
-            .llen(keys.wait(key))
-            .query_async(&mut *con)
-            .await?;
-        let (look, mut cursor) = (RUNNING_LOOK as usize, Default::default());
-        let mut recent_ids = Vec::new();
-        while recent_ids.len() < look {
-            let want = look - recent_ids.len();
-            let page = key_index::next_page(&mut *con, keys, key, &mut cursor, want).await?;
-            if page.is_empty() {
-                break;
-            }
-            recent_ids.extend(page);
-        }
+            .llen(keys.wait(key));
+        // In the same pipeline, so that the page is one snapshot.
+        key_index::read_newest(&mut pipe, keys, key, look);
+        let (time, members, waiters, waiting_total, indexed, legacy): KeyReads =
+            pipe.query_async(&mut *con).await?;
+        let recent_ids = key_index::newest_of(&indexed, legacy, look);
         let running = running_among(&mut con, keys, &recent_ids).await?;
         let now = time.0 * 1000 + time.1 / 1000;
         // A reserved slot's moment is its waiter's entry in its tag's delayed set.

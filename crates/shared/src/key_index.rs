@@ -75,22 +75,12 @@ pub async fn next_page<C: ConnectionLike>(
     if !cursor.in_legacy {
         let (min, max) = bounds(ckey);
         let max = cursor.below.as_ref().map_or(max, |m| format!("({m}"));
-        let members: Vec<String> = redis::cmd("ZREVRANGEBYLEX")
-            .arg(keys.key_index())
-            .arg(max)
-            .arg(min)
-            .arg("LIMIT")
-            .arg(0)
-            .arg(count)
+        let members: Vec<String> = newest_below(keys, &max, &min, count)
             .query_async(&mut *con)
             .await?;
         if !members.is_empty() {
-            let ids = members
-                .iter()
-                .filter_map(|m| id_of(m).map(str::to_string))
-                .collect();
             cursor.below = members.last().cloned();
-            return Ok(ids);
+            return Ok(ids_in(&members));
         }
         cursor.in_legacy = true;
     }
@@ -103,6 +93,46 @@ pub async fn next_page<C: ConnectionLike>(
         .await?;
     cursor.legacy_read += ids.len();
     Ok(ids)
+}
+
+/// Adds to `pipe` the reads of key `ckey`'s `count` newest jobs: two
+/// replies, the key index's members and an older namespace's ids, which
+/// [`newest_of`] joins. For a caller that wants them in one snapshot with
+/// other reads.
+pub fn read_newest(pipe: &mut redis::Pipeline, keys: &Keys, ckey: &str, count: usize) {
+    let (min, max) = bounds(ckey);
+    pipe.add_command(newest_below(keys, &max, &min, count))
+        .zrevrange(keys.legacy_idx_key(ckey), 0, count as isize - 1);
+}
+
+/// The ids of the `count` newest jobs, from [`read_newest`]'s two replies:
+/// the index's first, then the older set's, older than any indexed.
+pub fn newest_of(members: &[String], legacy: Vec<String>, count: usize) -> Vec<String> {
+    let mut ids = ids_in(members);
+    ids.extend(legacy);
+    ids.truncate(count);
+    ids
+}
+
+/// The read of at most `count` members of the key index from `max` down to
+/// `min` (lexical bounds), newest first.
+fn newest_below(keys: &Keys, max: &str, min: &str, count: usize) -> redis::Cmd {
+    let mut cmd = redis::cmd("ZREVRANGEBYLEX");
+    cmd.arg(keys.key_index())
+        .arg(max)
+        .arg(min)
+        .arg("LIMIT")
+        .arg(0)
+        .arg(count);
+    cmd
+}
+
+/// The job ids that members end with.
+fn ids_in(members: &[String]) -> Vec<String> {
+    members
+        .iter()
+        .filter_map(|m| id_of(m).map(str::to_string))
+        .collect()
 }
 
 #[cfg(test)]
