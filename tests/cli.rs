@@ -268,6 +268,21 @@ async fn retry_runs_a_failed_job_again_as_a_new_attempt() {
         .remove(0);
     assert_eq!((job.status.as_str(), job.attempt), ("succeeded", 2));
     assert_eq!(job.result, Some(json!("ok")));
+    // Out of the failed list, whose entry names its key, and into the
+    // succeeded one.
+    let listed = |status: &str| -> Vec<String> {
+        redis::cmd("LRANGE")
+            .arg(env.key(&format!("idx:status:{status}")))
+            .arg(0)
+            .arg(-1)
+            .query(&mut env.redis())
+            .unwrap()
+    };
+    assert_eq!(listed("failed"), Vec::<String>::new());
+    assert_eq!(
+        listed("succeeded"),
+        [format!("{id} {}", job.concurrency_key.clone().unwrap())]
+    );
     // Succeeded now: nothing to retry.
     let out = env.sluice(&["retry", &id], None);
     assert_eq!(out.status.code(), Some(3));

@@ -33,6 +33,22 @@ fn ids_of(jobs: &[sluice_producer::Job]) -> Vec<sluice_producer::JobId> {
     jobs.iter().map(|j| j.id.clone()).collect()
 }
 
+/// The jobs `runs` lists for concurrency key `key`, at most `limit`.
+async fn of_key(
+    client: &sluice_producer::Client,
+    key: impl Into<String>,
+    limit: usize,
+) -> Vec<sluice_producer::Job> {
+    client
+        .runs(&RunsQuery {
+            concurrency_key: Some(key.into()),
+            limit,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+}
+
 /// Newest first, as ids are UUIDv7 made in enqueue order.
 fn newest_first<T: Ord>(mut ids: Vec<T>) -> Vec<T> {
     ids.sort();
@@ -235,13 +251,67 @@ concurrency = { max = 2, window_s = 600 }
     }
 }
 
+/// How a version before entries in the status lists recorded a job of
+/// key `key`: in the key index (`own_set` false) or, older still, in a set
+/// of the key's own; and its status list entry, the bare id.
+fn as_older_version(env: &TestEnv, job: &sluice_producer::Job, own_set: bool) {
+    let key = job.concurrency_key.clone().unwrap();
+    let mut r = env.redis();
+    if own_set {
+        redis::cmd("ZADD")
+            .arg(env.key(&format!("idx:key:{key}")))
+            .arg(job.created_at.unwrap())
+            .arg(&job.id)
+            .query::<()>(&mut r)
+            .unwrap();
+    } else {
+        redis::cmd("ZADD")
+            .arg(env.key("idx:keys"))
+            .arg(0)
+            .arg(sluice_shared::key_index::member(
+                &key,
+                job.created_at.unwrap(),
+                &job.id,
+            ))
+            .query::<()>(&mut r)
+            .unwrap();
+    }
+    let list = env.key(&format!("idx:status:{}", job.status.as_str()));
+    let at: usize = redis::cmd("LPOS")
+        .arg(&list)
+        .arg(format!("{} {key}", job.id))
+        .query(&mut r)
+        .unwrap();
+    redis::cmd("LSET")
+        .arg(&list)
+        .arg(at)
+        .arg(&job.id)
+        .query::<()>(&mut r)
+        .unwrap();
+}
+
+/// Whether an older version's index still holds job `id` of `key`.
+fn in_older_index(env: &TestEnv, key: &str, id: &str) -> bool {
+    let mut r = env.redis();
+    let own: Option<f64> = redis::cmd("ZSCORE")
+        .arg(env.key(&format!("idx:key:{key}")))
+        .arg(id)
+        .query(&mut r)
+        .unwrap();
+    let members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(env.key("idx:keys"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut r)
+        .unwrap();
+    own.is_some() || members.iter().any(|m| m.ends_with(id))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
     // One job at a time, so that jobs finish in the order they were enqueued.
     let config = CONFIG.replace("concurrency = 4", "concurrency = 1");
-    let env = TestEnv::new(&format!(
-        "{config}\n[retention]\nkeep_max = 3\nevery_s = 0.2\n"
-    ));
+    let env = TestEnv::new(&config);
     let client = env.client().await;
     let mut ids = Vec::new();
     for i in 0..6 {
@@ -255,40 +325,35 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
     let mut later = req("f/b", "w1", json!({}));
     later.delay_ms = 600_000;
     let scheduled = client.enqueue(later).await.unwrap();
-    let mut r = env.redis();
-    // Jobs 0 and 4 are indexed as a namespace written before the key index
-    // holds them, in a sorted set of their key's own: retention removes such
-    // an entry too, and `runs` lists what it holds.
-    let index_member = |i: usize| {
-        let members: Vec<String> = redis::cmd("ZRANGE")
-            .arg(env.key("idx:keys"))
-            .arg(0)
-            .arg(-1)
-            .query(&mut env.redis())
-            .unwrap();
-        members.into_iter().find(|m| m.ends_with(ids[i].as_str()))
-    };
-    for i in [0, 4] {
-        let member = index_member(i).expect("indexed at enqueue");
-        let key = format!("w1/acct/{i}");
-        assert!(
-            member.starts_with(&format!("{}:{key}", key.len())),
-            "{member}"
-        );
-        let created = client.job(&ids[i]).await.unwrap().unwrap().created_at;
-        redis::pipe()
-            .cmd("ZREM")
-            .arg(env.key("idx:keys"))
-            .arg(&member)
-            .cmd("ZADD")
-            .arg(env.key(&format!("idx:key:{key}")))
-            .arg(created)
-            .arg(ids[i].as_str())
-            .query::<()>(&mut r)
-            .unwrap();
+    let w = env.worker(&[], &[]);
+    let done = env.finish(&client, &ids).await;
+    drop(w);
+    // Jobs 0, 1 and 4 as older versions recorded them: in a key's own set
+    // (0) or the key index (1, 4), with bare ids in the status list.
+    // Retention removes those entries too, and `runs` lists what they hold.
+    as_older_version(&env, &done[0], true);
+    as_older_version(&env, &done[1], false);
+    as_older_version(&env, &done[4], false);
+    let key_of = |i: usize| format!("w1/acct/{i}");
+    for (i, id) in ids.iter().enumerate() {
+        let listed = of_key(&client, key_of(i), 10).await;
+        assert_eq!(ids_of(&listed), vec![id.clone()], "key of job #{i}");
     }
-    let _w = env.worker(&[], &[]);
-    env.finish(&client, &ids).await;
+    // An entry whose job is gone (as an older `sluice retry` leaves one)
+    // at the head of the list: retention takes it out too.
+    redis::cmd("LPUSH")
+        .arg(env.key("idx:status:succeeded"))
+        .arg("01a213e6-0000-7000-8000-000000000000 w1/acct/9")
+        .query::<()>(&mut env.redis())
+        .unwrap();
+    let _w = env.worker(
+        &[],
+        &[
+            ("SLUICE_RETENTION__KEEP_MAX", "3"),
+            ("SLUICE_RETENTION__EVERY_S", "0.2"),
+        ],
+    );
+    let mut r = env.redis();
     wait_until("retention to keep three finished jobs", || {
         redis::cmd("LLEN")
             .arg(env.key("idx:status:succeeded"))
@@ -306,6 +371,21 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
         .await
         .unwrap();
     assert_eq!(ids_of(&kept), newest_first(ids[3..].to_vec()));
+    let status_list: Vec<String> = redis::cmd("LRANGE")
+        .arg(env.key("idx:status:succeeded"))
+        .arg(0)
+        .arg(-1)
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(
+        status_list,
+        [
+            format!("{} {}", ids[3], key_of(3)),
+            ids[4].to_string(),
+            format!("{} {}", ids[5], key_of(5)),
+        ],
+        "entries as they were stored"
+    );
     for (i, id) in ids.iter().enumerate() {
         let exists: bool = ["jobs", "state", "results"].iter().all(|h| {
             redis::cmd("HEXISTS")
@@ -314,45 +394,20 @@ async fn retention_removes_old_finished_jobs_and_their_index_entries_only() {
                 .query(&mut r)
                 .unwrap()
         });
-        let in_key_idx = if i == 0 || i == 4 {
-            redis::cmd("ZSCORE")
-                .arg(env.key(&format!("idx:key:w1/acct/{i}")))
-                .arg(id)
-                .query::<Option<f64>>(&mut r)
-                .unwrap()
-                .is_some()
-        } else {
-            index_member(i).is_some()
-        };
-        let in_status: Option<usize> = redis::cmd("LPOS")
-            .arg(env.key("idx:status:succeeded"))
-            .arg(id)
-            .query(&mut r)
-            .unwrap();
-        assert_eq!(
-            (exists, in_key_idx, in_status.is_some()),
-            (i >= 3, i >= 3, i >= 3),
-            "job #{i}"
-        );
+        let older = in_older_index(&env, &key_of(i), id);
+        assert_eq!((exists, older), (i >= 3, i == 4), "job #{i}");
     }
     assert_eq!(
         client.job(&scheduled).await.unwrap().unwrap().status,
         "scheduled",
         "unfinished jobs stay"
     );
-    // A key's jobs are listed from both indexes.
+    // A key's jobs are listed from the status list's entries and from an
+    // older version's index, by `runs` and on the key's page.
     for i in [4, 5] {
-        let listed = client
-            .runs(&RunsQuery {
-                concurrency_key: Some(format!("w1/acct/{i}")),
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let listed = of_key(&client, key_of(i), 10).await;
         assert_eq!(ids_of(&listed), vec![ids[i].clone()], "key of job #{i}");
-        // And on the key's page, from both.
-        let detail = client.key_detail(&format!("w1/acct/{i}")).await.unwrap();
+        let detail = client.key_detail(&key_of(i)).await.unwrap();
         assert_eq!(
             ids_of(&detail.recent),
             vec![ids[i].clone()],
@@ -456,76 +511,105 @@ async fn json_logs_carry_the_job_span() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keys_runs_page_through_every_job_of_that_key_only() {
-    // More jobs than one page of the key index (200), in batches of their
-    // own so that their creation times differ, and a neighbour whose key
-    // the first one's starts with.
-    let env = TestEnv::new(CONFIG);
+async fn a_keys_runs_list_every_job_of_that_key_only() {
+    // Finished jobs of a key and of a neighbour whose key the first one's
+    // starts with, interleaved in the status list; some of each still
+    // scheduled; one through the idempotent enqueue; and four finished ones
+    // as older versions recorded them (bare ids in the status list, and an
+    // index entry).
+    let env = TestEnv::new(
+        r#"
+[worker]
+concurrency = 8
+
+[scripts."f/k"]
+command = ["true"]
+concurrency = { max = 1000, window_s = 0, key = "$workspace/acct/$args[acct]" }
+"#,
+    );
     let client = env.client().await;
-    let mut ids = Vec::new();
-    for _ in 0..5 {
-        let reqs: Vec<JobRequest> = (0..90)
-            .map(|_| {
-                let mut r = req("f/a", "w1", json!({ "acct": 7 }));
-                r.delay_ms = 600_000;
-                r
+    let mut mine = Vec::new();
+    let mut theirs = Vec::new();
+    // More finished entries than one page of a status list read for a key
+    // (1,000, runs.rs).
+    for _ in 0..3 {
+        let reqs: Vec<JobRequest> = (0..400)
+            .map(|i| {
+                req(
+                    "f/k",
+                    "w1",
+                    json!({ "acct": if i % 4 == 0 { 77 } else { 7 } }),
+                )
             })
             .collect();
-        ids.extend(client.enqueue_batch(&reqs).await.unwrap());
-        let mut other = req("f/a", "w1", json!({ "acct": 77 }));
-        other.delay_ms = 600_000;
-        client.enqueue(other).await.unwrap();
+        let got = client.enqueue_batch(&reqs).await.unwrap();
+        for (i, id) in got.into_iter().enumerate() {
+            if i % 4 == 0 {
+                theirs.push(id)
+            } else {
+                mine.push(id)
+            }
+        }
     }
-    // One more through the idempotent enqueue, which indexes too.
-    let mut once = req("f/a", "w1", json!({ "acct": 7 }));
-    once.delay_ms = 600_000;
-    once.idempotency_key = Some("once".into());
-    ids.push(client.enqueue(once).await.unwrap());
-    // The oldest three as a namespace written before the key index holds
-    // them, in the key's own set: the walk goes on there after the index.
-    let mut r = env.redis();
-    let members: Vec<String> = redis::cmd("ZRANGEBYLEX")
-        .arg(env.key("idx:keys"))
-        .arg("[10:w1/acct/7")
-        .arg("(10:w1/acct/7;")
-        .arg("LIMIT")
-        .arg(0)
-        .arg(3)
-        .query(&mut r)
-        .unwrap();
-    assert_eq!(members.len(), 3);
-    for m in &members {
-        let id = &m[m.len() - 36..];
-        redis::pipe()
-            .cmd("ZREM")
-            .arg(env.key("idx:keys"))
-            .arg(m)
-            .cmd("ZADD")
-            .arg(env.key("idx:key:w1/acct/7"))
-            .arg(1)
-            .arg(id)
-            .query::<()>(&mut r)
-            .unwrap();
+    let w = env.worker(&[], &[]);
+    let finished = env.finish(&client, &mine).await;
+    env.finish(&client, &theirs).await;
+    drop(w);
+    for (n, job) in finished.iter().take(4).enumerate() {
+        as_older_version(&env, job, n % 2 == 0);
     }
-    let listed = client
+    for acct in [7, 77] {
+        let mut later = req("f/k", "w1", json!({ "acct": acct }));
+        later.delay_ms = 600_000;
+        let id = client.enqueue(later.clone()).await.unwrap();
+        if acct == 7 {
+            mine.push(id)
+        } else {
+            theirs.push(id)
+        }
+        later.idempotency_key = Some(format!("once-{acct}"));
+        let id = client.enqueue(later).await.unwrap();
+        if acct == 7 {
+            mine.push(id)
+        } else {
+            theirs.push(id)
+        }
+    }
+    for (key, want) in [("w1/acct/7", &mine), ("w1/acct/77", &theirs)] {
+        let listed = of_key(&client, key, 1_000).await;
+        assert!(listed
+            .iter()
+            .all(|j| j.concurrency_key.as_deref() == Some(key)));
+        let mut got = ids_of(&listed);
+        got.sort();
+        let mut want = want.clone();
+        want.sort();
+        assert_eq!(got, want, "{key}");
+    }
+    // Newest created first, and only the status asked for.
+    let newest = of_key(&client, "w1/acct/7", 2).await;
+    assert_eq!(
+        ids_of(&newest),
+        newest_first(mine[mine.len() - 2..].to_vec())
+    );
+    let succeeded = client
         .runs(&RunsQuery {
             concurrency_key: Some("w1/acct/7".into()),
+            status: Some(Status::Succeeded),
             limit: 1_000,
             ..Default::default()
         })
         .await
         .unwrap();
-    let mut got = ids_of(&listed);
-    got.sort();
-    ids.sort();
-    assert_eq!(got, ids);
+    assert_eq!(succeeded.len(), finished.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn odd_keys_are_listed_and_retention_takes_their_index_entries() {
-    // Keys the JSON of a spec escapes, or that look like the index's own
-    // syntax (a length, a range bound): retention rebuilds each job's
-    // member from its decoded spec, and must find the one enqueue wrote.
+    // Keys the JSON of a spec escapes, or that look like the key index's
+    // own syntax (a length, a range bound), are listed by their entries;
+    // and retention rebuilds each job's member of an older version's key
+    // index from its decoded spec, and must find the one that version wrote.
     let config = r#"
 [scripts."f/k"]
 command = ["true"]
@@ -552,22 +636,28 @@ concurrency = { max = 1, window_s = 0, key = "$args[t]" }
         ids.push(client.enqueue(r).await.unwrap());
     }
     let w = env.worker(&[], &[]);
-    env.finish(&client, &ids).await;
+    let done = env.finish(&client, &ids).await;
     drop(w);
     for (i, k) in keys.iter().enumerate() {
-        let listed = client
-            .runs(&RunsQuery {
-                concurrency_key: Some(k.to_string()),
-                limit: 10,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+        let listed = of_key(&client, k.to_string(), 10).await;
         let mut got = ids_of(&listed);
         got.sort();
         let mut want = ids[2 * i..2 * i + 2].to_vec();
         want.sort();
         assert_eq!(got, want, "key {k:?}");
+    }
+    let mut r = env.redis();
+    for job in &done {
+        redis::cmd("ZADD")
+            .arg(env.key("idx:keys"))
+            .arg(0)
+            .arg(sluice_shared::key_index::member(
+                job.concurrency_key.as_deref().unwrap(),
+                job.created_at.unwrap(),
+                &job.id,
+            ))
+            .query::<()>(&mut r)
+            .unwrap();
     }
     let _w = env.worker(
         &[],
@@ -576,7 +666,6 @@ concurrency = { max = 1, window_s = 0, key = "$args[t]" }
             ("SLUICE_RETENTION__EVERY_S", "0.2"),
         ],
     );
-    let mut r = env.redis();
     wait_until("retention to keep one finished job", || {
         redis::cmd("LLEN")
             .arg(env.key("idx:status:succeeded"))
@@ -589,4 +678,142 @@ concurrency = { max = 1, window_s = 0, key = "$args[t]" }
         .query(&mut r)
         .unwrap();
     assert_eq!(left, 1, "only the kept job's entry is left");
+}
+
+/// A key whose jobs are admitted by its running count alone is written to
+/// no registry (held.lua): `limits`, the list of keys and the key's page
+/// find it by its count's field, with the limit stamped on its running
+/// jobs, and it is no longer in use once they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_admitted_by_its_count_is_listed_while_its_jobs_run() {
+    let dir = Scratch::new("inspect");
+    let flag = dir.path("go");
+    let env = TestEnv::new(&format!(
+        r#"
+[scripts."f/hold"]
+command = ["sh", "-c", "while [ ! -e '{}' ]; do sleep 0.05; done"]
+concurrency = {{ max = 3, window_s = 0, key = "$args[k]" }}
+"#,
+        flag.display()
+    ));
+    let _w = env.worker(&[], &[]);
+    let client = env.client().await;
+    let ids = env
+        .enqueue(&client, "f/hold", json!({ "k": "k1" }), 2)
+        .await;
+    wait_until("both jobs to run", || {
+        let rt = tokio::runtime::Handle::current();
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                rt.block_on(client.jobs(&ids))
+                    .unwrap()
+                    .iter()
+                    .all(|j| j.as_ref().is_some_and(|j| j.status == "running"))
+            })
+            .join()
+            .unwrap()
+        })
+    });
+    let in_registry: bool = redis::cmd("HEXISTS")
+        .arg(env.key("limits"))
+        .arg("k1")
+        .query(&mut env.redis())
+        .unwrap();
+    assert!(!in_registry, "admitted by the count alone");
+    let states = client.limits(None).await.unwrap();
+    assert_eq!(states.len(), 1, "{states:?}");
+    let s = &states[0];
+    assert_eq!(
+        (s.key.as_str(), s.max, s.window_s, s.held, s.waiting),
+        ("k1", 3, 0.0, 2, 0)
+    );
+    assert_eq!(client.limits(Some("k1")).await.unwrap().len(), 1);
+    assert_eq!(client.limit_keys().await.unwrap(), ["k1"]);
+    let detail = client.key_detail("k1").await.unwrap();
+    let mut running: Vec<String> = detail
+        .slots
+        .iter()
+        .filter_map(|s| match s {
+            sluice_producer::Slot::Running { id } => Some(id.clone()),
+            _ => None,
+        })
+        .collect();
+    running.sort();
+    let mut want: Vec<String> = ids.iter().map(|i| i.to_string()).collect();
+    want.sort();
+    assert_eq!(running, want);
+    std::fs::write(&flag, b"").unwrap();
+    env.finish(&client, &ids).await;
+    assert!(client.limits(None).await.unwrap().is_empty());
+    assert!(client.limit_keys().await.unwrap().is_empty());
+}
+
+/// A windowed key admitted by its count holds its slot after its job ends:
+/// listed from that slot, with its stamped window; once the slot expires on
+/// its own, retention removes the count's field that still marks keys of
+/// its own, though the key was never in the registry.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_clears_a_windowed_keys_count_after_its_window() {
+    let env = TestEnv::new(
+        r#"
+[scripts."f/win"]
+command = ["true"]
+concurrency = { max = 3, window_s = 1, key = "$args[k]" }
+
+[scripts."f/long"]
+command = ["true"]
+concurrency = { max = 4, window_s = 600, key = "$args[k]" }
+"#,
+    );
+    let client = env.client().await;
+    let mut ids = env
+        .enqueue(&client, "f/win", json!({ "k": "short" }), 1)
+        .await;
+    ids.extend(
+        env.enqueue(&client, "f/long", json!({ "k": "long" }), 1)
+            .await,
+    );
+    let w = env.worker(&[], &[]);
+    env.finish(&client, &ids).await;
+    drop(w);
+    let mut r = env.redis();
+    let field: Option<String> = redis::cmd("HGET")
+        .arg(env.key("running"))
+        .arg("long")
+        .query(&mut r)
+        .unwrap();
+    assert_eq!(field.as_deref(), Some("0 s"));
+    let registry: Vec<String> = redis::cmd("HKEYS")
+        .arg(env.key("limits"))
+        .query(&mut r)
+        .unwrap();
+    assert!(
+        registry.is_empty(),
+        "admitted by the count alone: {registry:?}"
+    );
+    let states = client.limits(Some("long")).await.unwrap();
+    assert_eq!(
+        states
+            .iter()
+            .map(|s| (s.max, s.window_s, s.held))
+            .collect::<Vec<_>>(),
+        [(4, 600.0, 1)],
+        "{states:?}"
+    );
+    let _w = env.worker(&[], &[("SLUICE_RETENTION__EVERY_S", "0.2")]);
+    wait_until("retention to remove the short key's field", || {
+        !redis::cmd("HEXISTS")
+            .arg(env.key("running"))
+            .arg("short")
+            .query::<bool>(&mut r)
+            .unwrap()
+    });
+    let keys: Vec<String> = client
+        .limits(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.key)
+        .collect();
+    assert_eq!(keys, ["long"], "the long window still holds its key");
 }

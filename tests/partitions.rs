@@ -185,6 +185,11 @@ command = ["true"]
         .unwrap();
     let listed: BTreeSet<&str> = runs.iter().map(|j| j.id.as_str()).collect();
     assert_eq!(listed, ids.iter().map(|i| i.as_str()).collect());
+    // A key is in use from its first admission, or once it is paused:
+    // each is listed from its own partition's running counts.
+    for k in ["acct/a", "acct/b", "acct/c"] {
+        client.pause(k, later).await.unwrap();
+    }
     let keys: Vec<String> = client
         .limits(None)
         .await

@@ -80,6 +80,21 @@ async fn exit_75_pauses_the_key_and_other_keys_go_on() {
     let paused_until = paused_until.unwrap();
     let job = client.job(&first).await.unwrap().unwrap();
     assert_eq!(job.status, "waiting", "{job:?}");
+    // Listed as waiting, by status and by its key: its key was admitted by
+    // its count alone, and the wait list is found all the same.
+    for key in [None, Some("api".to_string())] {
+        let waiting = client
+            .runs(&sluice_producer::RunsQuery {
+                status: Some(sluice_producer::Status::Waiting),
+                concurrency_key: key.clone(),
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        let ids: Vec<&JobId> = waiting.iter().map(|j| &j.id).collect();
+        assert_eq!(ids, [&first], "{key:?}");
+    }
     // More calls, and other work, while the key is paused.
     let mut reqs: Vec<JobRequest> = (0..5)
         .map(|_| JobRequest::new("f/api", json!({})))

@@ -3,21 +3,22 @@
 
 use std::collections::HashMap;
 
+use sluice_shared::entry::Entry;
 use sluice_shared::error::Result;
 use sluice_shared::job::Job;
-use sluice_shared::key_index;
 
-use crate::{Client, LimitState};
+use crate::{Client, LimitState, RunsQuery};
 
 /// The most recent jobs of a key read for its timeline.
 pub const RECENT_JOBS: isize = 60;
 /// The most waiters listed by name.
 pub const WAITERS_SHOWN: isize = 50;
-/// How many of a key's newest jobs are looked at for the running ones: a
-/// running execution is counted per key, not named (see held.lua), so the
-/// page finds them by their state. One that started before this many newer
-/// jobs of its key is counted in the key's state but not listed.
-pub const RUNNING_LOOK: isize = 1000;
+/// How many of each status's most recently finished jobs (and of each live
+/// structure's entries) are looked at for the key's recent jobs: a key's
+/// jobs are picked out of every key's by their entries (runs.rs), so a key
+/// whose last jobs finished before this many others of any key shows only
+/// its unfinished ones here (`sluice runs --concurrency-key` finds them all).
+pub const RECENT_SCAN: usize = 20_000;
 
 /// What one member of a key's slots set says.
 #[derive(Clone, Debug, PartialEq)]
@@ -66,13 +67,12 @@ pub struct KeyDetail {
 }
 
 /// Redis time; the slots set with scores; the first waiters; how many
-/// wait; the key's newest jobs (key_index::read_newest).
+/// wait; the partition's lease keys.
 type KeyReads = (
     (i64, i64),
     Vec<(String, f64)>,
     Vec<String>,
     u64,
-    Vec<String>,
     Vec<String>,
 );
 
@@ -84,18 +84,31 @@ impl Client {
         // Everything of a key lives in its partition.
         let keys = self.parts.by_key(key);
         let tags = sluice_shared::tags::known(keys, &mut *con).await?;
-        let look = RUNNING_LOOK as usize;
         let mut pipe = redis::pipe();
+        // In one pipeline, so that what holds the key and who waits are one
+        // snapshot.
         pipe.cmd("TIME")
             .zrange_withscores(keys.slots(key), 0, -1)
             .lrange(keys.wait(key), 0, WAITERS_SHOWN - 1)
-            .llen(keys.wait(key));
-        // In the same pipeline, so that the page is one snapshot.
-        key_index::read_newest(&mut pipe, keys, key, look);
-        let (time, members, waiters, waiting_total, indexed, legacy): KeyReads =
+            .llen(keys.wait(key))
+            .zrange(keys.leases(), 0, -1);
+        let (time, members, waiters, waiting_total, leases): KeyReads =
             pipe.query_async(&mut *con).await?;
-        let recent_ids = key_index::newest_of(&indexed, legacy, look);
-        let running = running_among(&mut con, keys, &recent_ids).await?;
+        // A running execution is counted per key, not named (see held.lua):
+        // it is found by its entry in the lease keys, and its state.
+        let items = sluice_shared::lease::read(&mut *con, &leases).await?;
+        let mut leased: Vec<String> = items
+            .iter()
+            .flatten()
+            .filter_map(|i| sluice_shared::lease::parse_item(i).map(|(_, e)| e))
+            .filter_map(|e| match Entry::parse(e)? {
+                Entry::Job { id, ckey } if ckey == key => Some(id),
+                _ => None,
+            })
+            .collect();
+        leased.sort();
+        leased.dedup();
+        let running = running_among(&mut con, keys, &leased).await?;
         let now = time.0 * 1000 + time.1 / 1000;
         // A reserved slot's moment is its waiter's entry in its tag's delayed set.
         let mut due: HashMap<String, i64> = HashMap::new();
@@ -147,8 +160,14 @@ impl Client {
                 }),
         );
         drop(con);
-        let newest = &recent_ids[..recent_ids.len().min(RECENT_JOBS as usize)];
-        let recent = self.jobs(newest).await?.into_iter().flatten().collect();
+        let recent = self
+            .runs(&RunsQuery {
+                concurrency_key: Some(key.to_string()),
+                limit: RECENT_JOBS as usize,
+                scan_limit: Some(RECENT_SCAN),
+                ..Default::default()
+            })
+            .await?;
         Ok(KeyDetail {
             now,
             state,

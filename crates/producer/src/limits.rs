@@ -11,9 +11,13 @@ use crate::Client;
 pub struct LimitState {
     /// The concurrency key.
     pub key: String,
-    /// How many slots the key has, as last stamped on a job.
+    /// How many slots the key has, as stamped on one of its live jobs (or,
+    /// for a key none of whose jobs is live, on the job that put it in
+    /// use); 0 when no job of it was found (a key paused by hand before any
+    /// job of it ran).
     pub max: u32,
-    /// How long a slot stays held after its execution ends, in seconds, as last stamped.
+    /// How long a slot stays held after its execution ends, in seconds, as
+    /// stamped with `max`.
     pub window_s: f64,
     /// Slots held now: running, reserved for a waiter, or in their window.
     pub held: u64,
@@ -43,7 +47,11 @@ pub struct SetLimit {
 }
 
 impl Client {
-    /// Every key in use, or just `key`, in key order.
+    /// Every key in use, or just `key`, in key order. A key is in use while
+    /// the limits registry names it (from the admission of a job that waits
+    /// for it, or that a slow path admits, until retention finds it idle)
+    /// or its running count does (while its jobs run, or it holds slots of
+    /// its own); or while a limit is set on it at run time.
     pub async fn limits(&self, key: Option<&str>) -> Result<Vec<LimitState>> {
         match key {
             Some(k) => self.limits_of(&[k]).await,
@@ -52,11 +60,13 @@ impl Client {
                 // Each key is in use in one partition only: its own.
                 let mut fields: Vec<(String, String)> = Vec::new();
                 for keys in self.parts.all() {
-                    let got: Vec<(String, String)> = redis::cmd("HGETALL")
-                        .arg(keys.limits())
+                    let (registry, running): (Vec<(String, String)>, Vec<String>) = redis::pipe()
+                        .hgetall(keys.limits())
+                        .hkeys(keys.running())
                         .query_async(&mut *con)
                         .await?;
-                    fields.extend(got);
+                    let running = running.into_iter().filter(|k| !is_marked(k)).collect();
+                    fields.extend(with_live_stamps(&mut con, keys, registry, running).await?);
                 }
                 self.limit_states(&mut con, fields).await
             }
@@ -69,11 +79,13 @@ impl Client {
         let mut con = self.pool.get().await?;
         let mut fields: Vec<String> = Vec::new();
         for keys in self.parts.all() {
-            let got: Vec<String> = redis::cmd("HKEYS")
-                .arg(keys.limits())
+            let (registry, running): (Vec<String>, Vec<String>) = redis::pipe()
+                .hkeys(keys.limits())
+                .hkeys(keys.running())
                 .query_async(&mut *con)
                 .await?;
-            fields.extend(got);
+            fields.extend(registry);
+            fields.extend(running.into_iter().filter(|k| !is_marked(k)));
         }
         let mark = sluice_shared::keys::OVERRIDE_MARK;
         let mut keys: Vec<String> = fields
@@ -93,25 +105,40 @@ impl Client {
         let mut con = self.pool.get().await?;
         let mut fields = Vec::new();
         for (p, part) in self.parts.all().iter().enumerate() {
-            let mut names = Vec::new();
-            for k in keys.iter().filter(|k| self.parts.of_key(k.as_ref()) == p) {
-                names.push(k.as_ref().to_string());
-                names.push(sluice_shared::keys::override_field(k.as_ref()));
-            }
-            if names.is_empty() {
+            let mine: Vec<&str> = keys
+                .iter()
+                .map(|k| k.as_ref())
+                .filter(|k| self.parts.of_key(k) == p)
+                .collect();
+            if mine.is_empty() {
                 continue;
             }
-            let values: Vec<Option<String>> = redis::cmd("HMGET")
+            let mut names = Vec::new();
+            for k in &mine {
+                names.push(k.to_string());
+                names.push(sluice_shared::keys::override_field(k));
+            }
+            let (values, counts): (Vec<Option<String>>, Vec<Option<String>>) = redis::pipe()
+                .cmd("HMGET")
                 .arg(part.limits())
                 .arg(&names)
+                .cmd("HMGET")
+                .arg(part.running())
+                .arg(&mine)
                 .query_async(&mut *con)
                 .await?;
-            fields.extend(
-                names
-                    .into_iter()
-                    .zip(values)
-                    .filter_map(|(f, v)| v.map(|v| (f, v))),
-            );
+            let registry = names
+                .into_iter()
+                .zip(values)
+                .filter_map(|(f, v)| v.map(|v| (f, v)))
+                .collect();
+            let running = mine
+                .iter()
+                .zip(counts)
+                .filter(|(_, c)| c.is_some())
+                .map(|(k, _)| k.to_string())
+                .collect();
+            fields.extend(with_live_stamps(&mut con, part, registry, running).await?);
         }
         self.limit_states(&mut con, fields).await
     }
@@ -290,3 +317,103 @@ impl Client {
 
 /// The longest pause or window, in ms.
 const MAX_MS: u64 = (sluice_shared::config::MAX_SECONDS * 1000.0) as u64;
+
+/// Whether a field of the running counts is the pin (held.lua) rather than
+/// a key: no key holds a control character.
+fn is_marked(field: &str) -> bool {
+    field.starts_with(sluice_shared::keys::OVERRIDE_MARK)
+}
+
+/// The fields of one partition's limits registry (`registry`: keys and
+/// limits set at run time, with their values), with the keys its running
+/// counts name (`running`) added: each of those with the limit stamped on
+/// one of its live jobs (running, holding a slot, or first in its wait
+/// line), which is the one being enforced, rather than the registry's. A
+/// key admitted by its count alone is in no registry (held.lua). A key of
+/// neither that holds only a pause (paused by hand before any job of it
+/// was admitted) gets the stamp `0 0`: no limit known. One that holds
+/// nothing any more (its jobs ended, or its window slots expired, between
+/// the reads) is left out: it is no longer in use.
+async fn with_live_stamps(
+    con: &mut sluice_shared::redis_conn::Pooled,
+    part: &sluice_shared::Keys,
+    registry: Vec<(String, String)>,
+    running: Vec<String>,
+) -> Result<Vec<(String, String)>> {
+    let mut fields: std::collections::BTreeMap<String, String> = registry.into_iter().collect();
+    if running.is_empty() {
+        return Ok(fields.into_iter().collect());
+    }
+    let (jobs, paused) = live_jobs(con, part, &running).await?;
+    let ids: Vec<String> = jobs.values().cloned().collect();
+    let specs = sluice_shared::records::read_specs(&mut **con, part, &ids).await?;
+    for (id, spec) in ids.iter().zip(specs) {
+        let Some(max) = spec.max else { continue };
+        if jobs.get(&spec.ckey) == Some(id) {
+            let stamp = format!("{max} {}", spec.window_ms.unwrap_or(0));
+            fields.insert(spec.ckey, stamp);
+        }
+    }
+    for k in paused {
+        fields.entry(k).or_insert_with(|| "0 0".to_string());
+    }
+    Ok(fields.into_iter().collect())
+}
+
+/// Keys and the ids of their jobs.
+type LiveJobs = std::collections::HashMap<String, String>;
+
+/// One live job of each of `keys` (all of partition `part`) that has one:
+/// found by its entry in the lease keys (running), else in its key's slots
+/// (an ended execution in its window, a reservation) or wait line; and the
+/// keys without one that hold a pause.
+async fn live_jobs(
+    con: &mut sluice_shared::redis_conn::Pooled,
+    part: &sluice_shared::Keys,
+    keys: &[String],
+) -> Result<(LiveJobs, Vec<String>)> {
+    use sluice_shared::entry::{Entry, ID_LEN};
+    let wanted: std::collections::HashSet<&str> = keys.iter().map(String::as_str).collect();
+    let leases: Vec<String> = redis::cmd("ZRANGE")
+        .arg(part.leases())
+        .arg(0)
+        .arg(-1)
+        .query_async(&mut **con)
+        .await?;
+    let items = sluice_shared::lease::read(&mut **con, &leases).await?;
+    let mut found = std::collections::HashMap::new();
+    for item in items.iter().flatten() {
+        let Some((_, raw)) = sluice_shared::lease::parse_item(item) else {
+            continue;
+        };
+        if let Some(Entry::Job { id, ckey }) = Entry::parse(raw) {
+            if wanted.contains(ckey.as_str()) {
+                found.entry(ckey).or_insert(id);
+            }
+        }
+    }
+    let rest: Vec<&String> = keys.iter().filter(|k| !found.contains_key(*k)).collect();
+    let mut paused = Vec::new();
+    if rest.is_empty() {
+        return Ok((found, paused));
+    }
+    let mut pipe = redis::pipe();
+    for k in &rest {
+        pipe.zrange(part.slots(k), 0, 2).lrange(part.wait(k), 0, 0);
+    }
+    let lists: Vec<Vec<String>> = pipe.query_async(&mut **con).await?;
+    for (k, pair) in rest.iter().zip(lists.chunks(2)) {
+        // A slot's member is `<id>#...`; `pause` names no job.
+        let id = pair
+            .iter()
+            .flatten()
+            .filter(|m| m.as_str() != "pause")
+            .find_map(|m| m.get(..ID_LEN));
+        if let Some(id) = id {
+            found.insert(k.to_string(), id.to_string());
+        } else if pair[0].iter().any(|m| m == "pause") {
+            paused.push(k.to_string());
+        }
+    }
+    Ok((found, paused))
+}

@@ -105,7 +105,8 @@ impl Client {
             ready += parse::<u64>(v)?;
         }
         let (mut finished_recently, mut capped) = (0, false);
-        for ids in per_status {
+        for entries in per_status {
+            let ids = crate::runs::job_ids(entries, None);
             let mut recent = 0u64;
             for chunk in ids.chunks(1000) {
                 let states: Vec<Option<String>> = redis::cmd("HMGET")

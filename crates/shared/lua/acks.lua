@@ -131,6 +131,9 @@ local function record_acks(sec, now, now_s)
         redis.call('ZADD', k.slots, 'GT', now + throttle_ms, PAUSE)
         take_back_reservations(k.slots, k.wait, ckey)
         redis.call('LPUSH', k.wait, id .. ' ' .. (max or 1))
+        -- A waiter's key is in the limits registry, which tells where wait
+        -- lists are (runs.rs), though its count alone admitted it.
+        held_in_use[ckey] = id
       end
       -- Undeclared, it is only counted (checked above), as end_slot would.
       if k then end_slot(k.slots, k.wait, ckey, token, window, now) else running_add(ckey, -1) end
@@ -184,7 +187,7 @@ local function record_acks(sec, now, now_s)
       end
     end
     if final then
-      finish(final, id)
+      finish(final, entry)
       if is_step and notify_if_step(id, fstate_of, final, payload) then requeued = true end
     end
   end
@@ -228,12 +231,12 @@ local function record_acks(sec, now, now_s)
         results[#results + 1] = id
         results[#results + 1] = payload
       end
-      done[#done + 1] = id
+      done[#done + 1] = entry
     else
       slow(i, a)
     end
   end
-  for _, id in ipairs(done) do finish('succeeded', id) end
+  for _, e in ipairs(done) do finish('succeeded', e) end
   return refused, requeued, redo
 end
 

@@ -297,8 +297,13 @@ local function admit(id, entry, st, ckey, window)
     if ready ~= created_of(id, ready) then words.ready = ready end
     set_state(id, 'running', attempt, now_s, words)
     -- A flow holds one slot for its whole run, whatever attempt drives
-    -- it: counted once, here, at its first admission.
-    if ckey ~= '' then running_add(ckey, 1, window, id) end
+    -- it: counted once, here, at its first admission. A flow's key goes in
+    -- the limits registry whatever its count: parked, the run is in no
+    -- lease, where `sluice limits` would look for its stamp (limits.rs).
+    if ckey ~= '' then
+      running_add(ckey, 1, window, id)
+      if flow then held_in_use[ckey] = id end
+    end
   end
   leased[#leased + 1] = lease_item(attempt, entry)
   local n = #admitted
@@ -326,12 +331,19 @@ local function release_reservation(ckey, id)
   end
 end
 
-local function fail_corrupt(id, st, reason)
+-- The job of queue entry `entry` fails as corrupt. Its status list entry
+-- names the key its spec names, if it can be read, rather than the queue
+-- entry's, which may differ: that is the key it is listed under, and the
+-- entry retry.lua removes.
+local function fail_corrupt(entry, st, reason)
+  local id = E_ID[entry] or id_of(entry)
   local attempt = 0
   if st then attempt = st.attempt end
   set_state(id, 'failed', attempt, now_s)
   set_result(id, 'corrupt job record: ' .. reason)
-  finish('failed', id)
+  local spec = spec_of(id)
+  local ckey = spec and type(spec.ckey) == 'string' and spec.ckey or ''
+  finish('failed', make_entry(id, ckey))
   dropped[#dropped + 1] = id
 end
 
@@ -348,7 +360,7 @@ local function limited(id, entry, st, ckey, due_at, q)
   local max = spec and tonumber(spec.max)
   if not spec or spec.ckey ~= ckey or max == nil or max < 1 or tonumber(spec.window_ms) == nil then
     release_reservation(ckey, id)
-    fail_corrupt(id, st, 'max, window_ms or ckey missing or malformed')
+    fail_corrupt(entry, st, 'max, window_ms or ckey missing or malformed')
     return
   end
   -- A limit set at run time wins over the stamped one for the decisions
@@ -357,6 +369,8 @@ local function limited(id, entry, st, ckey, due_at, q)
   local stamped = max
   max = override_of(ckey) or max
   touch_key(ckey, k.slots, k.wait)
+  -- In the limits registry, should it wait (flush_held).
+  held_in_use[ckey] = id
   expire_slots(k.slots, now)
   local until_ = paused_until(k.slots, now)
   if until_ then
@@ -422,10 +436,11 @@ for k, entry in ipairs(ord) do
     local fast = s and spec and (ckey == '' or ord_counted[k]) and string.find(s, 'queued 0 ', 1, true) == 1
       and not is_flow_spec(spec)
     if fast and ckey ~= '' then
-      -- running_add, inlined: the count was read (held_load) and only grows.
+      -- running_add, inlined: the count was read (held_load) and only
+      -- grows. The key is not written to the limits registry: its count
+      -- field lists it as in use while it runs (held.lua).
       if ord_max[k] then
         local n = HN[ckey]
-        if n == 0 then held_in_use[ckey] = id end
         HN[ckey] = n + 1
         HDIRTY[ckey] = true
         if ord_win[k] ~= 0 then HW[ckey] = true end
@@ -446,13 +461,13 @@ for k, entry in ipairs(ord) do
       if not spec then
         if ckey ~= '' then release_reservation(ckey, id) end
         if st and (st.status == 'queued' or st.status == 'scheduled' or st.status == 'waiting') then
-          fail_corrupt(id, st, 'spec missing')
+          fail_corrupt(entry, st, 'spec missing')
         else
           dropped[#dropped + 1] = id
         end
       elseif not st then
         if ckey ~= '' then release_reservation(ckey, id) end
-        fail_corrupt(id, nil, 'state missing or malformed')
+        fail_corrupt(entry, nil, 'state missing or malformed')
       elseif st.status == 'running' then
         if st.words.drive == 'queued' then
           admit(id, entry, st, '', nil)
@@ -466,11 +481,11 @@ for k, entry in ipairs(ord) do
         if ckey ~= '' then release_reservation(ckey, id) end
         dropped[#dropped + 1] = id
       elseif ckey == '' then
-        if names_ckey(spec) then fail_corrupt(id, st, 'concurrency key differs from its queue entry')
+        if names_ckey(spec) then fail_corrupt(entry, st, 'concurrency key differs from its queue entry')
         else admit(id, entry, st, ckey, nil) end
       elseif ord_counted[k] then
         if ord_max[k] then admit(id, entry, st, ckey, ord_win[k])
-        else fail_corrupt(id, st, 'max, window_ms or ckey missing or malformed') end
+        else fail_corrupt(entry, st, 'max, window_ms or ckey missing or malformed') end
       else
         limited(id, entry, st, ckey, ord_due[k], ord_q[k])
       end

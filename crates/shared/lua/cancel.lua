@@ -51,7 +51,7 @@ if status == 'waiting' then count_waiting(-1) end
 local words = nil
 if parked_flow then words = { started = st.at, ready = st.words.ready } end
 set_state(id, 'cancelled', st.attempt, now_s, words)
-finish('cancelled', id)
+finish('cancelled', entry)
 notify_if_step(id, function() return KEYS[NS + 3] end, 'cancelled', 'cancelled by request')
 flush_records()
 flush_finished()

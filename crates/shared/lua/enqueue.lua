@@ -46,7 +46,6 @@ elseif ARGV[1] == 'keyed' then
   if not QUEUES[ARGV[2]] then return redis.error_reply('tag ' .. ARGV[2] .. ' is not registered') end
   -- The common case of a keyed batch, with fewer values per job.
   local specs, ready, writes = acc.specs, tag_list(acc.ready, ARGV[2]), state_writes
-  local stamp, seen, limits = ARGV[3] .. ' ' .. ARGV[4], acc.limits_seen, acc.limits
   local fresh = fresh_stamped(acc, ARGV[3], ARGV[4])
   local i = 0
   for a = 5, #ARGV, 3 do
@@ -57,11 +56,6 @@ elseif ARGV[1] == 'keyed' then
     writes[#writes + 1] = id
     writes[#writes + 1] = fresh
     ready[#ready + 1] = make_entry(id, ckey)
-    index_job(acc, ckey, now_s, id)
-    if seen[ckey] == nil then
-      seen[ckey] = stamp
-      limits[#limits + 1] = ckey
-    end
   end
   acc.n = i
 else

@@ -46,9 +46,16 @@ local HN, HW, HS, HS0, HDIRTY = {}, {}, {}, {}, {}
 -- Keys whose own keys this call used: K -> { slots, wait }, whose " s" is
 -- worked out again by flush_held().
 local held_touched = {}
--- Keys this call put back in use, K -> the id of the job that did: a key
--- idle long enough may have been pruned from the limits registry
--- (prune_limits.lua), and `sluice limits` must list it while it runs.
+-- Keys this call put in use by a slow path (a job sent to wait, or a first
+-- execution admitted other than by its key's count alone), K -> the id of
+-- the job that did: they go in the limits registry with its stamped limit,
+-- if missing. `sluice limits` lists the keys of that registry and those of
+-- the running counts (this hash), whose limits it reads off their running
+-- jobs (limits.rs). Neither enqueue nor an admission by the count writes
+-- the registry: that write, and the read of the job's limit for it, were
+-- a tenth of what a keyed job cost Redis. The registry keeps the keys that
+-- hold or wait for something until retention prunes them, idle
+-- (prune_limits.lua), and tells where wait lists are.
 local held_in_use = {}
 
 -- Counts as text, without a string.format each.

@@ -11,14 +11,7 @@ local JOB_ARGS = 7
 -- What a batch of new jobs writes, gathered to be sent by flush_jobs():
 -- ready[tag] and delayed[tag] are the entries for each tag's queues.
 local function new_jobs(now_s)
-  return { specs = {}, ready = {}, delayed = {}, limits_seen = {}, limits = {}, index = {}, n = 0, fresh = 'queued 0 ' .. now_s, fresh_with = {} }
-end
-
--- Adds job `id` of key `ckey` to the batch's key index entries.
-local function index_job(acc, ckey, now_s, id)
-  local ix = acc.index
-  ix[#ix + 1] = '0'
-  ix[#ix + 1] = key_index_member(ckey, now_s, id)
+  return { specs = {}, ready = {}, delayed = {}, n = 0, fresh = 'queued 0 ' .. now_s, fresh_with = {} }
 end
 
 -- The state of a keyed job ready now: the fresh state and the limit it is
@@ -73,13 +66,6 @@ local function write_job(acc, a, now, now_s)
   end
   local delay_ms = tonumber(ARGV[a + 2])
   local entry = make_entry(id, ckey)
-  if ckey ~= '' then
-    index_job(acc, ckey, now_s, id)
-    local stamp = ARGV[a + 4] .. ' ' .. ARGV[a + 5]
-    -- Each key once per batch, with its last stamp, in one HSET (flush_jobs).
-    if acc.limits_seen[ckey] == nil then acc.limits[#acc.limits + 1] = ckey end
-    acc.limits_seen[ckey] = stamp
-  end
   if delay_ms > 0 then
     local at = ms_str(now + delay_ms)
     set_state(id, 'scheduled', 0, at)
@@ -104,18 +90,6 @@ end
 -- this call did not declare was refused before (unknown_tag).
 local function flush_jobs(acc)
   if #acc.specs > 0 then hset_pairs(JOBS, acc.specs) end
-  -- Every member has score 0: the index is ordered by its members alone.
-  if #acc.index > 0 then
-    in_slices(acc.index, function(l) redis.call('ZADD', KEY_INDEX, unpack(l)) end)
-  end
-  if #acc.limits > 0 then
-    local pairs_ = {}
-    for _, k in ipairs(acc.limits) do
-      pairs_[#pairs_ + 1] = k
-      pairs_[#pairs_ + 1] = acc.limits_seen[k]
-    end
-    hset_pairs(LIMITS, pairs_)
-  end
   for tag, entries in pairs(acc.ready) do
     in_slices(entries, function(l) push_ready(queue(tag), l) end)
   end

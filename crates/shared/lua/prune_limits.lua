@@ -1,7 +1,10 @@
 -- prune_limits.lua: forget concurrency keys that hold nothing and have
 -- nothing waiting, so that the registry of keys in use does not grow with
--- every key ever used. A pruned key comes back when a job of it is enqueued
--- or admitted again.
+-- every key ever used. A pruned key comes back when a job of it is sent to
+-- wait or admitted by a slow path again (held.lua); a key admitted by its
+-- count alone is listed by its running count's field meanwhile. Retention
+-- also passes the keys of the running counts' fields here, so that a field
+-- left marking keys of its own (" s") goes once they are gone.
 --
 -- KEYS[1]  the limits hash ({p}:limits)
 -- KEYS[2]  the running counts ({p}:running, see held.lua)

@@ -7,12 +7,13 @@
 --   KEYS[2]  state hash    id -> "<status> <attempt> <since ms>[ <word>...]"
 --   KEYS[3]  results hash  id -> result JSON (succeeded) or last error text
 --   KEYS[4]  leases zset, KEYS[5] stats hash, KEYS[6] limits hash,
---   KEYS[7..9] idx:status:succeeded, :failed, :cancelled (lists, in the
---   order jobs finished)
+--   KEYS[7..9] idx:status:succeeded, :failed, :cancelled (lists of the
+--   finished jobs' entries, make_entry below, in the order they finished)
 --   KEYS[10] the tags registry (a set of every tag in use)
 --   KEYS[11] the running counts per concurrency key (held.lua)
---   KEYS[12] the key index: a zset of every keyed job, one lexical range
---   per key (key_index_member below)
+--   KEYS[12] the key index: a zset of keyed jobs, one lexical range per
+--   key (key_index_member below), which versions before entries in the
+--   status lists wrote at enqueue; now only read and purged
 --   then, per registered tag, 3 keys: its ready list, its delayed zset and
 --   its marker list (queues.lua)
 -- so a script's own keys start at KEYS[NS + 1].
@@ -63,11 +64,12 @@ end
 -- ms, 13 digits until the year 2286): the key's length in bytes and a colon,
 -- the key, the moment, then the id. The length makes "<len>:<key>" a prefix
 -- no other key's members start with, so one key's jobs are one lexical range
--- of the index, oldest first (key_index.rs reads it). One sorted set per
--- partition takes a whole batch with one ZADD, where a set per key took a
--- command per job, each written to the append-only file and the replicas.
--- The length's text is kept per length: Lua turns a number into text with
--- sprintf's %.14g, a float format, dearer than the rest of the member.
+-- of the index, oldest first (key_index.rs reads it). Enqueue no longer
+-- writes it (a write per keyed job was a tenth of a keyed job's cost): a
+-- key's jobs are found from the entries in the queues, leases and status
+-- lists, which name the key. Retention rebuilds members to remove those
+-- older versions wrote. The length's text is kept per length: Lua turns a
+-- number into text with sprintf's %.14g, a float format.
 local KEY_LEN_PREFIX = {}
 local function key_index_member(ckey, now_s, id)
   local n = #ckey

@@ -70,7 +70,7 @@ for i = 1, (#ARGV - 1) / 3 do
         push_ready(queue_of(id), { entry })
       end
       if final then
-        finish(final, id)
+        finish(final, entry)
         notify_if_step(id, function() return fstate end, final, reason)
       end
     end

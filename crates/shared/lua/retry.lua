@@ -25,12 +25,26 @@ local status = st.status
 if status == 'succeeded' then return 'succeeded' end
 if status ~= 'failed' and status ~= 'cancelled' then return 'unfinished' end
 -- Out of the finished index (retention would purge it) and the counters.
-redis.call('LREM', IDX[status], 1, id)
+-- Its entry there names its key (finish in slots.lua); one an older
+-- version wrote, or a corrupt job's, is the bare id. An entry whose key is
+-- not its spec's (a damaged or crafted queue entry the job ran under) is
+-- looked for through the whole list: rare, and a retry is a command.
+local entry = make_entry(id, ckey)
+if redis.call('LREM', IDX[status], 1, entry) == 0
+  and (entry == id or redis.call('LREM', IDX[status], 1, id) == 0) then
+  local list = redis.call('LRANGE', IDX[status], 0, -1)
+  for i = #list, 1, -1 do
+    if string.sub(list[i], 1, 36) == id then
+      redis.call('LREM', IDX[status], 1, list[i])
+      break
+    end
+  end
+end
 redis.call('HINCRBY', STATS, status, -1)
 redis.call('HINCRBY', STATS, 'active', 1)
 -- The attempts so far stay counted: the next one is attempt + 1.
 set_state(id, 'queued', st.attempt, now_s)
 flush_records()
-push_ready(queue_of(id), { make_entry(id, ckey) })
+push_ready(queue_of(id), { entry })
 flush_queues()
 return 'queued'

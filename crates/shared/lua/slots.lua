@@ -259,16 +259,19 @@ local function count_waiting(d)
   waiting_delta = waiting_delta + d
 end
 
--- A job reached a final status: counted, and appended to that status's
--- index, which is so in the order jobs finish.
-local function finish(status, id)
+-- A job reached a final status: counted, and its entry (its id, and its
+-- concurrency key when it has one: make_entry in records.lua) appended to
+-- that status's index, which is so in the order jobs finish. The key in the
+-- entry is what lists a key's finished jobs (`runs --concurrency-key`)
+-- without an index written per job at enqueue.
+local function finish(status, entry)
   final_counts[status] = (final_counts[status] or 0) + 1
   local t = by_status[status]
   if t == nil then
     t = {}
     by_status[status] = t
   end
-  t[#t + 1] = id
+  t[#t + 1] = entry
 end
 
 local function flush_finished()
@@ -279,6 +282,6 @@ local function flush_finished()
   end
   if total > 0 then redis.call('HINCRBY', STATS, 'active', -total) end
   if waiting_delta ~= 0 then redis.call('HINCRBY', STATS, 'waiting', waiting_delta) end
-  for status, ids in pairs(by_status) do redis.call('RPUSH', IDX[status], unpack(ids)) end
+  for status, entries in pairs(by_status) do redis.call('RPUSH', IDX[status], unpack(entries)) end
   final_counts, by_status, waiting_delta = {}, {}, 0
 end

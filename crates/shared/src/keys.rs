@@ -21,13 +21,13 @@
 //! | `{p}:slots:<K>` | zset | what K holds beyond its running executions: `<id>#<attempt>` an ended execution in its window (`<id>#f` a flow run's), `<id>#r` reserved, `<id>#c` the tail of a cancelled reservation, and `pause` (no slot: the key admits nothing until its score) ; score = Unix ms the slot frees, `+inf` while open-ended; expires with its last timed slot |
 //! | `{p}:wait:<K>` | list | `<id> <max>` of jobs waiting on K for a running job to end, FIFO |
 //! | `{p}:flow:<id>` | hash | a flow run's state: its entry, the step it is at (`fstep`, `fe_total`, `fe_next`), step results (`r:<step>`), for-each elements (`e:<step>:<n>`), their results (`i:<step>:<n>`) and count done (`d:<step>`), steps running (`c:<id>`, `active`), the first failure (`failed`) |
-//! | `{p}:limits` | hash | concurrency keys in use -> `max window_ms` last stamped; keys that hold and wait for nothing are pruned by retention. A field `\x1f<K>` holds the limit set at run time for K (`sluice limits set`), `max window_ms` |
+//! | `{p}:limits` | hash | concurrency keys put in use by a slow path -> `max window_ms` stamped on the job that did: a job sent to wait (or throttled), a flow run, a job admitted other than by its key's count alone while none of the key runs; never at enqueue, nor by an admission by the count (those keys are listed from `{p}:running`); keys that hold and wait for nothing are pruned by retention. A field `\x1f<K>` holds the limit set at run time for K (`sluice limits set`), `max window_ms` |
 //! | `{p}:handoff` | hash | work crossing to another partition (namespaces of several partitions): `start:<id>` -> a flow's step (its 7 enqueue values, JSON) to enqueue in the step's partition; `end:<id>` -> a step's end (JSON: flow run, step, position, status, result) to record in the run's partition; written in the same script as the start or end, removed once carried (handoff.rs) |
-//! | `{p}:idx:keys` | zset | every keyed job, score 0, member `<len>:<K><created ms><id>` (key_index.rs): one lexical range per key K, oldest first |
-//! | `{p}:idx:key:<K>` | zset | (namespaces written before `idx:keys`) ids of key K's jobs, by creation (Unix ms); read and purged, no longer written |
+//! | `{p}:idx:keys` | zset | (jobs enqueued by versions before the status lists held entries) keyed jobs, score 0, member `<len>:<K><created ms><id>` (key_index.rs): one lexical range per key K, oldest first; read and purged, no longer written |
+//! | `{p}:idx:key:<K>` | zset | (jobs enqueued by versions older still) ids of key K's jobs, by creation (Unix ms); read and purged, no longer written |
 //! | `{p}:idem:<key>` | string | the id of the job a caller's idempotency key enqueued; expires after `retention.keep_s` |
 //! | `{prefix}:partitions` | string | how many partitions the namespace has, recorded by the first enqueue or worker start (1 for a namespace that held jobs before it existed; see partitions.rs); always under the namespace's own tag `{prefix}`, not a partition's |
-//! | `{p}:idx:status:<S>` | list | ids of finished jobs of status S (succeeded, failed, cancelled), in the order they finished: `runs --status` reads the tail, retention the head |
+//! | `{p}:idx:status:<S>` | list | entries of finished jobs of status S (succeeded, failed, cancelled), in the order they finished: `runs --status` reads the tail, retention the head; `runs --concurrency-key` scans them for the key's entries (older versions stored bare ids) |
 //!
 //! An entry is the job id, then a space and its concurrency key if it has one.
 //! Jobs live in three namespace-wide hashes rather than a key each, so that a
@@ -179,18 +179,21 @@ impl Keys {
     pub fn wait(&self, ckey: &str) -> String {
         self.key(&format!("wait:{ckey}"))
     }
-    /// Concurrency key -> "max window_ms" as last stamped: the keys in use.
+    /// Concurrency key -> "max window_ms" as stamped on the job that put it
+    /// in use by a slow path (held.lua); with the running counts, the keys
+    /// in use.
     pub fn limits(&self) -> String {
         self.key("limits")
     }
-    /// Every keyed job of this partition (active and finished), one
-    /// lexical range per key (key_index.rs).
+    /// Keyed jobs of this partition that older versions enqueued, one
+    /// lexical range per key (key_index.rs): read and purged, no longer
+    /// written.
     pub fn key_index(&self) -> String {
         self.key("idx:keys")
     }
-    /// The jobs of concurrency key K by creation (Unix ms), as namespaces
-    /// written before [`Keys::key_index`] hold them: still read and purged,
-    /// no longer written.
+    /// The jobs of concurrency key K by creation (Unix ms), as versions
+    /// before [`Keys::key_index`] wrote them: still read and purged, no
+    /// longer written.
     pub fn legacy_idx_key(&self, ckey: &str) -> String {
         self.key(&format!("idx:key:{ckey}"))
     }

@@ -320,7 +320,7 @@ pub(crate) async fn key(
                     dt { "Jobs" } dd { a href=(format!("/runs?concurrency_key={}", enc(&key))) { "all runs of this key" } }
                 }
             }
-            None => { p.none { "This key is not in use (no job of it is stored, or it was pruned)." } }
+            None => { p.none { "This key is not in use (none of its jobs admitted yet, or idle and pruned)." } }
         }
         h2 { "Last minutes" }
         (super::timeline::svg(&d, now))

@@ -192,8 +192,9 @@ enum Cmd {
         #[arg(long, value_name = "ADDR")]
         listen: Option<std::net::SocketAddr>,
     },
-    /// Show each concurrency key in use: its limit, slots held, jobs
-    /// waiting; or set a key's limit at run time (`limits set`, `unset`).
+    /// Show each concurrency key in use (from the admission of one of its
+    /// jobs until it is idle): its limit, slots held, jobs waiting; or set a
+    /// key's limit at run time (`limits set`, `unset`).
     #[command(after_help = EXIT_CODES, args_conflicts_with_subcommands = true)]
     Limits {
         #[command(subcommand)]
@@ -481,7 +482,7 @@ async fn run(cli: Cli) -> Result<u8> {
                 return Err(Error::invalid(
                     "key",
                     format!(
-                        "{:?} is not a concurrency key in use",
+                        "{:?} is not a concurrency key in use (none of its jobs admitted yet, or idle and pruned)",
                         key.unwrap_or_default()
                     ),
                 ));
