@@ -699,6 +699,23 @@ async fn runs(args: &Args) -> BenchResult<Map<String, Value>> {
         times.sort_by(|a, b| a.total_cmp(b));
         f.insert(name.into(), json!(times[2]));
     }
+    // The worst case of a key filter: a key with no job, so that every
+    // stored job's entry is looked at (runs.rs).
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t = Instant::now();
+        let got = b
+            .client
+            .runs(&q(|q| q.concurrency_key = Some("k/none".into())))
+            .await
+            .map_err(|e| e.to_string())?;
+        times.push(t.elapsed().as_secs_f64() * 1000.0);
+        if !got.is_empty() {
+            return Err(format!("runs of a key with no job: {} jobs", got.len()));
+        }
+    }
+    times.sort_by(|a, b| a.total_cmp(b));
+    f.insert("absent_key_ms".into(), json!(times[1]));
     let info: String = redis::cmd("INFO")
         .arg("memory")
         .query(&mut b.con)
