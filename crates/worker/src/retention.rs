@@ -133,7 +133,10 @@ pub async fn purge_once(pool: &Pool, keys: &Keys, cfg: &RetentionConfig) -> Resu
     }
     if orphaned > 0 {
         orphans.query_async::<()>(&mut *con).await?;
-        tracing::warn!(orphaned, "status list entries of jobs that are gone removed");
+        tracing::warn!(
+            orphaned,
+            "status list entries of jobs that are gone removed"
+        );
     }
     let mut oldest: Vec<((String, String), i64)> = heads.into_iter().zip(ended).collect();
     oldest.sort_by_key(|(_, t)| *t);
