@@ -97,10 +97,7 @@ impl Client {
         // A running execution is counted per key, not named (see held.lua):
         // it is found by its entry in the lease keys, and its state.
         let items = sluice_shared::lease::read(&mut *con, &leases).await?;
-        let mut leased: Vec<String> = items
-            .iter()
-            .flatten()
-            .filter_map(|i| sluice_shared::lease::parse_item(i).map(|(_, e)| e))
+        let mut leased: Vec<String> = sluice_shared::lease::entries(&items)
             .filter_map(|e| match Entry::parse(e)? {
                 Entry::Job { id, ckey } if ckey == key => Some(id),
                 _ => None,

@@ -382,10 +382,7 @@ async fn live_jobs(
         .await?;
     let items = sluice_shared::lease::read(&mut **con, &leases).await?;
     let mut found = std::collections::HashMap::new();
-    for item in items.iter().flatten() {
-        let Some((_, raw)) = sluice_shared::lease::parse_item(item) else {
-            continue;
-        };
+    for raw in sluice_shared::lease::entries(&items) {
         if let Some(Entry::Job { id, ckey }) = Entry::parse(raw) {
             if wanted.contains(ckey.as_str()) {
                 found.entry(ckey).or_insert(id);

@@ -223,10 +223,8 @@ impl Client {
         // Running jobs are the items of the lease keys (lease.rs).
         let items = sluice_shared::lease::read(&mut *con, &leases).await?;
         lists.push(
-            items
-                .iter()
-                .flatten()
-                .filter_map(|i| sluice_shared::lease::parse_item(i).map(|(_, e)| e.to_string()))
+            sluice_shared::lease::entries(&items)
+                .map(str::to_string)
                 .collect(),
         );
         let mut seen = HashSet::new();

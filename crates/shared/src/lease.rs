@@ -27,6 +27,15 @@ pub fn parse_item(raw: &str) -> Option<(u32, &str)> {
     Some((attempt.parse().ok()?, entry))
 }
 
+/// The entries of the executions in `items` ([`read`]'s answer), leaving
+/// out malformed items: the jobs running under those leases.
+pub fn entries(items: &[Vec<String>]) -> impl Iterator<Item = &str> {
+    items
+        .iter()
+        .flatten()
+        .filter_map(|i| parse_item(i).map(|(_, e)| e))
+}
+
 /// The items of these lease keys, in order, with one pipelined round trip.
 /// A lease still written as one string of lines (by workers from before
 /// leases were lists) is read too, so that its jobs are still recovered and
